@@ -1,0 +1,245 @@
+"""Apply a batch to Postgres: delete every logged key, reconcile unique keys, insert current rows.
+
+The log holds keys only, so applying an entry means "make this row in Postgres what it is in
+SQLite now": delete the key, then insert the row if it still exists. That is idempotent (a batch
+applied twice leaves the same state), coalesces repeated changes of a row for free, and handles
+key changes (the old key is logged too). ``INSERT OR REPLACE`` can delete rows that clash on a
+unique key without firing any trigger (DESIGN invariant 6), so before inserting we also delete
+Postgres rows that clash with an incoming row on any unique key and re-read them from SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from . import log, metrics, state
+from .convert import BadValue, convert_rows, converter, key_to_json
+from .errors import BadValueError, DriftError
+from .schema import ROWID_COLUMN, TablePlan
+from .source import qi
+from .tail import ReadTxn
+from .target import qualified
+
+_log = log.get("apply")
+COPY_THRESHOLD = 2000
+
+
+@dataclass
+class TableTarget:
+    """What apply needs to know about one replicated table."""
+
+    plan: TablePlan
+    schema: str
+    snapshot_seq: int = 0
+    streaming: bool = True
+
+
+@dataclass
+class BatchResult:
+    high: int
+    entries: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    quarantined: int = 0
+    oldest_ts: float | None = None
+    per_table: Counter = field(default_factory=Counter)
+    ops: Counter = field(default_factory=Counter)
+
+
+class Applier:
+    def __init__(self, pg: asyncpg.Connection, tables: dict[str, TableTarget]):
+        self.pg = pg
+        self.tables = tables
+
+    async def apply(self, txn: ReadTxn, cursor: int) -> BatchResult:
+        """Apply entries (cursor, txn.high]; the caller commits and advances the cursor."""
+        result = BatchResult(high=txn.high)
+        async for page in txn.entries(cursor):
+            if result.oldest_ts is None:
+                result.oldest_ts = page[0][1]
+            keys: dict[str, dict[tuple, None]] = defaultdict(dict)
+            for seq, _ts, tbl, op, *k in page:
+                target = self.tables.get(tbl)
+                if target is None:
+                    raise DriftError(
+                        f"the change log names table {tbl!r}, which is not replicated (renamed?)"
+                    )
+                result.entries += 1
+                if not target.streaming or seq <= target.snapshot_seq:
+                    continue
+                width = len(target.plan.key_columns) or 1
+                keys[tbl][tuple(k[:width])] = None
+                result.ops[(tbl, op)] += 1
+            for tbl, tkeys in keys.items():
+                await self._apply_table(txn, self.tables[tbl], list(tkeys), result)
+        return result
+
+    async def _apply_table(
+        self, txn: ReadTxn, target: TableTarget, keys: list[tuple], result: BatchResult
+    ) -> None:
+        plan = target.plan
+        raw = await txn.rows(plan, keys)
+        good, bad = convert_rows(plan, raw, safe=True)
+        for _k, _r, column, reason, key in bad:
+            if plan.column(column).policy == "fail":
+                raise BadValueError(
+                    f"table {plan.name!r}, column {column!r}, key {key!r}: {reason} "
+                    "(on_bad_value = \"fail\")"
+                )
+        deleted = await self._delete_keys(target, keys)
+        resync = await self._reconcile_unique(target, good)
+        if resync:
+            extra_good, extra_bad = convert_rows(plan, await txn.rows(plan, resync), safe=True)
+            if extra_good:
+                _log.warning(
+                    "unique_clash_resync", table=plan.name, rows=len(extra_good),
+                    why="a Postgres row clashed on a unique key but still exists in SQLite",
+                )
+            good += extra_good
+            bad += extra_bad
+        await self._insert(target, good)
+        await state.quarantine_put(self.pg, plan.name, [b[:4] for b in bad])
+        bad_keys = {tuple(map(repr, b[4])) for b in bad}
+        cleared = [key_to_json(k) for k in keys if tuple(map(repr, k)) not in bad_keys]
+        await state.quarantine_clear(self.pg, plan.name, cleared)
+        if bad:
+            metrics.QUARANTINED.labels(plan.name).inc(len(bad))
+            _log.warning(
+                "rows_quarantined", table=plan.name, rows=len(bad),
+                sample_key=bad[0][4], column=bad[0][2], reason=bad[0][3],
+            )
+        result.rows_written += len(good)
+        result.rows_deleted += deleted
+        result.quarantined += len(bad)
+        result.per_table[plan.name] += len(keys)
+
+    def _pg_keys(self, plan: TablePlan, keys: Sequence[tuple]) -> list[tuple]:
+        """Log keys (SQLite values) as Postgres values; a key that cannot convert is not there."""
+        if plan.rowid_keyed:
+            return [k for k in keys if type(k[0]) is int]
+        convs = [converter(c) for c in plan.key_plans]
+        out = []
+        for key in keys:
+            try:
+                out.append(tuple(fn(v) for fn, v in zip(convs, key, strict=True)))
+            except BadValue:
+                continue
+        return out
+
+    def _key_types(self, plan: TablePlan) -> list[str]:
+        if plan.rowid_keyed:
+            return ["bigint"]
+        return [c.pg_type for c in plan.key_plans]
+
+    async def _delete_keys(self, target: TableTarget, keys: Sequence[tuple]) -> int:
+        plan = target.plan
+        pg_keys = self._pg_keys(plan, keys)
+        if not pg_keys:
+            return 0
+        table = qualified(target.schema, plan.pg_name)
+        cols, types = plan.pg_key_columns, self._key_types(plan)
+        if len(cols) == 1:
+            status = await self.pg.execute(
+                f"DELETE FROM {table} WHERE {qi(cols[0])} = ANY($1::{types[0]}[])",
+                [k[0] for k in pg_keys],
+            )
+        else:
+            args = [list(col) for col in zip(*pg_keys, strict=True)]
+            status = await self.pg.execute(
+                f"DELETE FROM {table} t USING {_unnest(types)} AS d({_names(len(cols))}) "
+                f"WHERE {' AND '.join(f't.{qi(c)} = d.c{i}' for i, c in enumerate(cols))}",
+                *args,
+            )
+        return int(status.split()[-1])
+
+    async def _reconcile_unique(self, target: TableTarget, good: list[tuple]) -> list[tuple]:
+        """Delete Postgres rows that clash with incoming rows on a unique key (REPLACE deletes);
+        returns their keys (as SQLite values) so they can be re-read."""
+        plan = target.plan
+        if not good:
+            return []
+        table = qualified(target.schema, plan.pg_name)
+        index = {c.name: i for i, c in enumerate(plan.columns)}
+        resync: list[tuple] = []
+        for idx in plan.indexes:
+            if not idx.unique or idx.primary:
+                continue
+            pos = [index[c] for c in idx.columns]
+            cols = [plan.columns[p] for p in pos]
+            rows = [tuple(r[p] for p in pos) for r in good]
+            rows = [r for r in rows if all(v is not None for v in r)]
+            if not rows:
+                continue
+            cond = " AND ".join(
+                _match(f"t.{qi(c.pg_name)}", f"d.c{i}", coll, c.pg_type)
+                for i, (c, coll) in enumerate(zip(cols, idx.collations, strict=False))
+            )
+            returning = ", ".join(f"t.{qi(c)}" for c in plan.pg_key_columns)
+            args = [list(col) for col in zip(*rows, strict=True)]
+            found = await self.pg.fetch(
+                f"DELETE FROM {table} t USING {_unnest([c.pg_type for c in cols])} "
+                f"AS d({_names(len(cols))}) WHERE {cond} RETURNING {returning}",
+                *args,
+            )
+            resync += [tuple(_to_sqlite(v) for v in r) for r in found]
+        return resync
+
+    async def _insert(self, target: TableTarget, good: list[tuple]) -> None:
+        if not good:
+            return
+        plan = target.plan
+        cols = [c.pg_name for c in plan.columns] + ([ROWID_COLUMN] if plan.rowid_keyed else [])
+        types = [c.pg_type for c in plan.columns] + (["bigint"] if plan.rowid_keyed else [])
+        if len(good) >= COPY_THRESHOLD:
+            await self.pg.copy_records_to_table(
+                plan.pg_name, schema_name=target.schema, columns=cols, records=good
+            )
+            return
+        args = [list(col) for col in zip(*good, strict=True)]
+        await self.pg.execute(
+            f"INSERT INTO {qualified(target.schema, plan.pg_name)} "
+            f"({', '.join(qi(c) for c in cols)}) SELECT * FROM {_unnest(types)}",
+            *args,
+        )
+
+
+def _unnest(types: Sequence[str]) -> str:
+    return "unnest(" + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types)) + ")"
+
+
+def _names(n: int) -> str:
+    return ", ".join(f"c{i}" for i in range(n))
+
+
+def _match(left: str, right: str, collation: str, pg_type: str) -> str:
+    """Equality as SQLite's unique index sees it; over-matching is safe (rows are re-read)."""
+    if pg_type == "text" and collation == "NOCASE":
+        return f"lower({left}) = lower({right})"
+    if pg_type == "text" and collation == "RTRIM":
+        return f"rtrim({left}, ' ') = rtrim({right}, ' ')"
+    return f"{left} = {right}"
+
+
+def _to_sqlite(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def record_metrics(result: BatchResult, seconds: float) -> None:
+    metrics.BATCH_SECONDS.observe(seconds)
+    metrics.BATCH_CHANGES.observe(result.entries)
+    for (tbl, op), n in result.ops.items():
+        if op != "K":
+            metrics.CHANGES_APPLIED.labels(tbl, {"I": "insert", "U": "update", "D": "delete"}[op]).inc(n)
+    for tbl, n in result.per_table.items():
+        metrics.ROWS_WRITTEN.labels(tbl).inc(n)
+    metrics.LAST_APPLY.set(time.time())
+    metrics.CURSOR.set(result.high)

@@ -1,0 +1,311 @@
+"""Capture objects in the SQLite file: the change log, the capture triggers, the cutover fence.
+
+These are the only writes the replicator ever makes to the SQLite file (DESIGN invariant 1). Each
+runs in a short ``BEGIN IMMEDIATE`` transaction with a busy timeout, so the application's writers
+wait at most a few milliseconds and never see ``database is locked`` because of us.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+
+from . import log, metrics
+from .errors import SourceError, is_busy_sqlite
+from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Schema, Table, inspect, qi, ql
+
+_log = log.get("capture")
+MIN_KEY_COLUMNS = 4
+FENCE_MESSAGE = (
+    "replicator: this SQLite database was migrated to Postgres and is now read-only; "
+    "the data lives in {where}. Point the application at the new database."
+)
+
+
+def template(name: str) -> str:
+    """A SQL template from ``triggers/`` (inside the wheel, or the source tree when editable)."""
+    packaged = resources.files("replicator") / "triggers" / name
+    if packaged.is_file():
+        return packaged.read_text()
+    return (Path(__file__).resolve().parent.parent / "triggers" / name).read_text()
+
+
+def trigger_names(table: str, kind: str = "c") -> tuple[str, str, str]:
+    """Names of a table's capture ('c') or fence ('f') triggers: insert, update, delete."""
+    return tuple(f"_replicator_{kind}{op}_{table}" for op in "iud")  # type: ignore[return-value]
+
+
+def key_refs(table: Table, which: str) -> list[str]:
+    """``NEW."a"`` / ``OLD."a"`` expressions for the table's key (its rowid when keyless)."""
+    return [f"{which}.{expr}" for expr in table.key_exprs]
+
+
+def capture_sql(table: Table) -> list[str]:
+    """The three CREATE TRIGGER statements for ``table``."""
+    new, old = key_refs(table, "NEW"), key_refs(table, "OLD")
+    names = trigger_names(table.name)
+    sql = template("capture.sql").format(
+        trigger_insert=qi(names[0]),
+        trigger_update=qi(names[1]),
+        trigger_delete=qi(names[2]),
+        table=qi(table.name),
+        table_literal=ql(table.name),
+        key_list="".join(f", k{i + 1}" for i in range(len(new))),
+        new_keys="".join(f", {k}" for k in new),
+        old_keys="".join(f", {k}" for k in old),
+        key_changed=" OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=True)),
+    )
+    return split_statements(sql)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a template into statements (triggers contain ';' inside BEGIN ... END)."""
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    out, buf = [], ""
+    for piece in body.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf.strip())
+            buf = ""
+    return out
+
+
+def with_write(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], object], *, attempts: int = 50
+) -> object:
+    """Run ``fn`` in a short BEGIN IMMEDIATE transaction, retrying while the file is busy."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not is_busy_sqlite(exc) or attempt == attempts - 1:
+                raise
+            metrics.SQLITE_BUSY_RETRIES.inc()
+            time.sleep(min(0.05 * (attempt + 1), 0.5))
+            continue
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    raise AssertionError("unreachable")
+
+
+def _log_key_columns(conn: sqlite3.Connection) -> int:
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({qi(LOG_TABLE)})")]
+    return sum(1 for c in cols if c.startswith("k") and c[1:].isdigit())
+
+
+def install(conn: sqlite3.Connection, tables: Iterable[Table]) -> dict[str, str]:
+    """Create the log and meta tables and each table's triggers, atomically and idempotently.
+
+    Only triggers that are missing or differ are (re)created, so a restart changes nothing in
+    the file. Returns ``{table: "created" | "replaced" | "kept"}``.
+    """
+    tables = list(tables)
+    width = max([MIN_KEY_COLUMNS, *(len(t.key_exprs) for t in tables)])
+
+    def work(c: sqlite3.Connection) -> dict[str, str]:
+        had_sequence = _has_table(c, "sqlite_sequence")
+        if not _has_table(c, LOG_TABLE):
+            cols = "".join(f",\n    k{i + 1}" for i in range(width))
+            for stmt in split_statements(template("log.sql").format(key_columns=cols)):
+                c.execute(stmt)
+            _set_meta(c, "source_id", str(uuid.uuid4()))
+            _set_meta(c, "installed_at", time.time())
+            _set_meta(c, "had_sqlite_sequence", int(had_sequence))
+            _set_meta(c, "pruned_through", 0)
+        for i in range(_log_key_columns(c), width):
+            c.execute(f"ALTER TABLE {qi(LOG_TABLE)} ADD COLUMN k{i + 1}")
+        existing = dict(
+            c.execute(
+                "SELECT name, sql FROM sqlite_schema WHERE type='trigger' "
+                "AND name LIKE '\\_replicator\\_c%' ESCAPE '\\'"
+            ).fetchall()
+        )
+        return {t.name: _install_table(c, t, existing) for t in tables}
+
+    result = with_write(conn, work)
+    _log.debug("capture_installed", tables=len(tables))
+    return result  # type: ignore[return-value]
+
+
+def _install_table(c: sqlite3.Connection, table: Table, existing: dict[str, str]) -> str:
+    statements = capture_sql(table)
+    outcome = "kept"
+    for name, stmt in zip(trigger_names(table.name), statements, strict=True):
+        current = existing.get(name)
+        if current is not None and current.strip() == stmt.rstrip(";").strip():
+            continue
+        if current is not None:
+            c.execute(f"DROP TRIGGER {qi(name)}")
+            outcome = "replaced"
+        elif outcome == "kept":
+            outcome = "created"
+        c.execute(stmt)
+    return outcome
+
+
+def drop_table_triggers(conn: sqlite3.Connection, table: str, kind: str = "c") -> None:
+    def work(c: sqlite3.Connection) -> None:
+        for name in trigger_names(table, kind):
+            c.execute(f"DROP TRIGGER IF EXISTS {qi(name)}")
+
+    with_write(conn, work)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
+    conn.execute(
+        f"INSERT INTO {qi(META_TABLE)} (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def read_meta(conn: sqlite3.Connection) -> dict[str, object]:
+    if not _has_table(conn, META_TABLE):
+        return {}
+    return dict(conn.execute(f"SELECT key, value FROM {qi(META_TABLE)}").fetchall())
+
+
+def installed(conn: sqlite3.Connection) -> bool:
+    return _has_table(conn, LOG_TABLE)
+
+
+def missing_triggers(schema: Schema, tables: Iterable[str]) -> list[str]:
+    """Tables (among ``tables``) that lack any of their capture triggers."""
+    return [t for t in tables if not set(trigger_names(t)) <= schema.triggers]
+
+
+def log_high_water(conn: sqlite3.Connection) -> int:
+    """The highest sequence number ever handed out (pruned or not); 0 when none."""
+    row = conn.execute(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
+        f"coalesce((SELECT max(seq) FROM {qi(LOG_TABLE)}), 0))",
+        (LOG_TABLE,),
+    ).fetchone()
+    return int(row[0])
+
+
+def prune(conn: sqlite3.Connection, through: int, chunk: int) -> int:
+    """Delete applied log rows (seq <= through) in small write transactions; returns rows deleted."""
+    total = 0
+    while True:
+
+        def work(c: sqlite3.Connection) -> int:
+            n = c.execute(
+                f"DELETE FROM {qi(LOG_TABLE)} WHERE seq IN (SELECT seq FROM {qi(LOG_TABLE)} "
+                "WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                (through, chunk),
+            ).rowcount
+            if n < chunk:
+                _set_meta(c, "pruned_through", through)
+            return n
+
+        deleted = int(with_write(conn, work))  # type: ignore[arg-type]
+        total += deleted
+        if deleted < chunk:
+            return total
+
+
+def install_fence(conn: sqlite3.Connection, tables: Iterable[str], where: str) -> None:
+    """Make every write to the listed tables fail with a message saying where the data went."""
+    message = ql(FENCE_MESSAGE.format(where=where))
+
+    def work(c: sqlite3.Connection) -> None:
+        for table in tables:
+            names = trigger_names(table, "f")
+            sql = template("fence.sql").format(
+                trigger_insert=qi(names[0]),
+                trigger_update=qi(names[1]),
+                trigger_delete=qi(names[2]),
+                table=qi(table),
+                message=message,
+            )
+            for name in names:
+                c.execute(f"DROP TRIGGER IF EXISTS {qi(name)}")
+            for stmt in split_statements(sql):
+                c.execute(stmt)
+        _set_meta(c, "fenced_at", time.time())
+
+    with_write(conn, work)
+
+
+def remove_fence(conn: sqlite3.Connection) -> None:
+    def work(c: sqlite3.Connection) -> None:
+        _drop_triggers_like(c, "\\_replicator\\_f%")
+        if _has_table(c, META_TABLE):
+            c.execute(f"DELETE FROM {qi(META_TABLE)} WHERE key = 'fenced_at'")
+
+    with_write(conn, work)
+
+
+def fenced(conn: sqlite3.Connection) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type='trigger' AND name LIKE '\\_replicator\\_f%' "
+        "ESCAPE '\\' LIMIT 1"
+    ).fetchone()
+    return row is not None
+
+
+def _drop_triggers_like(c: sqlite3.Connection, pattern: str) -> int:
+    names = [
+        r[0]
+        for r in c.execute(
+            "SELECT name FROM sqlite_schema WHERE type='trigger' AND name LIKE ? ESCAPE '\\'",
+            (pattern,),
+        )
+    ]
+    for name in names:
+        c.execute(f"DROP TRIGGER IF EXISTS {qi(name)}")
+    return len(names)
+
+
+def uninstall(conn: sqlite3.Connection) -> dict[str, int]:
+    """Remove every replicator object from the file in one transaction.
+
+    SQLite never lets anyone drop ``sqlite_sequence``: if our log created it, it stays, empty.
+    """
+
+    def work(c: sqlite3.Connection) -> dict[str, int]:
+        triggers = _drop_triggers_like(c, "\\_replicator%")
+        tables = sum(1 for t in (LOG_TABLE, META_TABLE) if _has_table(c, t))
+        for stmt in split_statements(template("uninstall.sql")):
+            if "sqlite_sequence" in stmt and not _has_table(c, "sqlite_sequence"):
+                continue
+            c.execute(stmt)
+        return {"triggers": triggers, "tables": tables}
+
+    result = with_write(conn, work)
+    _log.info("capture_uninstalled", **result)  # type: ignore[arg-type]
+    return result  # type: ignore[return-value]
+
+
+def check_log(conn: sqlite3.Connection) -> None:
+    if not installed(conn):
+        raise SourceError(
+            f"source: the change log {LOG_TABLE} is missing (dropped or the file was replaced); "
+            "replication cannot continue: run `replicator uninstall` and start again"
+        )
+
+
+def rowid_keyed(tables: Iterable[Table]) -> list[str]:
+    return [t.name for t in tables if t.key_kind == KEY_ROWID]
+
+
+def refresh_schema(conn: sqlite3.Connection) -> Schema:
+    return inspect(conn)

@@ -1,0 +1,237 @@
+"""Configuration in three steps: defaults, parse (TOML with ${VAR} expansion), validate.
+
+The result is a frozen ``Config``. Unknown keys are refused, and every error names the field
+and the offending value, so a typo in a service's config fails at start, not at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+TYPE_OVERRIDES = (
+    "bigint",
+    "double precision",
+    "numeric",
+    "text",
+    "bytea",
+    "boolean",
+    "timestamptz",
+    "timestamp",
+    "date",
+    "jsonb",
+    "json",
+)
+BAD_VALUE_POLICIES = ("quarantine", "fail")
+
+
+@dataclass(frozen=True)
+class ColumnOverride:
+    type: str | None = None
+    on_bad_value: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    target_url: str | None = None
+    target_schema: str = "public"
+    state_dir: Path | None = None
+    embedded_dir: Path | None = None
+    busy_timeout_ms: int = 5000
+    poll_interval: float = 0.25
+    force_polling: bool = False
+    snapshot_method: str = "copy"
+    batch_page: int = 20000
+    prune_chunk: int = 5000
+    identifiers: str = "lower"
+    on_bad_value: str = "quarantine"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    metrics_addr: str | None = "127.0.0.1:9753"
+    ready_max_lag: float = 30.0
+    log_level: str = "info"
+    log_format: str = "auto"
+    summary_interval: float = 30.0
+    tls_verify: bool = True
+    connect_timeout: float = 15.0
+    drain_timeout: float = 30.0
+    columns: dict[tuple[str, str], ColumnOverride] = field(default_factory=dict)
+
+    @property
+    def state_path(self) -> Path:
+        """Where the replicator keeps its local files (snapshot copy, lock, backups)."""
+        if self.state_dir is not None:
+            return self.state_dir
+        return self.source.with_name(self.source.name + ".replicator")
+
+    def column_override(self, table: str, column: str) -> ColumnOverride:
+        return self.columns.get((table, column), ColumnOverride())
+
+    def bad_value_policy(self, table: str, column: str) -> str:
+        return self.column_override(table, column).on_bad_value or self.on_bad_value
+
+    def wants_table(self, name: str) -> bool:
+        if self.include and name not in self.include:
+            return False
+        return name not in self.exclude
+
+
+# (section, key) -> (Config field, type, check)
+_SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
+    ("source", "path"): ("source", str, None),
+    ("source", "state_dir"): ("state_dir", str, None),
+    ("source", "busy_timeout_ms"): ("busy_timeout_ms", int, lambda v: 0 <= v <= 600_000),
+    ("source", "poll_interval"): ("poll_interval", (int, float), lambda v: 0.01 <= v <= 60),
+    ("source", "force_polling"): ("force_polling", bool, None),
+    ("source", "snapshot_method"): ("snapshot_method", str, ("copy", "direct")),
+    ("target", "url"): ("target_url", str, None),
+    ("target", "schema"): ("target_schema", str, lambda v: 0 < len(v.encode()) <= 63),
+    ("target", "embedded_dir"): ("embedded_dir", str, None),
+    ("target", "connect_timeout"): ("connect_timeout", (int, float), lambda v: 1 <= v <= 600),
+    ("target", "tls_verify"): ("tls_verify", bool, None),
+    ("target", "identifiers"): ("identifiers", str, ("lower", "preserve")),
+    ("replication", "batch_page"): ("batch_page", int, lambda v: 100 <= v <= 1_000_000),
+    ("replication", "prune_chunk"): ("prune_chunk", int, lambda v: 1 <= v <= 1_000_000),
+    ("replication", "on_bad_value"): ("on_bad_value", str, BAD_VALUE_POLICIES),
+    ("replication", "include"): ("include", list, None),
+    ("replication", "exclude"): ("exclude", list, None),
+    ("replication", "drain_timeout"): ("drain_timeout", (int, float), lambda v: 0 < v <= 3600),
+    ("metrics", "addr"): ("metrics_addr", str, None),
+    ("metrics", "ready_max_lag"): ("ready_max_lag", (int, float), lambda v: v > 0),
+    ("log", "level"): ("log_level", str, ("debug", "info", "warning", "error")),
+    ("log", "format"): ("log_format", str, ("auto", "json", "console")),
+    ("log", "summary_interval"): ("summary_interval", (int, float), lambda v: v > 0),
+}
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(text: str, where: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"{where}: environment variable ${{{name}}} is not set")
+            return default
+        return value
+
+    return _VAR.sub(repl, text)
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file into ``{field: value}`` (not yet validated)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for section, body in raw.items():
+        if section == "tables":
+            values["columns"] = _parse_tables(body)
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"config: [{section}] must be a table, got {type(body).__name__}")
+        for key, value in body.items():
+            spec = _SCHEMA.get((section, key))
+            if spec is None:
+                raise ConfigError(f"config: unknown key {section}.{key}")
+            values[spec[0]] = _check(f"{section}.{key}", value, spec)
+    return values
+
+
+def _check(name: str, value: Any, spec: tuple[str, Any, Any]) -> Any:
+    _field, typ, check = spec
+    if isinstance(value, str):
+        value = expand_vars(value, name)
+    if typ is not bool and isinstance(value, bool):
+        raise ConfigError(f"{name}: expected {_type_name(typ)}, got a boolean ({value!r})")
+    if not isinstance(value, typ):
+        raise ConfigError(f"{name}: expected {_type_name(typ)}, got {type(value).__name__} {value!r}")
+    if isinstance(check, tuple) and value not in check:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(repr, check))}")
+    if callable(check) and not check(value):
+        raise ConfigError(f"{name}: value {value!r} is out of range")
+    if typ is list:
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of table names (strings)")
+        return tuple(value)
+    return value
+
+
+def _type_name(typ: Any) -> str:
+    if isinstance(typ, tuple):
+        return "a number"
+    return {str: "a string", int: "an integer", bool: "true or false", list: "a list"}[typ]
+
+
+def _parse_tables(body: Any) -> dict[tuple[str, str], ColumnOverride]:
+    out: dict[tuple[str, str], ColumnOverride] = {}
+    if not isinstance(body, dict):
+        raise ConfigError("config: [tables] must be a table")
+    for table, tbody in body.items():
+        extra = set(tbody) - {"columns"} if isinstance(tbody, dict) else {"?"}
+        if extra:
+            raise ConfigError(f"config: tables.{table}: unknown key(s) {sorted(extra)}")
+        for column, cbody in tbody.get("columns", {}).items():
+            where = f"tables.{table}.columns.{column}"
+            if not isinstance(cbody, dict):
+                raise ConfigError(f"config: {where} must be a table")
+            unknown = set(cbody) - {"type", "on_bad_value"}
+            if unknown:
+                raise ConfigError(f"config: {where}: unknown key(s) {sorted(unknown)}")
+            typ, policy = cbody.get("type"), cbody.get("on_bad_value")
+            if typ is not None and typ not in TYPE_OVERRIDES:
+                raise ConfigError(f"config: {where}.type: {typ!r} is not one of {TYPE_OVERRIDES}")
+            if policy is not None and policy not in BAD_VALUE_POLICIES:
+                raise ConfigError(
+                    f"config: {where}.on_bad_value: {policy!r} is not one of {BAD_VALUE_POLICIES}"
+                )
+            out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy)
+    return out
+
+
+def target_from_env() -> str | None:
+    return os.environ.get("REPLICATOR_TARGET_URL") or os.environ.get("DATABASE_URL") or None
+
+
+def build(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Defaults, then the file, then CLI overrides (None means "not given"), then the env target."""
+    values: dict[str, Any] = load_file(config_file) if config_file else {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    if not values.get("target_url"):
+        values["target_url"] = target_from_env()
+    if not values.get("source"):
+        raise ConfigError("--source: a SQLite database path is required (or source.path in config)")
+    for key in ("source", "state_dir", "embedded_dir"):
+        if values.get(key):
+            values[key] = Path(values[key]).expanduser()
+        else:
+            values.pop(key, None)
+    if values.get("metrics_addr") in ("", "off", "none"):
+        values["metrics_addr"] = None
+    if values.get("metrics_addr"):
+        parse_addr(values["metrics_addr"])
+    return Config(**values)
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--metrics-addr: expected HOST:PORT, got {addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,232 @@
+"""Value conversion, SQLite -> Postgres: one code path for snapshot, streaming and verify.
+
+A converter either returns the exact Postgres value or raises ``BadValue`` with a reason; it never
+coerces. (asyncpg's integer encoders call ``int()`` on a float, so a REAL 2.9 would silently
+arrive as 2; its numeric encoder writes a float's full binary expansion. Both are avoided here.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from .schema import IDENTITY_INPUTS, ColumnPlan, TableCensus, TablePlan
+from .source import qi
+
+_MAX_EXACT_FLOAT_INT = 2**53
+
+
+class BadText(bytes):
+    """A TEXT value whose bytes are not valid UTF-8 (kept raw for quarantine)."""
+
+
+class BadValue(Exception):
+    def __init__(self, column: str, reason: str):
+        super().__init__(f"{column}: {reason}")
+        self.column = column
+        self.reason = reason
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, BadText):
+        return "TEXT that is not valid UTF-8"
+    kind = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value), "value")
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{kind} {shown}"
+
+
+def _bigint(v: Any) -> int:
+    if type(v) is int:
+        return v
+    raise ValueError
+
+
+def _float(v: Any) -> float:
+    if type(v) is float:
+        return v
+    if type(v) is int and (-_MAX_EXACT_FLOAT_INT <= v <= _MAX_EXACT_FLOAT_INT or float(v) == v):
+        return float(v)
+    raise ValueError
+
+
+def _numeric(v: Any) -> Decimal:
+    if type(v) is int:
+        return Decimal(v)
+    if type(v) is float:
+        if math.isnan(v):
+            raise ValueError
+        return Decimal(repr(v)) if math.isfinite(v) else Decimal("Infinity" if v > 0 else "-Infinity")
+    raise ValueError
+
+
+def _text(v: Any) -> str:
+    if type(v) is str and "\x00" not in v:
+        return v
+    raise ValueError
+
+
+def _text_render(v: Any) -> str:
+    if type(v) is str:
+        return _text(v)
+    if type(v) is int:
+        return str(v)
+    if type(v) is float:
+        return repr(v)
+    raise ValueError
+
+
+def _bytea(v: Any) -> bytes:
+    if type(v) is bytes:
+        return v
+    raise ValueError
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "bigint": _bigint,
+    "float": _float,
+    "numeric": _numeric,
+    "text": _text,
+    "text_render": _text_render,
+    "bytea": _bytea,
+}
+
+
+def converter(col: ColumnPlan) -> Callable[[Any], Any]:
+    """The checking converter for a column; NULL passes through."""
+    fn = CONVERTERS[col.conv]
+    name, pg_type = col.name, col.pg_type
+
+    def convert(v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            return fn(v)
+        except ValueError:
+            reason = f"{_describe(v)} cannot be stored exactly in {pg_type}"
+            if type(v) is str and "\x00" in v:
+                reason = "TEXT containing a NUL byte (Postgres text cannot hold it)"
+            raise BadValue(name, reason) from None
+
+    return convert
+
+
+def row_converter(
+    plan: TablePlan, census: TableCensus | None = None
+) -> Callable[[Sequence[Any]], tuple]:
+    """Convert a row (in plan column order). With a census that proves a column holds only values
+    its converter passes through unchanged, that column is not touched (the snapshot fast path)."""
+    convs: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, col in enumerate(plan.columns):
+        if census is not None and _identity(col, census):
+            continue
+        convs.append((i, converter(col)))
+    if not convs:
+        return tuple
+
+    def convert_row(row: Sequence[Any]) -> tuple:
+        out = list(row)
+        for i, fn in convs:
+            out[i] = fn(out[i])
+        return tuple(out)
+
+    return convert_row
+
+
+def _identity(col: ColumnPlan, census: TableCensus) -> bool:
+    cen = census.columns.get(col.name)
+    if cen is None:
+        return False
+    inputs = IDENTITY_INPUTS.get(col.conv)
+    if inputs is None or not cen.present() <= inputs:
+        return False
+    return not (col.conv == "text" and (cen.nul_text or cen.bad_utf8))
+
+
+def select_list(plan: TablePlan, safe: bool) -> str:
+    """Columns to SELECT. The safe form reads TEXT as bytes plus its typeof, so invalid UTF-8
+    cannot fail the whole query; ``decode_safe_row`` turns it back into values."""
+    if not safe:
+        return ", ".join(qi(c.name) for c in plan.columns)
+    parts = []
+    for c in plan.columns:
+        q = qi(c.name)
+        parts.append(f"CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) ELSE {q} END")
+        parts.append(f"typeof({q}) = 'text'")
+    return ", ".join(parts)
+
+
+def decode_safe_row(row: Sequence[Any]) -> list[Any]:
+    out = []
+    for i in range(0, len(row), 2):
+        value, is_text = row[i], row[i + 1]
+        if is_text:
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                value = BadText(value)
+        out.append(value)
+    return out
+
+
+def key_to_json(values: Sequence[Any]) -> list[Any]:
+    """A key or row as typed JSON, lossless (floats as hex, bytes and bad text as hex)."""
+    return [typed_json(v) for v in values]
+
+
+def typed_json(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, BadText):
+        return {"text_hex": bytes(v).hex()}
+    if type(v) is int:
+        return {"int": str(v)}
+    if type(v) is float:
+        return {"real": v.hex()}
+    if type(v) is str:
+        return {"text": v} if "\x00" not in v else {"text_hex": v.encode().hex()}
+    if type(v) is bytes:
+        return {"blob": v.hex()}
+    return {"repr": repr(v)}
+
+
+def from_typed_json(v: Any) -> Any:
+    if v is None:
+        return None
+    (kind, raw), = v.items()
+    return {
+        "int": int,
+        "real": float.fromhex,
+        "text": str,
+        "text_hex": lambda h: bytes.fromhex(h).decode("utf-8", "surrogateescape"),
+        "blob": bytes.fromhex,
+    }[kind](raw)
+
+
+def convert_rows(
+    plan: TablePlan, rows: Sequence[Sequence[Any]], *, safe: bool, census: TableCensus | None = None
+) -> tuple[list[tuple], list[tuple]]:
+    """Convert rows read as ``(rowid, *columns)`` (safe or fast form) for Postgres.
+
+    Returns ``(good, bad)``: good rows in Postgres column order (plus the rowid for rowid-keyed
+    tables); bad rows as ``(typed key, typed raw row, column, reason, raw key)``.
+    """
+    convert = row_converter(plan, None if safe else census)
+    rowid_keyed = plan.rowid_keyed
+    names = [c.name for c in plan.columns]
+    key_idx = [names.index(k) for k in plan.key_columns]
+    good, bad = [], []
+    for raw in rows:
+        rowid = raw[0]
+        values = decode_safe_row(raw[1:]) if safe else raw[1:]
+        try:
+            row = convert(values)
+        except BadValue as exc:
+            key = [rowid] if rowid_keyed else [values[i] for i in key_idx]
+            bad.append((key_to_json(key), key_to_json(values), exc.column, exc.reason, key))
+            continue
+        good.append((*row, rowid) if rowid_keyed else row)
+    return good, bad

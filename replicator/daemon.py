@@ -1,0 +1,152 @@
+"""The ``run`` daemon: one task group holding the replication loop, the file watcher and the
+metrics/health endpoint. Signals only set ``stop``; the loop finishes the batch in flight,
+commits, and returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import log, metrics
+from .config import Config, parse_addr
+from .dsn import TargetDSN
+from .errors import EXIT_OK
+from .service import Done, Replicator
+from .tail import Watcher
+
+_log = log.get("daemon")
+
+
+class Health:
+    """What /healthz and /readyz report."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.state = "new"
+        self.started = time.time()
+
+    def ready(self) -> tuple[bool, str]:
+        lag = metrics.LAG_SECONDS._value.get()
+        if self.state != "streaming":
+            return False, f"state {self.state}"
+        if metrics.STATE.labels("error")._value.get() == 1:
+            return False, "error"
+        if lag > self.cfg.ready_max_lag:
+            return False, f"lag {lag:.1f}s > {self.cfg.ready_max_lag}s"
+        return True, "ok"
+
+
+async def serve_http(addr: str, health: Health, stop: asyncio.Event, bound: asyncio.Future) -> None:
+    """A minimal HTTP/1.0 server: GET /metrics, /healthz, /readyz."""
+    host, port = parse_addr(addr)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
+            status, ctype, body = _route(path.split("?")[0], health)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, IndexError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    bound.set_result(server.sockets[0].getsockname()[:2])
+    _log.info("metrics_listening", addr=f"{host}:{server.sockets[0].getsockname()[1]}")
+    async with server:
+        await stop.wait()
+
+
+def _route(path: str, health: Health) -> tuple[str, str, bytes]:
+    if path == "/metrics":
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY)
+    if path == "/healthz":
+        return "200 OK", "text/plain", b"ok\n"
+    if path == "/readyz":
+        ok, why = health.ready()
+        return ("200 OK" if ok else "503 Service Unavailable"), "text/plain", (why + "\n").encode()
+    return "404 Not Found", "text/plain", b"not found\n"
+
+
+async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *, progress=None) -> int:
+    """Install capture, snapshot, stream until ``stop`` or cutover; returns the exit code."""
+    health = Health(cfg)
+    metrics.set_state("new")
+    metrics.UP.set(1)
+    loop_stop = asyncio.Event()  # stops the helpers once the main work returns
+    bound: asyncio.Future = asyncio.get_running_loop().create_future()
+    rep = Replicator(cfg, target, mode="run", progress=progress)
+    code = EXIT_OK
+    try:
+        async with asyncio.TaskGroup() as tg:
+            if cfg.metrics_addr:
+                tg.create_task(serve_http(cfg.metrics_addr, health, loop_stop, bound))
+            try:
+                code = await _main(rep, cfg, health, stop, tg, loop_stop)
+            finally:
+                loop_stop.set()
+    finally:
+        metrics.UP.set(0)
+        await rep.close()
+    return code
+
+
+async def _main(
+    rep: Replicator, cfg: Config, health: Health, stop: asyncio.Event, tg: asyncio.TaskGroup,
+    loop_stop: asyncio.Event,
+) -> int:
+    await rep.open()
+    await rep.lock()
+    st = await rep.prepare()
+    health.state = st.state
+    _log.info("replicator_started", source=str(cfg.source), target=rep.target.masked,
+              state=st.state, cursor=st.cursor)
+    await rep.snapshot_phase()
+    if stop.is_set():
+        return EXIT_OK
+    health.state = "streaming"
+    watcher = Watcher(cfg.source, force_polling=cfg.force_polling)
+    tg.create_task(watcher.run(loop_stop))
+    try:
+        await rep.stream(stop, watcher)
+    except Done:
+        health.state = "done"
+        metrics.set_state("done")
+        _log.info("cutover_done", detail="the migration was cut over; the daemon exits")
+        return EXIT_OK
+    _log.info("replicator_stopped", cursor=rep.cursor)
+    return EXIT_OK
+
+
+def install_signal_handlers(stop: asyncio.Event, force_after: float) -> None:
+    """First SIGTERM/SIGINT: drain and stop. Second: exit at once."""
+    import os
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def handler(signame: str) -> None:
+        if stop.is_set():
+            _log.warning("forced_exit", signal=signame)
+            os._exit(1)
+        _log.info("stopping", signal=signame, detail="finishing the batch in flight")
+        stop.set()
+        loop.call_later(force_after, _force, signame)
+
+    def _force(signame: str) -> None:
+        _log.error("drain_timeout", signal=signame, seconds=force_after)
+        os._exit(1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, handler, sig.name)

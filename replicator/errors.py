@@ -1,0 +1,110 @@
+"""A shallow error taxonomy: one base class, a few kinds, each with an exit code and a retry flag.
+
+The CLI turns these into a message and an exit code at the edge; the daemon's loop uses
+``retryable`` to decide between backing off and stopping in state ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import asyncpg
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_STARTUP = 3
+
+
+class ReplicatorError(Exception):
+    """Base of every error the replicator raises on purpose."""
+
+    exit_code = EXIT_RUNTIME
+    retryable = False
+    kind = "runtime"
+
+
+class ConfigError(ReplicatorError):
+    """A bad flag, config field or value; the message names the field."""
+
+    exit_code = EXIT_USAGE
+    kind = "config"
+
+
+class StartupError(ReplicatorError):
+    """The source or target cannot be opened, or another instance holds the lock."""
+
+    exit_code = EXIT_STARTUP
+    kind = "startup"
+
+
+class SourceError(ReplicatorError):
+    """Something about the SQLite file stops replication (replaced, corrupt, log missing)."""
+
+    kind = "source"
+
+
+class TargetError(ReplicatorError):
+    """A Postgres failure; ``retryable`` when the connection or server went away."""
+
+    kind = "target"
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DriftError(ReplicatorError):
+    """A schema change the daemon cannot follow; names the table."""
+
+    kind = "drift"
+
+
+class BadValueError(ReplicatorError):
+    """A value that no column of the chosen type can hold exactly, with on_bad_value = "fail"."""
+
+    kind = "bad_value"
+
+
+class StateError(ReplicatorError):
+    """The target's bookkeeping is in a state that forbids the command (e.g. already cut over)."""
+
+    exit_code = EXIT_STARTUP
+    kind = "state"
+
+
+# SQLSTATE classes that mean "the connection or server went away; try again".
+_RETRYABLE_SQLSTATE_PREFIXES = ("08", "57P", "53", "40")
+
+
+def is_retryable_pg(exc: BaseException) -> bool:
+    """Classify a Postgres-side failure by type and SQLSTATE class, never by message text."""
+    if isinstance(exc, TargetError):
+        return exc.retryable
+    if isinstance(
+        exc,
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.InvalidCachedStatementError,
+            asyncpg.exceptions.OutdatedSchemaCacheError,
+            ConnectionError,
+            OSError,
+            asyncio.TimeoutError,
+            TimeoutError,
+        ),
+    ):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate.startswith(_RETRYABLE_SQLSTATE_PREFIXES)
+
+
+def is_busy_sqlite(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds a lock; retry later."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return False

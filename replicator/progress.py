@@ -1,0 +1,46 @@
+"""Per-table progress bars (rows/s and ETA) for the snapshot, on a terminal only."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+
+class TableProgress:
+    """Callable ``(table, done, total)``; a context manager that owns the display."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} rows/s"),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> TableProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        task = self.tasks.get(table)
+        if task is None:
+            task = self.tasks[table] = self.progress.add_task(table, total=total, rate="-")
+        elapsed = self.progress.tasks[task].elapsed or 0
+        rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
+        self.progress.update(task, completed=done, total=max(total, done), rate=rate)

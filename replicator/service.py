@@ -1,0 +1,609 @@
+"""The replicator's lifecycle: open both sides, install capture, snapshot, stream, follow drift.
+
+``Replicator`` is used by ``run`` (the daemon), ``copy`` (one-shot, no capture) and ``cutover``
+(drains with the same code). ``run_daemon`` wires the streaming loop, the file watcher and the
+metrics server into one task group; a signal only sets the ``stop`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from . import capture, drift, log, metrics, snapshot, state
+from .apply import Applier, BatchResult, TableTarget, record_metrics
+from .config import Config
+from .convert import converter
+from .dsn import TargetDSN
+from .errors import (
+    ReplicatorError,
+    SourceError,
+    StartupError,
+    StateError,
+    is_busy_sqlite,
+    is_retryable_pg,
+)
+from .schema import ROWID_COLUMN, TablePlan, census, plan_column, plan_table
+from .source import Table, inspect, open_source, qi
+from .tail import Tail, Watcher
+from .target import backoff, connect, ensure_schema, qualified
+
+_log = log.get("service")
+APPLY_LOCK = "hashtext('_replicator.apply')"
+DAEMON_LOCK = "hashtext('_replicator.daemon')"
+
+
+class Done(Exception):
+    """Cutover completed: the daemon stops cleanly."""
+
+
+class Replicator:
+    def __init__(self, cfg: Config, target: TargetDSN, *, mode: str = "run", progress=None):
+        self.cfg, self.target, self.mode = cfg, target, mode
+        self.schema = cfg.target_schema
+        self.progress = progress
+        self.pg: asyncpg.Connection | None = None
+        self.writer: sqlite3.Connection | None = None
+        self.tail: Tail | None = None
+        self.targets: dict[str, TableTarget] = {}
+        self.sql: dict[str, str] = {}
+        self.schema_version: int | None = None
+        self.cursor = 0
+        self.fenced = False
+        self.rowid_check: set[str] = set()
+        self.source_id: str | None = None
+        self._lock_file: Any = None
+        self._daemon_lock = False
+
+    # -- opening and closing -------------------------------------------------------------------
+
+    async def open(self, *, readonly_source: bool = False) -> None:
+        self.writer = open_source(
+            self.cfg.source, readonly=readonly_source, busy_timeout_ms=self.cfg.busy_timeout_ms
+        )
+        self.pg = await self._connect()
+        await state.ensure(self.pg)
+        await ensure_schema(self.pg, self.schema)
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await connect(
+            self.target, timeout=self.cfg.connect_timeout, tls_verify=self.cfg.tls_verify
+        )
+
+    async def reconnect(self) -> None:
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pg.close(), 2)
+            self.pg.terminate()
+        self.pg = await self._connect()
+        if self._daemon_lock:
+            await self._take_pg_lock()
+        _log.info("target_reconnected", target=self.target.masked)
+
+    async def close(self) -> None:
+        if self.tail:
+            await self.tail.close()
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pg.close(), 5)
+        if self.writer is not None:
+            self.writer.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+    async def lock(self) -> None:
+        """One daemon per source file and per target database."""
+        path = self.cfg.state_path
+        path.mkdir(parents=True, exist_ok=True)
+        fh = open(path / "daemon.lock", "a+")  # noqa: SIM115 - held for the process lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise StartupError(
+                f"another replicator (pid {holder}) is already running for {self.cfg.source}"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_file = fh
+        self._daemon_lock = True
+        await self._take_pg_lock()
+
+    async def _take_pg_lock(self) -> None:
+        assert self.pg is not None
+        if not await self.pg.fetchval(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})"):
+            raise StartupError(
+                f"another replicator is already replicating into {self.target.masked} "
+                "(it holds the target's advisory lock)"
+            )
+
+    # -- preparing -------------------------------------------------------------------------------
+
+    def wanted(self, schema_tables) -> list[Table]:
+        return [t for n, t in schema_tables.items() if self.cfg.wants_table(n)]
+
+    async def prepare(self) -> state.State:
+        """Check the target's state against this source; start fresh or resume."""
+        assert self.pg is not None and self.writer is not None
+        st = await state.load(self.pg)
+        meta = capture.read_meta(self.writer)
+        fresh = st is None or st.mode != self.mode or self.mode == "copy" and st.state == "done"
+        if st is not None and st.state == "done" and self.mode == "run" and st.mode == "run":
+            raise StateError(
+                "target: this migration was already cut over (state done); run "
+                "`replicator uninstall` to start again"
+            )
+        if st is not None and not fresh:
+            state.check_source(st, meta.get("source_id"), str(self.cfg.source))
+        if self.mode == "run":
+            tables = self.wanted(inspect(self.writer).tables)
+            results = await asyncio.to_thread(capture.install, self.writer, tables)
+            changed = [n for n, r in results.items() if r != "kept"]
+            if changed:
+                _log.info("capture_installed", tables=changed)
+            meta = capture.read_meta(self.writer)
+            self.source_id = str(meta["source_id"])
+            await self._check_not_pruned(st, meta, fresh)
+        if fresh:
+            await state.init(
+                self.pg, source_id=self.source_id, source_path=str(self.cfg.source.resolve()),
+                mode=self.mode, target_schema=self.schema,
+            )
+            await state.event(self.pg, "start", mode=self.mode, fresh=True)
+        st = await state.load(self.pg)
+        assert st is not None
+        return st
+
+    async def _check_not_pruned(self, st, meta, fresh: bool) -> None:
+        if fresh or st is None or st.state in ("new", "snapshot"):
+            return
+        pruned = int(meta.get("pruned_through") or 0)
+        if pruned > st.cursor:
+            raise SourceError(
+                f"source: the change log was pruned through {pruned} but the target has only "
+                f"applied through {st.cursor} (another target, or a restored database); "
+                "changes are missing. Start again with a fresh target"
+            )
+
+    # -- snapshot --------------------------------------------------------------------------------
+
+    async def snapshot_phase(self) -> None:
+        """Copy every table not yet copied, resumably; then set the cursor and start streaming."""
+        assert self.pg is not None
+        st = await state.load(self.pg)
+        assert st is not None
+        done = {n for n, t in (await state.tables(self.pg)).items() if t.status != state.COPYING
+                and t.status != state.PENDING}
+        if st.info.get("snapshot_done"):
+            await self._load_targets()
+            return
+        await state.set_state(self.pg, "snapshot")
+        metrics.set_state("snapshot")
+        frozen = await self._frozen(st)
+        try:
+            fschema = await asyncio.to_thread(inspect, frozen.conn)
+            version = fschema.schema_version
+            tables = [t for t in self.wanted(fschema.tables) if t.name not in done]
+            metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
+            started = time.monotonic()
+            for table in tables:
+                await self._snapshot_table(frozen, table)
+                metrics.SNAPSHOT_TABLES_REMAINING.dec()
+            await state.merge_info(self.pg, snapshot_seconds=round(time.monotonic() - started, 3))
+        finally:
+            frozen.close()
+        marks = [t.snapshot_seq or 0 for t in (await state.tables(self.pg)).values()]
+        cursor = min(marks) if marks else frozen.mark
+        final = "done" if self.mode == "copy" else "streaming"
+        await state.set_state(self.pg, final, cursor=cursor, schema_version=version)
+        await state.merge_info(self.pg, snapshot_done=True)
+        if frozen.path is not None:
+            frozen.path.unlink(missing_ok=True)
+        await self._load_targets()
+
+    async def _frozen(self, st: state.State) -> snapshot.Frozen:
+        if self.cfg.snapshot_method == "direct":
+            return snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
+        path = self.cfg.state_path / "snapshot.sqlite"
+        recorded = st.info.get("snapshot_mark")
+        if path.exists() and recorded is not None:
+            frozen = snapshot.open_frozen_copy(path)
+            if frozen.mark == recorded and st.info.get("snapshot_file") == str(path):
+                _log.info("snapshot_resume", copy=str(path), mark=frozen.mark)
+                return frozen
+            frozen.close()
+        t0 = time.monotonic()
+        await asyncio.to_thread(snapshot.take_copy, self.cfg.source, path)
+        frozen = snapshot.open_frozen_copy(path)
+        _log.info("snapshot_copy_taken", mark=frozen.mark, seconds=round(time.monotonic() - t0, 3))
+        assert self.pg is not None
+        await state.merge_info(self.pg, snapshot_file=str(path), snapshot_mark=frozen.mark)
+        return frozen
+
+    async def _snapshot_table(self, frozen: snapshot.Frozen, table: Table) -> None:
+        assert self.pg is not None
+        known = (await state.tables(self.pg)).get(table.name)
+        cen = await asyncio.to_thread(census, frozen.conn, table)
+        resume = (
+            known is not None and known.status == state.COPYING and frozen.path is not None
+            and known.snapshot_seq == frozen.mark
+        )
+        if resume:
+            assert known is not None
+            plan, after, rows = known.plan, known.resume_after, known.rows_copied
+            _log.info("table_resume", table=table.name, rows_done=rows)
+        else:
+            plan, after, rows = plan_table(table, cen, self.cfg), None, 0
+            async with self.pg.transaction():
+                await snapshot.prepare_table(
+                    self.pg, plan, self.schema, table.sql, owned=await self._owned()
+                )
+                await state.update_table(self.pg, table.name, snapshot_seq=frozen.mark)
+        copier = snapshot.TableCopier(
+            self.pg, frozen, plan, self.schema, census=cen, progress=self.progress
+        )
+        result = await copier.run(resume_after=after, done_rows=rows)
+        status = "copied" if self.mode == "copy" else state.STREAMING
+        await snapshot.finish_table(
+            self.pg, plan, self.schema, status=status, mark=frozen.mark,
+            seconds=result.seconds, rows=result.rows,
+        )
+        _log.info("table_copied", table=table.name, **snapshot.describe(result))
+
+    async def _owned(self) -> set[str]:
+        assert self.pg is not None
+        return set(await state.tables(self.pg))
+
+    async def _load_targets(self) -> None:
+        assert self.pg is not None
+        st = await state.load(self.pg)
+        assert st is not None
+        self.cursor = st.cursor
+        self.schema_version = st.schema_version
+        self.targets, self.sql = {}, {}
+        for name, t in (await state.tables(self.pg)).items():
+            self.targets[name] = TableTarget(
+                plan=t.plan, schema=self.schema, snapshot_seq=t.snapshot_seq or 0,
+                streaming=t.status == state.STREAMING,
+            )
+            self.sql[name] = t.sqlite_sql
+
+    # -- streaming -------------------------------------------------------------------------------
+
+    async def step(self) -> BatchResult | None:
+        """One turn of the loop: follow drift, then apply everything visible, then prune."""
+        assert self.tail is not None
+        version, high = await self.tail.quick()
+        if version != self.schema_version:
+            await self.handle_drift()
+        if self.fenced:
+            await self._check_done()
+        if high <= self.cursor and not self.rowid_check:
+            return None
+        return await self.batch()
+
+    async def batch(self) -> BatchResult | None:
+        assert self.pg is not None and self.tail is not None
+        t0 = time.monotonic()
+        async with self.pg.transaction():
+            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+            st = await state.load(self.pg, for_update=True)
+            assert st is not None
+            if st.state == "done":
+                raise Done()
+            self.cursor = st.cursor
+            async with self.tail.read() as txn:
+                if txn.schema_version != self.schema_version:
+                    return None  # the next step follows the drift first
+                result = BatchResult(high=self.cursor)
+                if txn.high > self.cursor:
+                    result = await Applier(self.pg, self.targets).apply(txn, self.cursor)
+                    await state.set_cursor(self.pg, txn.high)
+                    await self._table_stats(result)
+                renumbered = await self._check_rowids(txn)
+                if st.state == "error":
+                    await state.set_state(self.pg, "streaming")
+        for name in renumbered:
+            await self.resnapshot(name, "rowids differ from the target (VACUUM renumbered them)")
+        self.cursor = result.high
+        record_metrics(result, time.monotonic() - t0)
+        _log.debug(
+            "batch_applied", entries=result.entries, rows=result.rows_written,
+            deleted=result.rows_deleted, quarantined=result.quarantined, cursor=result.high,
+            seconds=round(time.monotonic() - t0, 4),
+        )
+        await self.prune()
+        return result
+
+    async def _check_rowids(self, txn) -> list[str]:
+        """After applying everything up to ``txn.high``, a rowid-keyed table must hold the same
+        rowids on both sides; VACUUM renumbering shows up as a different count or sum."""
+        assert self.pg is not None
+        out = []
+        for name in sorted(self.rowid_check):
+            tgt = self.targets.get(name)
+            if tgt is None or not tgt.plan.rowid_keyed:
+                continue
+            src = await txn.rowid_fingerprint(tgt.plan)
+            table = qualified(self.schema, tgt.plan.pg_name)
+            row = await self.pg.fetchrow(
+                f"SELECT count(*) + (SELECT count(*) FROM {state.SCHEMA}.quarantine WHERE tbl = $1),"
+                f" coalesce(sum({qi(ROWID_COLUMN)}), 0) + (SELECT coalesce(sum((key->0->>'int')"
+                f"::numeric), 0) FROM {state.SCHEMA}.quarantine WHERE tbl = $1) FROM {table}",
+                name,
+            )
+            if (int(row[0]), int(row[1])) != src:
+                _log.info("rowids_differ", table=name, sqlite=src, target=(int(row[0]), int(row[1])))
+                out.append(name)
+        self.rowid_check.clear()
+        return out
+
+    async def _table_stats(self, result: BatchResult) -> None:
+        assert self.pg is not None
+        for name, n in result.per_table.items():
+            await self.pg.execute(
+                f"UPDATE {state.SCHEMA}.tables SET changes_applied = changes_applied + $2, "
+                "last_change_at = now() WHERE name = $1",
+                name, n,
+            )
+
+    async def prune(self) -> None:
+        assert self.writer is not None
+        try:
+            await asyncio.to_thread(capture.prune, self.writer, self.cursor, self.cfg.prune_chunk)
+        except sqlite3.OperationalError as exc:
+            if not is_busy_sqlite(exc):
+                raise
+            metrics.SQLITE_BUSY_RETRIES.inc()
+
+    async def _check_done(self) -> None:
+        assert self.pg is not None
+        st = await state.load(self.pg)
+        if st is not None and st.state == "done":
+            raise Done()
+
+    # -- drift -----------------------------------------------------------------------------------
+
+    async def handle_drift(self) -> None:
+        assert self.writer is not None
+        schema = await asyncio.to_thread(inspect, self.writer)
+        self.fenced = any(n.startswith("_replicator_f") for n in schema.triggers)
+        capture.check_log(self.writer)
+        known = {n: (t.plan, self.sql[n]) for n, t in self.targets.items()}
+        wanted = {t.name for t in self.wanted(schema.tables)}
+        found = await asyncio.to_thread(
+            drift.detect, self.writer, schema, known, wanted, follow_drops=False
+        )
+        if self.schema_version is not None and not found.empty:
+            _log.info(
+                "schema_drift", new=found.new, add_columns=found.add_columns,
+                recopy=found.recopy, indexes=found.indexes,
+            )
+        for name in found.new:
+            await self.resnapshot(name, "new table")
+            metrics.SCHEMA_CHANGES.labels("new_table").inc()
+        for name, reason in found.recopy.items():
+            await self.resnapshot(name, reason)
+            metrics.SCHEMA_CHANGES.labels("recopy").inc()
+        for name, cols in found.add_columns.items():
+            await self.add_columns(schema.tables[name], cols)
+            metrics.SCHEMA_CHANGES.labels("add_column").inc()
+        for name in found.indexes:
+            await self.refresh_indexes(schema.tables[name])
+            metrics.SCHEMA_CHANGES.labels("indexes").inc()
+        self.rowid_check |= set(found.rowid_check)
+        self.schema_version = schema.schema_version
+        assert self.pg is not None
+        await self.pg.execute(
+            f"UPDATE {state.SCHEMA}.state SET schema_version = $1", schema.schema_version
+        )
+
+    async def resnapshot(self, name: str, reason: str) -> None:
+        """Capture (again) and copy one table from a consistent read of the live file."""
+        assert self.pg is not None and self.writer is not None
+        table = (await asyncio.to_thread(inspect, self.writer)).tables[name]
+        await asyncio.to_thread(capture.install, self.writer, [table])
+        async with self.pg.transaction():
+            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+            frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
+            try:
+                live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
+                cen = await asyncio.to_thread(census, frozen.conn, live)
+                plan = plan_table(live, cen, self.cfg)
+                await snapshot.prepare_table(
+                    self.pg, plan, self.schema, live.sql, owned=await self._owned()
+                )
+                result = await snapshot.TableCopier(
+                    self.pg, frozen, plan, self.schema, census=cen
+                ).run(per_chunk_txn=False)
+                await snapshot.finish_table(
+                    self.pg, plan, self.schema, status=state.STREAMING, mark=frozen.mark,
+                    seconds=result.seconds, rows=result.rows,
+                )
+                await state.event(self.pg, "resnapshot", name, reason=reason, rows=result.rows)
+            finally:
+                frozen.close()
+        self.targets[name] = TableTarget(plan, self.schema, snapshot_seq=frozen.mark)
+        self.sql[name] = live.sql
+        metrics.RESNAPSHOTS.labels(name).inc()
+        _log.info("table_resnapshot", table=name, reason=reason, **snapshot.describe(result))
+
+    async def add_columns(self, table: Table, names: list[str]) -> None:
+        """ALTER TABLE ... ADD COLUMN: add them in Postgres, with the value old rows read back."""
+        assert self.pg is not None and self.writer is not None
+        old = self.targets[table.name].plan
+        frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
+        try:
+            cen = await asyncio.to_thread(census, frozen.conn, table)
+            defaults = {
+                n: frozen.conn.execute(f"SELECT {table.column(n).default or 'NULL'}").fetchone()[0]
+                for n in names
+            }
+        finally:
+            frozen.close()
+        new_cols = [plan_column(table, table.column(n), cen.columns[n], self.cfg) for n in names]
+        plan = replace(old, columns=old.columns + tuple(new_cols))
+        pg_table = qualified(self.schema, plan.pg_name)
+        async with self.pg.transaction():
+            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+            for col in new_cols:
+                await self.pg.execute(f"ALTER TABLE {pg_table} ADD COLUMN {qi(col.pg_name)} {col.pg_type}")
+                value = converter(col)(defaults[col.name])
+                if value is not None:
+                    await self.pg.execute(f"UPDATE {pg_table} SET {qi(col.pg_name)} = $1", value)
+                if col.notnull:
+                    await self.pg.execute(
+                        f"ALTER TABLE {pg_table} ALTER COLUMN {qi(col.pg_name)} SET NOT NULL"
+                    )
+            await self._save_plan(plan, table.sql)
+            await state.event(self.pg, "add_columns", table.name, columns=names)
+        self.targets[table.name] = replace(self.targets[table.name], plan=plan)
+        self.sql[table.name] = table.sql
+        _log.info("columns_added", table=table.name, columns=names)
+
+    async def refresh_indexes(self, table: Table) -> None:
+        assert self.pg is not None
+        from .target import key_and_index_sql
+
+        old = self.targets[table.name].plan
+        fresh = plan_table(table, None, self.cfg)
+        plan = replace(old, indexes=fresh.indexes, notes=fresh.notes)
+        before = {i.name for i in old.indexes}
+        async with self.pg.transaction():
+            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+            for idx in old.indexes:
+                if idx.name not in {i.name for i in plan.indexes} and not idx.primary:
+                    await self.pg.execute(f"DROP INDEX IF EXISTS {qualified(self.schema, idx.name)}")
+            for stmt in key_and_index_sql(plan, self.schema)[1:]:
+                if not any(qi(n) in stmt for n in before):
+                    await self.pg.execute(stmt)
+            await self._save_plan(plan, table.sql)
+        self.targets[table.name] = replace(self.targets[table.name], plan=plan)
+        _log.info("indexes_refreshed", table=table.name)
+
+    async def _save_plan(self, plan: TablePlan, sql: str) -> None:
+        import json
+
+        assert self.pg is not None
+        await self.pg.execute(
+            f"UPDATE {state.SCHEMA}.tables SET plan = $2::jsonb, sqlite_sql = $3, "
+            "updated_at = now() WHERE name = $1",
+            plan.name, json.dumps(plan.to_json()), sql,
+        )
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def stream(self, stop: asyncio.Event, watcher: Watcher | None = None) -> None:
+        """Apply changes until ``stop`` is set or cutover is done (raises Done)."""
+        assert self.pg is not None
+        self.tail = Tail(self.cfg.source, self.cfg.busy_timeout_ms, self.cfg.batch_page)
+        await self.tail.open()
+        await state.set_state(self.pg, "streaming")
+        metrics.set_state("streaming")
+        errors = 0
+        last_summary = time.monotonic()
+        applied_since = 0
+        while not stop.is_set():
+            try:
+                result = await self.step()
+                applied_since += result.entries if result else 0
+                if errors:
+                    _log.info("recovered", after_errors=errors)
+                    metrics.set_state("streaming")
+                    await state.set_state(self.pg, "streaming")
+                errors = 0
+            except Done:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified and counted
+                errors += 1
+                delay = await self._on_error(exc, errors)
+                await _sleep_or_stop(stop, delay)
+                continue
+            await self.update_gauges()
+            if time.monotonic() - last_summary >= self.cfg.summary_interval:
+                _log.info(
+                    "summary", applied=applied_since, cursor=self.cursor,
+                    lag_seconds=round(metrics.LAG_SECONDS._value.get(), 3),
+                    backlog=int(metrics.BACKLOG._value.get()),
+                )
+                last_summary, applied_since = time.monotonic(), 0
+            if result is None or not await self._more():
+                if watcher is not None:
+                    await watcher.wait(self.cfg.poll_interval, stop)
+                else:
+                    await _sleep_or_stop(stop, self.cfg.poll_interval)
+
+    async def _more(self) -> bool:
+        assert self.tail is not None
+        _v, high = await self.tail.quick()
+        return high > self.cursor
+
+    async def _on_error(self, exc: BaseException, errors: int) -> float:
+        if is_retryable_pg(exc) and not isinstance(exc, ReplicatorError):
+            metrics.ERRORS.labels("target").inc()
+            _log.warning("target_error", error=f"{type(exc).__name__}: {exc}", attempt=errors)
+            with contextlib.suppress(Exception):
+                await self.reconnect()
+                metrics.TARGET_RECONNECTS.inc()
+            return backoff(errors)
+        if isinstance(exc, sqlite3.OperationalError) and is_busy_sqlite(exc):
+            metrics.SQLITE_BUSY_RETRIES.inc()
+            return backoff(errors, base=0.05, cap=1.0)
+        kind = exc.kind if isinstance(exc, ReplicatorError) else "runtime"
+        message = str(exc) if isinstance(exc, ReplicatorError) else f"{type(exc).__name__}: {exc}"
+        metrics.ERRORS.labels(kind).inc()
+        metrics.set_state("error")
+        if errors == 1 or errors % 10 == 0:
+            _log.error("replication_error", kind=kind, error=message, attempt=errors,
+                       exc_info=not isinstance(exc, ReplicatorError))
+        with contextlib.suppress(Exception):
+            assert self.pg is not None
+            await state.set_state(self.pg, "error", error=log.scrub(message))
+        self.schema_version = None  # look at the schema again before the next try
+        return min(30.0, 2.0 * errors)
+
+    async def update_gauges(self) -> None:
+        assert self.tail is not None
+        backlog, oldest, rows = await self.tail.stats(self.cursor)
+        metrics.BACKLOG.set(backlog)
+        metrics.LOG_ROWS.set(rows)
+        metrics.LAG_SECONDS.set(max(0.0, time.time() - oldest) if oldest else 0.0)
+        wal = Path(str(self.cfg.source) + "-wal")
+        metrics.WAL_BYTES.set(wal.stat().st_size if wal.exists() else 0)
+
+    async def drain(self, timeout: float) -> int:
+        """Apply until the log is empty (used by cutover after the fence)."""
+        assert self.tail is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            version, high = await self.tail.quick()
+            if version != self.schema_version:
+                await self.handle_drift()
+            if high <= self.cursor:
+                return self.cursor
+            await self.batch()
+            if time.monotonic() > deadline:
+                raise ReplicatorError(f"drain did not finish within {timeout:.0f}s")
+
+    async def open_tail(self) -> None:
+        self.tail = Tail(self.cfg.source, self.cfg.busy_timeout_ms, self.cfg.batch_page)
+        await self.tail.open()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+

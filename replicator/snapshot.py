@@ -1,0 +1,277 @@
+"""Snapshot: copy tables into Postgres from a consistent read that matches the change log.
+
+Capture is installed first; then the high-water mark of the log and the data come from one
+consistent read. By default that read is SQLite's online backup of the whole file in one step
+into the state directory: the live file is read-locked only for that file copy (so WAL
+checkpoints are not starved for the whole load), and the frozen copy can be read at leisure,
+and again after a crash, so finished tables are never copied twice and a half-copied table
+resumes from its last committed chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from . import log, metrics, state
+from .convert import convert_rows, select_list
+from .errors import BadValueError, StartupError
+from .schema import ROWID_COLUMN, TableCensus, TablePlan
+from .source import qi
+from .target import add_keys_and_indexes, create_table, qualified, table_exists
+
+_log = log.get("snapshot")
+CHUNK_BYTES = 16 * 1024 * 1024
+MAX_CHUNK_ROWS = 50_000
+
+ProgressFn = Callable[[str, int, int], None]  # table, rows done, rows total
+
+
+@dataclass
+class Frozen:
+    """A consistent read of the source: a connection and the log position it reflects."""
+
+    conn: sqlite3.Connection
+    mark: int
+    path: Path | None  # the frozen copy, when there is one
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+def take_copy(source: Path, dest: Path) -> Path:
+    """Copy the live file with the online backup API in one step (one read transaction)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    need = source.stat().st_size + _size(source.with_name(source.name + "-wal"))
+    free = shutil.disk_usage(dest.parent).free
+    if free < need * 1.1:
+        raise StartupError(
+            f"snapshot: {dest.parent} has {free >> 20} MiB free but the copy needs about "
+            f"{need >> 20} MiB; free space, set source.state_dir elsewhere, or set "
+            "source.snapshot_method = \"direct\""
+        )
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    from .source import open_source
+
+    live = open_source(source, readonly=True)
+    try:
+        out = sqlite3.connect(tmp)
+        try:
+            live.backup(out)
+        finally:
+            out.close()
+    finally:
+        live.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(tmp) + suffix).unlink(missing_ok=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def open_frozen_copy(path: Path) -> Frozen:
+    from .capture import installed, log_high_water
+
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None,
+                           check_same_thread=False)
+    mark = log_high_water(conn) if installed(conn) else 0
+    return Frozen(conn=conn, mark=mark, path=path)
+
+
+def open_frozen_direct(source: Path, busy_timeout_ms: int) -> Frozen:
+    """A read transaction on the live file: the mark and every table from one snapshot."""
+    from .capture import installed, log_high_water
+    from .source import open_source
+
+    conn = open_source(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
+    conn.execute("BEGIN")
+    mark = log_high_water(conn) if installed(conn) else 0
+    return Frozen(conn=conn, mark=mark, path=None)
+
+
+@dataclass
+class CopyResult:
+    rows: int
+    quarantined: int
+    seconds: float
+
+
+class TableCopier:
+    """Copies one table from a frozen read into Postgres, chunk by chunk."""
+
+    def __init__(
+        self,
+        pg: asyncpg.Connection,
+        frozen: Frozen,
+        plan: TablePlan,
+        schema: str,
+        *,
+        census: TableCensus | None,
+        progress: ProgressFn | None = None,
+    ):
+        self.pg, self.frozen, self.plan, self.schema = pg, frozen, plan, schema
+        self.census = census
+        self.progress = progress
+        self.total = census.rows if census else 0
+        self.columns = [c.pg_name for c in plan.columns] + (
+            [ROWID_COLUMN] if plan.rowid_keyed else []
+        )
+        self.use_rowid = bool(plan.rowid_name) and not self._without_rowid()
+
+    def _without_rowid(self) -> bool:
+        row = self.frozen.conn.execute(
+            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?", (self.plan.name,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def chunk_rows(self) -> int:
+        if not self.census:
+            return 10_000
+        est = sum(max(c.max_bytes, 8) for c in self.census.columns.values()) or 8
+        return max(100, min(MAX_CHUNK_ROWS, CHUNK_BYTES // est))
+
+    def _query(self, safe: bool, after: int | None, offset: int) -> tuple[str, tuple]:
+        sel = select_list(self.plan, safe)
+        table = qi(self.plan.name)
+        if self.use_rowid:
+            rid = self.plan.rowid_name
+            return (f"SELECT {rid}, {sel} FROM {table} WHERE {rid} > ? ORDER BY {rid}",
+                    (after if after is not None else -(2**63),))
+        order = ", ".join(qi(k) for k in self.plan.key_columns) or "1"
+        return (f"SELECT NULL, {sel} FROM {table} ORDER BY {order} LIMIT -1 OFFSET ?", (offset,))
+
+    def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple]]:
+        sql, params = self._query(safe, after, offset)
+        cur = self.frozen.conn.execute(sql, params)
+        n = self.chunk_rows()
+        while True:
+            rows = cur.fetchmany(n)
+            if not rows:
+                return
+            yield rows
+
+    async def run(
+        self,
+        *,
+        resume_after: int | None = None,
+        done_rows: int = 0,
+        per_chunk_txn: bool = True,
+    ) -> CopyResult:
+        """Copy the rest of the table. With ``per_chunk_txn`` every chunk commits together with
+        the resume point; otherwise the caller's transaction holds everything."""
+        started = time.monotonic()
+        safe = False
+        after, rows, quarantined = resume_after, done_rows, 0
+        while True:
+            try:
+                async for chunk in self._iter_chunks(safe, after, rows):
+                    good, bad, last = self._convert(chunk, safe)
+                    await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
+                    after = last if last is not None else after
+                    rows += len(chunk)
+                    quarantined += len(bad)
+                    if self.progress:
+                        self.progress(self.plan.name, rows, max(self.total, rows))
+                break
+            except sqlite3.OperationalError as exc:
+                if safe or "decode" not in str(exc).lower():
+                    raise
+                # Invalid UTF-8 somewhere ahead: re-read the rest with TEXT taken as bytes.
+                _log.info("snapshot_safe_mode", table=self.plan.name, reason=str(exc)[:120])
+                safe = True
+        return CopyResult(rows=rows, quarantined=quarantined, seconds=time.monotonic() - started)
+
+    async def _iter_chunks(self, safe: bool, after: int | None, offset: int):
+        it = self._chunks(safe, after, offset)
+        while True:
+            chunk = await asyncio.to_thread(next, it, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def _convert(self, chunk: list[tuple], safe: bool) -> tuple[list, list, int | None]:
+        good, bad = convert_rows(self.plan, chunk, safe=safe, census=self.census)
+        return good, bad, chunk[-1][0]
+
+    async def _write(
+        self, good: list, bad: list, last: int | None, rows_done: int, per_chunk_txn: bool
+    ) -> None:
+        if bad:
+            self._check_policy(bad)
+        txn = self.pg.transaction() if per_chunk_txn else contextlib.nullcontext()
+        async with txn:
+            if good:
+                await self.pg.copy_records_to_table(
+                    self.plan.pg_name, schema_name=self.schema, columns=self.columns, records=good
+                )
+            if bad:
+                await state.quarantine_put(self.pg, self.plan.name, [b[:4] for b in bad])
+                metrics.QUARANTINED.labels(self.plan.name).inc(len(bad))
+            if per_chunk_txn:
+                await state.update_table(
+                    self.pg, self.plan.name, resume_after=last, rows_copied=rows_done
+                )
+        metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(len(good))
+
+    def _check_policy(self, bad: list) -> None:
+        for _k, _r, column, reason, key in bad:
+            if self.plan.column(column).policy == "fail":
+                raise BadValueError(
+                    f"table {self.plan.name!r}, column {column!r}, key {key!r}: {reason} "
+                    "(on_bad_value = \"fail\")"
+                )
+
+
+async def prepare_table(
+    pg: asyncpg.Connection, plan: TablePlan, schema: str, sqlite_sql: str, *, owned: set[str]
+) -> None:
+    """(Re)create a table we own; refuse to touch one the replicator did not create."""
+    if await table_exists(pg, schema, plan.pg_name):
+        if plan.name not in owned:
+            raise StartupError(
+                f"target: table {qualified(schema, plan.pg_name)} already exists and was not "
+                "created by the replicator; drop it or choose another target schema"
+            )
+        await pg.execute(f"DROP TABLE {qualified(schema, plan.pg_name)} CASCADE")
+    await create_table(pg, plan, schema)
+    await state.put_table(pg, plan, sqlite_sql, state.COPYING)
+    await state.quarantine_clear_table(pg, plan.name)
+
+
+async def finish_table(
+    pg: asyncpg.Connection, plan: TablePlan, schema: str, *, status: str, mark: int,
+    seconds: float, rows: int,
+) -> None:
+    await add_keys_and_indexes(pg, plan, schema)
+    await pg.execute(f"ANALYZE {qualified(schema, plan.pg_name)}")
+    await state.update_table(
+        pg, plan.name, status=status, snapshot_seq=mark, copy_seconds=seconds,
+        rows_copied=rows, resume_after=None,
+    )
+    await state.event(pg, "table_copied", plan.name, rows=rows, seconds=round(seconds, 3))
+
+
+def describe(result: CopyResult) -> dict[str, Any]:
+    rate = result.rows / result.seconds if result.seconds > 0 else 0.0
+    return {"rows": result.rows, "quarantined": result.quarantined,
+            "seconds": round(result.seconds, 3), "rows_per_s": round(rate)}

@@ -1,0 +1,263 @@
+"""Bookkeeping in the target's ``_replicator`` schema: state, cursor, per-table progress, quarantine.
+
+The cursor (the highest change-log sequence applied) is written in the same Postgres transaction
+as the rows it covers, so a commit whose acknowledgement was lost is never applied twice and a
+crash never skips a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from .errors import StateError
+from .schema import TablePlan
+
+SCHEMA = "_replicator"
+
+DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+CREATE TABLE IF NOT EXISTS {SCHEMA}.state (
+    id              boolean PRIMARY KEY DEFAULT true CHECK (id),
+    source_id       text,
+    source_path     text NOT NULL,
+    mode            text NOT NULL,
+    state           text NOT NULL,
+    cursor          bigint NOT NULL DEFAULT 0,
+    target_schema   text NOT NULL,
+    error           text,
+    schema_version  bigint,
+    info            jsonb NOT NULL DEFAULT '{{}}',
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.tables (
+    name            text PRIMARY KEY,
+    pg_name         text NOT NULL,
+    plan            jsonb NOT NULL,
+    sqlite_sql      text NOT NULL,
+    status          text NOT NULL,
+    snapshot_seq    bigint,
+    resume_after    bigint,
+    rows_copied     bigint NOT NULL DEFAULT 0,
+    changes_applied bigint NOT NULL DEFAULT 0,
+    last_change_at  timestamptz,
+    copy_seconds    double precision,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (
+    tbl             text NOT NULL,
+    key             jsonb NOT NULL,
+    raw             jsonb NOT NULL,
+    column_name     text,
+    reason          text NOT NULL,
+    first_seen      timestamptz NOT NULL DEFAULT now(),
+    last_seen       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tbl, key)
+);
+CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
+    id              bigserial PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT now(),
+    kind            text NOT NULL,
+    tbl             text,
+    detail          jsonb NOT NULL DEFAULT '{{}}'
+);
+"""
+
+# Table status values.
+PENDING, COPYING, STREAMING = "pending", "copying", "streaming"
+
+
+@dataclass(frozen=True)
+class State:
+    source_id: str | None
+    source_path: str
+    mode: str
+    state: str
+    cursor: int
+    target_schema: str
+    error: str | None
+    schema_version: int | None
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TableState:
+    name: str
+    pg_name: str
+    plan: TablePlan
+    sqlite_sql: str
+    status: str
+    snapshot_seq: int | None
+    resume_after: int | None
+    rows_copied: int
+    changes_applied: int
+
+
+async def ensure(conn: asyncpg.Connection) -> None:
+    # Serialise concurrent first runs; the lock is released with the transaction.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('_replicator.ddl'))")
+        await conn.execute(DDL)
+
+
+async def exists(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass('_replicator.state') IS NOT NULL"))
+
+
+async def load(conn: asyncpg.Connection, *, for_update: bool = False) -> State | None:
+    if not await exists(conn):
+        return None
+    row = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.state{' FOR UPDATE' if for_update else ''}"
+    )
+    if row is None:
+        return None
+    return State(
+        source_id=row["source_id"],
+        source_path=row["source_path"],
+        mode=row["mode"],
+        state=row["state"],
+        cursor=row["cursor"],
+        target_schema=row["target_schema"],
+        error=row["error"],
+        schema_version=row["schema_version"],
+        info=json.loads(row["info"]),
+    )
+
+
+async def init(
+    conn: asyncpg.Connection, *, source_id: str | None, source_path: str, mode: str,
+    target_schema: str,
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.state (source_id, source_path, mode, state, cursor, target_schema) "
+        "VALUES ($1, $2, $3, 'new', 0, $4) ON CONFLICT (id) DO UPDATE SET source_id = $1, "
+        "source_path = $2, mode = $3, state = 'new', cursor = 0, target_schema = $4, "
+        "error = NULL, schema_version = NULL, info = '{}', started_at = now(), updated_at = now()",
+        source_id, source_path, mode, target_schema,
+    )
+
+
+async def set_state(
+    conn: asyncpg.Connection, state: str, *, error: str | None = None, **fields: Any
+) -> None:
+    sets, args = ["state = $1", "error = $2", "updated_at = now()"], [state, error]
+    for key, value in fields.items():
+        args.append(value)
+        sets.append(f"{key} = ${len(args)}")
+    await conn.execute(f"UPDATE {SCHEMA}.state SET {', '.join(sets)}", *args)
+
+
+async def set_cursor(conn: asyncpg.Connection, cursor: int) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.state SET cursor = greatest(cursor, $1), updated_at = now()", cursor
+    )
+
+
+async def merge_info(conn: asyncpg.Connection, **info: Any) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.state SET info = info || $1::jsonb, updated_at = now()",
+        json.dumps(info, default=str),
+    )
+
+
+async def event(conn: asyncpg.Connection, kind: str, tbl: str | None = None, **detail: Any) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.events (kind, tbl, detail) VALUES ($1, $2, $3::jsonb)",
+        kind, tbl, json.dumps(detail, default=str),
+    )
+
+
+async def tables(conn: asyncpg.Connection) -> dict[str, TableState]:
+    if not await exists(conn):
+        return {}
+    rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.tables ORDER BY name")
+    return {
+        r["name"]: TableState(
+            name=r["name"],
+            pg_name=r["pg_name"],
+            plan=TablePlan.from_json(json.loads(r["plan"])),
+            sqlite_sql=r["sqlite_sql"],
+            status=r["status"],
+            snapshot_seq=r["snapshot_seq"],
+            resume_after=r["resume_after"],
+            rows_copied=r["rows_copied"],
+            changes_applied=r["changes_applied"],
+        )
+        for r in rows
+    }
+
+
+async def put_table(
+    conn: asyncpg.Connection, plan: TablePlan, sqlite_sql: str, status: str
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.tables (name, pg_name, plan, sqlite_sql, status) "
+        "VALUES ($1, $2, $3::jsonb, $4, $5) ON CONFLICT (name) DO UPDATE SET pg_name = $2, "
+        "plan = $3::jsonb, sqlite_sql = $4, status = $5, snapshot_seq = NULL, "
+        "resume_after = NULL, rows_copied = 0, copy_seconds = NULL, updated_at = now()",
+        plan.name, plan.pg_name, json.dumps(plan.to_json()), sqlite_sql, status,
+    )
+
+
+async def update_table(conn: asyncpg.Connection, name: str, **fields: Any) -> None:
+    sets, args = ["updated_at = now()"], [name]
+    for key, value in fields.items():
+        args.append(value)
+        sets.append(f"{key} = ${len(args)}")
+    await conn.execute(f"UPDATE {SCHEMA}.tables SET {', '.join(sets)} WHERE name = $1", *args)
+
+
+async def drop_table_row(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(f"DELETE FROM {SCHEMA}.tables WHERE name = $1", name)
+
+
+async def quarantine_count(conn: asyncpg.Connection) -> dict[str, int]:
+    if not await exists(conn):
+        return {}
+    rows = await conn.fetch(f"SELECT tbl, count(*) FROM {SCHEMA}.quarantine GROUP BY tbl")
+    return {r[0]: r[1] for r in rows}
+
+
+def check_source(st: State, source_id: str | None, source_path: str) -> None:
+    """Refuse a target that holds replication from another SQLite file."""
+    if st.source_id and source_id and st.source_id != source_id:
+        raise StateError(
+            f"target: it holds a replication of another source ({st.source_path}, id "
+            f"{st.source_id}); this source has id {source_id}. Use another database or schema, "
+            "or drop the target's _replicator schema"
+        )
+
+
+async def quarantine_put(
+    conn: asyncpg.Connection, table: str, items: list[tuple[list, list, str, str]]
+) -> None:
+    """Record rows that cannot move exactly: (typed key, typed raw row, column, reason)."""
+    if not items:
+        return
+    await conn.executemany(
+        f"INSERT INTO {SCHEMA}.quarantine (tbl, key, raw, column_name, reason) "
+        "VALUES ($1, $2::jsonb, $3::jsonb, $4, $5) ON CONFLICT (tbl, key) DO UPDATE SET "
+        "raw = excluded.raw, column_name = excluded.column_name, reason = excluded.reason, "
+        "last_seen = now()",
+        [(table, json.dumps(k), json.dumps(r), c, why) for k, r, c, why in items],
+    )
+
+
+async def quarantine_clear(conn: asyncpg.Connection, table: str, keys: list[list]) -> int:
+    """Forget quarantined rows whose keys were just applied (fixed or deleted in SQLite)."""
+    if not keys:
+        return 0
+    result = await conn.execute(
+        f"DELETE FROM {SCHEMA}.quarantine WHERE tbl = $1 AND key = ANY($2::jsonb[])",
+        table, [json.dumps(k) for k in keys],
+    )
+    return int(result.split()[-1])
+
+
+async def quarantine_clear_table(conn: asyncpg.Connection, table: str) -> None:
+    await conn.execute(f"DELETE FROM {SCHEMA}.quarantine WHERE tbl = $1", table)

@@ -1,0 +1,139 @@
+"""``replicator status``: where replication stands, from both sides, daemon running or not."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from pathlib import Path
+from typing import Any
+
+from . import capture, state
+from .config import Config
+from .dsn import TargetDSN
+from .errors import ReplicatorError
+from .source import LOG_TABLE, open_source, qi
+from .target import connect
+
+
+def _daemon_pid(cfg: Config) -> int | None:
+    lock = cfg.state_path / "daemon.lock"
+    if not lock.exists():
+        return None
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else -1
+    return None
+
+
+def _source(cfg: Config, cursor: int) -> dict[str, Any]:
+    conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
+    try:
+        conn.execute("BEGIN")
+        out: dict[str, Any] = {"path": str(cfg.source), "capture_installed": capture.installed(conn)}
+        out["journal_mode"] = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        wal = Path(str(cfg.source) + "-wal")
+        out["wal_bytes"] = wal.stat().st_size if wal.exists() else 0
+        if out["capture_installed"]:
+            out["fenced"] = capture.fenced(conn)
+            out["log_rows"] = conn.execute(f"SELECT count(*) FROM {qi(LOG_TABLE)}").fetchone()[0]
+            out["log_high_water"] = capture.log_high_water(conn)
+            out["backlog_changes"] = conn.execute(
+                f"SELECT count(*) FROM {qi(LOG_TABLE)} WHERE seq > ?", (cursor,)
+            ).fetchone()[0]
+            oldest = conn.execute(
+                f"SELECT ts FROM {qi(LOG_TABLE)} WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
+            ).fetchone()
+            out["lag_seconds"] = round(max(0.0, time.time() - oldest[0]), 3) if oldest else 0.0
+            meta = capture.read_meta(conn)
+            out["source_id"] = meta.get("source_id")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return out
+
+
+async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
+    data: dict[str, Any] = {"state": "new", "backlog_changes": 0, "lag_seconds": 0.0,
+                            "target": target.masked, "daemon_pid": _daemon_pid(cfg)}
+    cursor = 0
+    try:
+        pg = await connect(target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify,
+                           retry_for=5)
+    except ReplicatorError as exc:
+        data["target_error"] = str(exc)
+        pg = None
+    tables: dict[str, Any] = {}
+    if pg is not None:
+        try:
+            st = await state.load(pg)
+            if st is not None:
+                cursor = st.cursor
+                data.update(state=st.state, mode=st.mode, cursor=st.cursor, error=st.error,
+                            source_path=st.source_path, info=st.info)
+            quarantined = await state.quarantine_count(pg)
+            stats = {r[0]: r[1] for r in await pg.fetch(
+                "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = $1",
+                cfg.target_schema)}
+            for name, t in (await state.tables(pg)).items():
+                tables[name] = {
+                    "status": t.status,
+                    "pg_name": t.pg_name,
+                    "rows_copied": t.rows_copied,
+                    "rows_estimate": stats.get(t.pg_name),
+                    "changes_applied": t.changes_applied,
+                    "quarantined": quarantined.get(name, 0),
+                }
+            last = {r[0]: r[1] for r in await pg.fetch(
+                f"SELECT name, last_change_at FROM {state.SCHEMA}.tables")} if tables else {}
+            for name, at in last.items():
+                tables[name]["last_change_at"] = at.isoformat() if at else None
+            data["quarantined_rows"] = sum(quarantined.values())
+        finally:
+            await pg.close()
+    with contextlib.suppress(ReplicatorError):
+        src = _source(cfg, cursor)
+        data["source"] = src
+        if "backlog_changes" in src and data["state"] in ("streaming", "cutover", "error"):
+            data["backlog_changes"] = src["backlog_changes"]
+            data["lag_seconds"] = src["lag_seconds"]
+    data["tables"] = tables
+    data["ready"] = (
+        data["state"] == "streaming" and not data.get("error")
+        and data["lag_seconds"] <= cfg.ready_max_lag and "target_error" not in data
+    )
+    return data
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = [
+        f"state:      {data['state']}" + (f"  (error: {data['error']})" if data.get("error") else ""),
+        f"target:     {data['target']}",
+        f"daemon:     {'running, pid ' + str(data['daemon_pid']) if data.get('daemon_pid') else 'not running'}",
+        f"lag:        {data['lag_seconds']:.3f} s",
+        f"backlog:    {data['backlog_changes']} changes",
+    ]
+    if "target_error" in data:
+        lines.append(f"target error: {data['target_error']}")
+    src = data.get("source", {})
+    if src:
+        lines.append(
+            f"source:     {src['path']} (journal {src['journal_mode']}, capture "
+            f"{'installed' if src['capture_installed'] else 'not installed'}"
+            f"{', FENCED' if src.get('fenced') else ''})"
+        )
+    if data.get("quarantined_rows"):
+        lines.append(f"quarantine: {data['quarantined_rows']} rows (see _replicator.quarantine)")
+    if data["tables"]:
+        lines.append("")
+        lines.append(f"{'table':30} {'status':10} {'rows':>12} {'changes':>10} {'quar.':>6}  last change")
+        for name, t in data["tables"].items():
+            rows = t["rows_estimate"] if t["rows_estimate"] is not None else t["rows_copied"]
+            lines.append(
+                f"{name[:30]:30} {t['status']:10} {rows:>12} {t['changes_applied']:>10} "
+                f"{t['quarantined']:>6}  {t.get('last_change_at') or '-'}"
+            )
+    return "\n".join(lines)

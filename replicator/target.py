@@ -1,0 +1,190 @@
+"""The Postgres side: connecting the way Neon needs, and creating the replicated tables.
+
+Connections retry what Neon does on suspend, cold start and restarts (57P01, dropped sockets,
+timeouts) with capped, jittered backoff; authentication and configuration errors fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from . import log, metrics
+from .dsn import TargetDSN
+from .errors import StartupError, TargetError, is_retryable_pg
+from .schema import ROWID_COLUMN, TablePlan
+from .source import qi
+
+_log = log.get("target")
+T = TypeVar("T")
+
+_FATAL_CONNECT = (
+    asyncpg.exceptions.InvalidPasswordError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InsufficientPrivilegeError,
+)
+
+
+async def connect(
+    target: TargetDSN,
+    *,
+    timeout: float = 15.0,
+    tls_verify: bool = True,
+    retry_for: float = 60.0,
+) -> asyncpg.Connection:
+    """Open one connection, retrying transient failures for up to ``retry_for`` seconds."""
+    if target.dropped:
+        _log.info("dsn_keys_dropped", keys=list(target.dropped), why="asyncpg would forward them")
+    kwargs = {
+        "dsn": target.dsn,
+        "timeout": timeout,
+        "ssl": target.ssl_context(tls_verify),
+        "server_settings": {"application_name": "replicator"},
+        "command_timeout": None,
+    }
+    if target.pooled:
+        kwargs["statement_cache_size"] = 0
+    if target.password is not None:
+        kwargs["password"] = target.password
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    attempt = 0
+    while True:
+        try:
+            return await asyncpg.connect(**kwargs)
+        except _FATAL_CONNECT as exc:
+            raise StartupError(_connect_message(target, exc)) from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            retryable = is_retryable_pg(exc) or isinstance(exc, asyncpg.PostgresError) and (
+                getattr(exc, "sqlstate", "") or ""
+            ).startswith("57P03")
+            if not retryable or loop.time() >= deadline:
+                raise StartupError(_connect_message(target, exc)) from None
+            attempt += 1
+            delay = backoff(attempt)
+            _log.warning(
+                "target_connect_retry", attempt=attempt, delay=round(delay, 2),
+                error=f"{type(exc).__name__}: {exc}", target=target.masked,
+            )
+            await asyncio.sleep(delay)
+
+
+def _connect_message(target: TargetDSN, exc: BaseException) -> str:
+    detail = log.scrub(f"{type(exc).__name__}: {exc}")
+    hint = ""
+    if isinstance(exc, asyncpg.exceptions.InvalidPasswordError):
+        hint = " (check the user and password)"
+    elif isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+        hint = f" (database {target.database!r} does not exist)"
+    elif isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError)):
+        hint = " (is the host reachable and the port right?)"
+    return f"target: cannot connect to {target.masked}: {detail}{hint}"
+
+
+def backoff(attempt: int, base: float = 0.25, cap: float = 10.0) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
+
+
+async def retrying(
+    what: str,
+    fn: Callable[[], Awaitable[T]],
+    *,
+    reconnect: Callable[[], Awaitable[None]],
+    attempts: int = 8,
+) -> T:
+    """Run ``fn``; on a retryable Postgres failure reconnect and try again with backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fn()
+        except Exception as exc:
+            if not is_retryable_pg(exc) or attempt == attempts:
+                raise
+            metrics.ERRORS.labels("target").inc()
+            delay = backoff(attempt)
+            _log.warning(
+                "target_retry", what=what, attempt=attempt, delay=round(delay, 2),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await asyncio.sleep(delay)
+            await reconnect()
+            metrics.TARGET_RECONNECTS.inc()
+    raise AssertionError("unreachable")
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{qi(schema)}.{qi(name)}"
+
+
+async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
+    exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+    if not exists:
+        try:
+            await conn.execute(f"CREATE SCHEMA {qi(schema)}")
+        except asyncpg.exceptions.InsufficientPrivilegeError:
+            raise TargetError(
+                f"target: schema {schema!r} does not exist and this role may not create it"
+            ) from None
+
+
+async def table_exists(conn: asyncpg.Connection, schema: str, name: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relname = $2",
+            schema,
+            name,
+        )
+    )
+
+
+def create_table_sql(plan: TablePlan, schema: str) -> str:
+    cols = [
+        f"    {qi(c.pg_name)} {c.pg_type}{' NOT NULL' if c.notnull else ''}" for c in plan.columns
+    ]
+    if plan.rowid_keyed:
+        cols.append(f"    {qi(ROWID_COLUMN)} bigint NOT NULL")
+    return f"CREATE TABLE {qualified(schema, plan.pg_name)} (\n" + ",\n".join(cols) + "\n)"
+
+
+def key_and_index_sql(plan: TablePlan, schema: str) -> list[str]:
+    """Primary key and indexes, created after the bulk load (faster than maintaining them)."""
+    table = qualified(schema, plan.pg_name)
+    by_name = {c.name: c.pg_name for c in plan.columns}
+    pk_name = _short(f"{plan.pg_name}_pkey")
+    out = [f"ALTER TABLE {table} ADD CONSTRAINT {qi(pk_name)} PRIMARY KEY "
+           f"({', '.join(qi(c) for c in plan.pg_key_columns)})"]
+    for idx in plan.indexes:
+        if idx.primary:
+            continue
+        cols = ", ".join(
+            qi(by_name[c]) + (" DESC" if desc else "")
+            for c, desc in zip(idx.columns, idx.descending, strict=False)
+        )
+        unique = "UNIQUE " if idx.unique else ""
+        out.append(f"CREATE {unique}INDEX IF NOT EXISTS {qi(idx.name)} ON {table} ({cols})")
+    return out
+
+
+def _short(name: str) -> str:
+    from .schema import PG_MAX_IDENT
+
+    return name.encode()[:PG_MAX_IDENT].decode(errors="ignore")
+
+
+async def create_table(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> None:
+    await conn.execute(create_table_sql(plan, schema))
+
+
+async def add_keys_and_indexes(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> None:
+    for stmt in key_and_index_sql(plan, schema):
+        await conn.execute(stmt)
+
+
+async def max_connections(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SHOW max_connections"))
