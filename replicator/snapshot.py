@@ -136,13 +136,7 @@ class TableCopier:
         self.columns = [c.pg_name for c in plan.columns] + (
             [ROWID_COLUMN] if plan.rowid_keyed else []
         )
-        self.use_rowid = bool(plan.rowid_name) and not self._without_rowid()
-
-    def _without_rowid(self) -> bool:
-        row = self.frozen.conn.execute(
-            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?", (self.plan.name,)
-        ).fetchone()
-        return bool(row and row[0])
+        self.use_rowid = bool(plan.rowid_name)
 
     def chunk_rows(self) -> int:
         if not self.census:

@@ -64,7 +64,7 @@ class Table:
     indexes: tuple[Index, ...]
     key_kind: str
     key_columns: tuple[str, ...]  # the columns that identify a row; () for KEY_ROWID
-    rowid_name: str  # a spelling of the rowid that no column shadows
+    rowid_name: str  # a spelling of the rowid that no column shadows; "" for WITHOUT ROWID
     key_note: str = ""
 
     @property
@@ -191,7 +191,7 @@ def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) 
     )
     indexes = tuple(_inspect_indexes(conn, name))
     names = {c.name.lower() for c in cols}
-    rowid_name = next((r for r in ("rowid", "_rowid_", "oid") if r not in names), "")
+    rowid_name = "" if wr else next((r for r in ("rowid", "_rowid_", "oid") if r not in names), "")
     pk_cols = tuple(c.name for c in sorted((c for c in cols if c.pk), key=lambda c: c.pk))
     kind, note = _key_kind(conn, name, wr, cols, pk_cols, rowid_name)
     return Table(

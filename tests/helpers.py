@@ -1,0 +1,282 @@
+"""Shared test machinery: run the CLI as a real process, wait on the target, and compare every
+table value by value with a comparator written independently of the product's converters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITER = Path(__file__).resolve().parent / "writer.py"
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 120, check: bool = False
+        ) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "replicator", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"replicator {args[0]} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+class Daemon:
+    """``replicator run`` as a child process, logs to a file."""
+
+    def __init__(self, source: Path, target: str, *extra: str, log: Path | None = None,
+                 env: dict | None = None):
+        self.log = log or source.with_name(source.name + f".daemon-{time.time_ns()}.log")
+        self.fh = open(self.log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", target,
+             "--metrics-addr", "off", "--log-format", "json", *extra],
+            stdout=self.fh, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.fh.close()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.fh.close()
+        return code
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout)
+        self.fh.close()
+        return code
+
+    def assert_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+
+
+async def pg_state(dsn: str) -> dict[str, Any] | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('_replicator.state') IS NOT NULL"):
+            return None
+        row = await conn.fetchrow("SELECT state, cursor, error FROM _replicator.state")
+        return dict(row) if row else None
+    finally:
+        await conn.close()
+
+
+def log_high_water(path: Path) -> int:
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='_replicator_log'),0),"
+            " coalesce((SELECT max(seq) FROM _replicator_log), 0))"
+        ).fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+async def wait_for(pred, timeout: float = 60, what: str = "condition", daemon: Daemon | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon is not None:
+            daemon.assert_alive()
+        value = await pred()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    tail = daemon.log.read_text()[-3000:] if daemon is not None else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+async def wait_streaming(dsn: str, daemon: Daemon | None = None, timeout: float = 120) -> None:
+    async def ok():
+        st = await pg_state(dsn)
+        return st is not None and st["state"] == "streaming"
+
+    await wait_for(ok, timeout, "state streaming", daemon)
+
+
+async def wait_caught_up(dsn: str, source: Path, daemon: Daemon | None = None, timeout: float = 120):
+    async def ok():
+        st = await pg_state(dsn)
+        return st is not None and st["state"] == "streaming" and st["cursor"] >= log_high_water(source)
+
+    await wait_for(ok, timeout, "cursor at the log's high-water mark", daemon)
+
+
+# -- independent comparison ----------------------------------------------------------------------
+
+
+def _lower(name: str) -> str:
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
+
+
+def _same(sqlite_value: Any, pg_value: Any, pg_type: str) -> bool:
+    """Does the Postgres value hold exactly the SQLite value (under the documented mapping)?"""
+    if sqlite_value is None or pg_value is None:
+        return sqlite_value is None and pg_value is None
+    if pg_type == "double precision":
+        if type(sqlite_value) is int:
+            return float(sqlite_value) == sqlite_value and pg_value == float(sqlite_value)
+        return struct.pack("<d", sqlite_value) == struct.pack("<d", pg_value)
+    if pg_type == "numeric":
+        if type(sqlite_value) is float:
+            return math.isfinite(sqlite_value) and float(pg_value) == sqlite_value and \
+                Decimal(repr(sqlite_value)) == pg_value
+        return type(sqlite_value) is int and Decimal(sqlite_value) == pg_value
+    if pg_type == "bigint":
+        return type(sqlite_value) is int and sqlite_value == pg_value
+    if pg_type == "text":
+        if type(sqlite_value) is str:
+            return sqlite_value == pg_value
+        if type(sqlite_value) is int:
+            return str(sqlite_value) == pg_value
+        if type(sqlite_value) is float:
+            return float(pg_value) == sqlite_value
+        return False
+    if pg_type == "bytea":
+        return type(sqlite_value) is bytes and sqlite_value == pg_value
+    raise AssertionError(f"comparator does not know Postgres type {pg_type}")
+
+
+async def compare_all(source: Path, dsn: str, schema: str = "public",
+                      expect_quarantined: dict[str, int] | None = None) -> dict[str, int]:
+    """Compare every user table of ``source`` with the target, value by value.
+
+    Rows the product quarantined must be absent from the table and present in
+    ``_replicator.quarantine``. Returns rows compared per table; raises on any difference."""
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    src.text_factory = bytes  # read raw bytes; decode ourselves so bad UTF-8 cannot hide
+    pg = await asyncpg.connect(dsn)
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    try:
+        quarantine = Counter()
+        if await pg.fetchval("SELECT to_regclass('_replicator.quarantine') IS NOT NULL"):
+            for r in await pg.fetch("SELECT tbl FROM _replicator.quarantine"):
+                quarantine[r[0]] += 1
+        tables = [r[0].decode() for r in src.execute(
+            "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+            "AND name NOT LIKE '\\_replicator%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL%'")]
+        for table in tables:
+            counts[table] = await _compare_table(src, pg, schema, table, quarantine[table], problems)
+        if expect_quarantined is not None:
+            got = {k: v for k, v in quarantine.items() if v}
+            if got != expect_quarantined:
+                problems.append(f"quarantine holds {got}, expected {expect_quarantined}")
+    finally:
+        src.close()
+        await pg.close()
+    if problems:
+        raise AssertionError("target differs from source:\n" + "\n".join(problems[:40]))
+    return counts
+
+
+async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
+    cols = [r[1].decode() for r in src.execute(f'PRAGMA table_xinfo("{table}")')]
+    pg_table = _lower(table)
+    types = {r[0]: r[1] for r in await pg.fetch(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = $1 AND table_name = $2", schema, pg_table)}
+    if not types:
+        problems.append(f"{table}: missing in target")
+        return 0
+    pg_cols = [_lower(c) for c in cols]
+    missing = [c for c in pg_cols if c not in types]
+    if missing:
+        problems.append(f"{table}: columns {missing} missing in target")
+        return 0
+    rows = []
+    for raw in src.execute(
+        "SELECT " + ", ".join(f'"{c}", typeof("{c}")' for c in cols) + f' FROM "{table}"'
+    ):
+        row = []
+        for i in range(0, len(raw), 2):
+            v, t = raw[i], raw[i + 1].decode()
+            if t == "text":
+                try:
+                    v = v.decode("utf-8")
+                except UnicodeDecodeError:
+                    v = ("BADUTF8", v)
+            row.append(v)
+        rows.append(tuple(row))
+    pg_rows = [tuple(r) for r in await pg.fetch(
+        "SELECT " + ", ".join(f'"{c}"' for c in pg_cols) + f' FROM "{schema}"."{pg_table}"')]
+    col_types = [types[c] for c in pg_cols]
+    # Multiset match: each SQLite row must find a Postgres row holding exactly its values.
+    index: dict[Any, list[tuple]] = {}
+    for r in pg_rows:
+        index.setdefault(_fingerprint(r), []).append(r)
+    unmatched = 0
+    for row in rows:
+        candidates = index.get(_fingerprint_sqlite(row, col_types), [])
+        hit = next((c for c in candidates if all(
+            _same(s, p, t) for s, p, t in zip(row, c, col_types, strict=True))), None)
+        if hit is None:
+            unmatched += 1
+            if unmatched > quarantined and len(problems) < 40:
+                problems.append(f"{table}: SQLite row not in target: {row!r:.300}")
+        else:
+            candidates.remove(hit)
+    extra = sum(len(v) for v in index.values())
+    if unmatched > quarantined:
+        problems.append(f"{table}: {unmatched} rows missing or different ({quarantined} quarantined)")
+    if unmatched < quarantined:
+        problems.append(f"{table}: {quarantined} quarantined but only {unmatched} rows absent")
+    if extra:
+        sample = next(v for v in index.values() if v)[0]
+        problems.append(f"{table}: {extra} extra rows in target, e.g. {sample!r:.300}")
+    return len(rows)
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        v = float(v)
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
+        return int(v)
+    if isinstance(v, (bytes, memoryview)):
+        return bytes(v)
+    return v
+
+
+def _fingerprint(row: tuple) -> tuple:
+    # A coarse key that equal values share whatever their type; _same() decides exactly.
+    return tuple(str(_norm(v)) if not isinstance(v, bytes) else v for v in row)
+
+
+def _fingerprint_sqlite(row: tuple, types: list[str]) -> tuple:
+    out = []
+    for v, t in zip(row, types, strict=True):
+        if t == "numeric" and type(v) is float:
+            v = float(Decimal(repr(v)))
+        out.append(str(_norm(v)) if not isinstance(v, (bytes, tuple)) else v)
+    return tuple(out)
