@@ -237,7 +237,7 @@ def record_metrics(result: BatchResult, seconds: float) -> None:
     metrics.BATCH_SECONDS.observe(seconds)
     metrics.BATCH_CHANGES.observe(result.entries)
     for (tbl, op), n in result.ops.items():
-        if op != "K":
+        if op in ("I", "U", "D"):
             metrics.CHANGES_APPLIED.labels(tbl, {"I": "insert", "U": "update", "D": "delete"}[op]).inc(n)
     for tbl, n in result.per_table.items():
         metrics.ROWS_WRITTEN.labels(tbl).inc(n)

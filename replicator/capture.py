@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import log, metrics
 from .errors import SourceError, is_busy_sqlite
-from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Schema, Table, inspect, qi, ql
+from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table, qi, ql
 
 _log = log.get("capture")
 MIN_KEY_COLUMNS = 4
@@ -39,6 +39,58 @@ def trigger_names(table: str, kind: str = "c") -> tuple[str, str, str]:
     return tuple(f"_replicator_{kind}{op}_{table}" for op in "iud")  # type: ignore[return-value]
 
 
+def guard_names(table: str) -> tuple[str, str]:
+    """Names of a table's REPLACE-guard triggers (before insert, before update)."""
+    return (f"_replicator_cri_{table}", f"_replicator_cru_{table}")
+
+
+def replace_keys(table: Table) -> list:
+    """UNIQUE indexes (on plain columns) whose clashes REPLACE resolves by deleting other rows."""
+    return [
+        i for i in table.indexes
+        if i.unique and all(c is not None for c in i.columns)
+        and not (i.origin == "pk" and table.key_kind != KEY_ROWID)
+    ]
+
+
+def guard_sql(table: Table) -> list[str]:
+    """BEFORE triggers logging the keys of rows an incoming row would REPLACE; [] if none can."""
+    keys = replace_keys(table)
+    if not keys:
+        return []
+
+    def body(self_ref: str) -> str:
+        stmts = []
+        own = " AND ".join(
+            f"{e} IS {self_ref}.{e}" for e in table.key_exprs
+        )
+        for idx in keys:
+            cond = " AND ".join(
+                f"{qi(c)} COLLATE {coll} = NEW.{qi(c)}"
+                for c, coll in zip(idx.columns, idx.collations, strict=False)
+            )
+            stmts.append(
+                f'    INSERT INTO "_replicator_log" (tbl, op{_klist(table)}) SELECT '
+                f"{ql(table.name)}, 'R', {', '.join(table.key_exprs)} FROM {qi(table.name)} "
+                f"WHERE {cond} AND NOT ({own});"
+            )
+        return "\n".join(stmts)
+
+    names = guard_names(table.name)
+    sql = template("capture_replace.sql").format(
+        trigger_insert=qi(names[0]),
+        trigger_update=qi(names[1]),
+        table=qi(table.name),
+        insert_body=body("NEW"),
+        update_body=body("OLD"),
+    )
+    return split_statements(sql)
+
+
+def _klist(table: Table) -> str:
+    return "".join(f", k{i + 1}" for i in range(len(table.key_exprs)))
+
+
 def key_refs(table: Table, which: str) -> list[str]:
     """``NEW."a"`` / ``OLD."a"`` expressions for the table's key (its rowid when keyless)."""
     return [f"{which}.{expr}" for expr in table.key_exprs]
@@ -54,7 +106,7 @@ def capture_sql(table: Table) -> list[str]:
         trigger_delete=qi(names[2]),
         table=qi(table.name),
         table_literal=ql(table.name),
-        key_list="".join(f", k{i + 1}" for i in range(len(new))),
+        key_list=_klist(table),
         new_keys="".join(f", {k}" for k in new),
         old_keys="".join(f", {k}" for k in old),
         key_changed=" OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=True)),
@@ -137,10 +189,23 @@ def install(conn: sqlite3.Connection, tables: Iterable[Table]) -> dict[str, str]
     return result  # type: ignore[return-value]
 
 
+def wanted_triggers(table: Table) -> dict[str, str]:
+    """Every capture trigger ``table`` needs: name -> CREATE statement."""
+    out = dict(zip(trigger_names(table.name), capture_sql(table), strict=True))
+    guards = guard_sql(table)
+    if guards:
+        out.update(zip(guard_names(table.name), guards, strict=True))
+    return out
+
+
 def _install_table(c: sqlite3.Connection, table: Table, existing: dict[str, str]) -> str:
-    statements = capture_sql(table)
+    wanted = wanted_triggers(table)
     outcome = "kept"
-    for name, stmt in zip(trigger_names(table.name), statements, strict=True):
+    for name in (*trigger_names(table.name), *guard_names(table.name)):
+        if name in existing and name not in wanted:
+            c.execute(f"DROP TRIGGER {qi(name)}")
+            outcome = "replaced"
+    for name, stmt in wanted.items():
         current = existing.get(name)
         if current is not None and current.strip() == stmt.rstrip(";").strip():
             continue
@@ -151,14 +216,6 @@ def _install_table(c: sqlite3.Connection, table: Table, existing: dict[str, str]
             outcome = "created"
         c.execute(stmt)
     return outcome
-
-
-def drop_table_triggers(conn: sqlite3.Connection, table: str, kind: str = "c") -> None:
-    def work(c: sqlite3.Connection) -> None:
-        for name in trigger_names(table, kind):
-            c.execute(f"DROP TRIGGER IF EXISTS {qi(name)}")
-
-    with_write(conn, work)
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -184,11 +241,6 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, object]:
 
 def installed(conn: sqlite3.Connection) -> bool:
     return _has_table(conn, LOG_TABLE)
-
-
-def missing_triggers(schema: Schema, tables: Iterable[str]) -> list[str]:
-    """Tables (among ``tables``) that lack any of their capture triggers."""
-    return [t for t in tables if not set(trigger_names(t)) <= schema.triggers]
 
 
 def log_high_water(conn: sqlite3.Connection) -> int:
@@ -303,9 +355,3 @@ def check_log(conn: sqlite3.Connection) -> None:
         )
 
 
-def rowid_keyed(tables: Iterable[Table]) -> list[str]:
-    return [t.name for t in tables if t.key_kind == KEY_ROWID]
-
-
-def refresh_schema(conn: sqlite3.Connection) -> Schema:
-    return inspect(conn)

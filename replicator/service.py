@@ -478,6 +478,7 @@ class Replicator:
         assert self.pg is not None
         from .target import key_and_index_sql
 
+        await asyncio.to_thread(capture.install, self.writer, [table])  # REPLACE guards follow
         old = self.targets[table.name].plan
         fresh = plan_table(table, None, self.cfg)
         plan = replace(old, indexes=fresh.indexes, notes=fresh.notes)

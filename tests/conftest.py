@@ -72,6 +72,9 @@ def pg_env():
 def target_dsn(pg_env):
     dsn = asyncio.run(pg_env.create_db())
     yield dsn
+    if os.environ.get("REPLICATOR_TEST_KEEP"):
+        print(f"kept target database: {dsn}")
+        return
     asyncio.run(pg_env.drop_db(dsn))
 
 
