@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import log, metrics
 from .config import Config, parse_addr
 from .dsn import TargetDSN
-from .errors import EXIT_OK
+from .errors import EXIT_OK, ReplicatorError
 from .service import Done, Replicator
 from .tail import Watcher
 
@@ -95,10 +95,25 @@ async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *, progress=N
                 code = await _main(rep, cfg, health, stop, tg, loop_stop)
             finally:
                 loop_stop.set()
+    except BaseExceptionGroup as group:
+        raise _first(group) from None
     finally:
         metrics.UP.set(0)
         await rep.close()
     return code
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a task group: ours first, else the first one."""
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack = list(exc.exceptions) + stack
+        else:
+            flat.append(exc)
+    return next((e for e in flat if isinstance(e, ReplicatorError)), flat[0])
 
 
 async def _main(

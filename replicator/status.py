@@ -57,6 +57,7 @@ def _source(cfg: Config, cursor: int) -> dict[str, Any]:
 
 
 async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
+    open_source(cfg.source, readonly=True).close()  # a missing or foreign file fails here
     data: dict[str, Any] = {"state": "new", "backlog_changes": 0, "lag_seconds": 0.0,
                             "target": target.masked, "daemon_pid": _daemon_pid(cfg)}
     cursor = 0

@@ -1,0 +1,128 @@
+"""The command line contract: commands, exit codes, errors that name what is wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from replicator import config
+from replicator.cli import build_parser
+from replicator.errors import ConfigError
+
+from .helpers import ROOT, Daemon, cli, wait_streaming
+
+
+def app_schema(path: Path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' "
+            "ORDER BY type, name").fetchall()
+    finally:
+        conn.close()
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        assert re.search(rf"replicator {name}\b", readme), f"`replicator {name}` not in README"
+
+
+async def test_uninstall_removes_everything_and_the_schema_is_identical(chinook, target_dsn):
+    before = app_schema(chinook)
+    daemon = Daemon(chinook, target_dsn)
+    await wait_streaming(target_dsn, daemon)
+    assert app_schema(chinook) != before
+    busy = cli("uninstall", "--source", str(chinook))
+    assert busy.returncode == 3 and "stop it first" in busy.stderr
+    assert daemon.stop() == 0
+    out = cli("uninstall", "--source", str(chinook), "--target", target_dsn, "--target-schema",
+              check=True)
+    assert "removed 33 triggers and 2 tables" in out.stdout
+    assert app_schema(chinook) == before
+    conn = sqlite3.connect(chinook)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_copy_then_status_json(chinook, target_dsn):
+    out = cli("copy", "--source", str(chinook), "--target", target_dsn, "--json", check=True)
+    data = json.loads(out.stdout)
+    assert data["rows"] == 15607 and data["tables"]["Track"]["rows"] == 3503
+    assert app_schema(chinook) and not [r for r in app_schema(chinook) if "_replicator" in r[1]]
+    st = json.loads(cli("status", "--source", str(chinook), "--target", target_dsn, "--json",
+                        check=True).stdout)
+    assert st["state"] == "done" and st["backlog_changes"] == 0 and st["lag_seconds"] == 0.0
+    assert st["tables"]["Track"]["rows_copied"] == 3503
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[source]\npath = 3\n", "source.path: expected a string"),
+        ("[source]\npoll_interval = 'fast'\n", "source.poll_interval: expected a number"),
+        ("[replication]\non_bad_value = 'drop'\n", "replication.on_bad_value: 'drop' is not one of"),
+        ("[target]\nurl = '${NOPE_NOT_SET}'\n", "environment variable ${NOPE_NOT_SET} is not set"),
+        ("[target]\nbogus = 1\n", "unknown key target.bogus"),
+        ("[tables.t.columns.c]\ntype = 'varchar(3)'\n", "tables.t.columns.c.type"),
+        ("[source\n", "not valid TOML"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path, toml, message):
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.build(path, {"source": "x.db"})
+    out = cli("plan", "--source", "x.db", "--config", str(path))
+    assert out.returncode == 2 and message.split(":")[0] in out.stderr
+
+
+def test_config_expands_env_and_flags_override(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text("[source]\npath = 'a.db'\n[target]\nurl = '${MY_DSN}'\n[metrics]\naddr = 'off'\n")
+    monkeypatch.setenv("MY_DSN", "postgresql://u:p@h/db")
+    cfg = config.build(path, {"source": "b.db"})
+    assert cfg.source == Path("b.db") and cfg.target_url == "postgresql://u:p@h/db"
+    assert cfg.metrics_addr is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["run"], 2, "--source"),
+        (["status", "--source", "/nonexistent/x.db", "--target", "postgresql://u@127.0.0.1:1/x"],
+         3, "does not exist"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_exit_codes(args, code, text):
+    out = cli(*args)
+    assert out.returncode == code, out.stderr
+    assert text in out.stderr
+
+
+def test_not_a_sqlite_file_is_refused_before_anything_is_written(tmp_path, target_dsn):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("this is not a database\n" * 100)
+    out = cli("run", "--source", str(bogus), "--target", target_dsn, "--metrics-addr", "off")
+    assert out.returncode == 3 and "not a readable SQLite database" in out.stderr
+    assert bogus.read_text() == "this is not a database\n" * 100
+
+
+def test_wrong_password_is_a_startup_error_without_the_password(chinook, target_dsn):
+    bad = target_dsn.replace("@127.0.0.1", "x9secretx@127.0.0.1").replace(
+        "replicator:", "replicator:wrong")
+    out = cli("copy", "--source", str(chinook), "--target", bad)
+    assert out.returncode == 3
+    assert "password authentication failed" in out.stderr
+    assert "wrong" not in out.stderr and "x9secretx" not in out.stderr
+
+
+def test_the_example_config_is_valid(monkeypatch):
+    monkeypatch.setenv("NEON_DATABASE_URL", "postgresql://u:p@ep-x.neon.tech/db?sslmode=require")
+    cfg = config.build(ROOT / "config" / "replicator.example.toml")
+    assert cfg.source == Path("/var/lib/app/app.db") and cfg.snapshot_method == "copy"
