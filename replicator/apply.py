@@ -14,13 +14,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
 from . import log, metrics, state
-from .convert import BadValue, convert_rows, converter, key_to_json
+from .convert import BadValue, convert_rows, converter, key_to_json, to_sqlite_value
 from .errors import BadValueError, DriftError
 from .schema import ROWID_COLUMN, TablePlan
 from .source import qi
@@ -188,7 +186,7 @@ class Applier:
                 f"AS d({_names(len(cols))}) WHERE {cond} RETURNING {returning}",
                 *args,
             )
-            resync += [tuple(_to_sqlite(v) for v in r) for r in found]
+            resync += [tuple(to_sqlite_value(v) for v in r) for r in found]
         return resync
 
     async def _insert(self, target: TableTarget, good: list[tuple]) -> None:
@@ -225,12 +223,6 @@ def _match(left: str, right: str, collation: str, pg_type: str) -> str:
     if pg_type == "text" and collation == "RTRIM":
         return f"rtrim({left}, ' ') = rtrim({right}, ' ')"
     return f"{left} = {right}"
-
-
-def _to_sqlite(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 def record_metrics(result: BatchResult, seconds: float) -> None:

@@ -172,6 +172,13 @@ def decode_safe_row(row: Sequence[Any]) -> list[Any]:
     return out
 
 
+def to_sqlite_value(value: Any) -> Any:
+    """A Postgres key value back in SQLite terms (numeric keys come back as Decimal)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
 def key_to_json(values: Sequence[Any]) -> list[Any]:
     """A key or row as typed JSON, lossless (floats as hex, bytes and bad text as hex)."""
     return [typed_json(v) for v in values]

@@ -51,6 +51,8 @@ async def _replicate_under_writer(db: Path, target_dsn: str, scenario: str, ops:
     st = await pg_state(target_dsn)
     assert st["state"] == "done"
     counts = await compare_all(db, target_dsn, expect_quarantined={})
+    check = cli("verify", "--source", str(db), "--target", target_dsn, "--json")
+    assert check.returncode == 0, check.stdout[-3000:]  # the product's own verify agrees
     return result, counts, daemon
 
 

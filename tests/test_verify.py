@@ -1,0 +1,116 @@
+"""verify: passes on an exact copy; names the table and the key for each kind of difference."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+
+import asyncpg
+import pytest
+
+from .helpers import cli
+
+
+def verify(db, dsn, *extra):
+    out = cli("verify", "--source", str(db), "--target", dsn, "--json", *extra)
+    assert out.returncode in (0, 1), out.stderr
+    return out.returncode, json.loads(out.stdout)
+
+
+def table(report, name):
+    return next(t for t in report["tables"] if t["table"] == name)
+
+
+@pytest.fixture
+def copied(chinook, target_dsn):
+    cli("copy", "--source", str(chinook), "--target", target_dsn, check=True)
+    return chinook, target_dsn
+
+
+async def test_exact_copy_verifies(copied):
+    db, dsn = copied
+    code, report = verify(db, dsn)
+    assert code == 0 and report["ok"]
+    assert report["rows"] == 15607
+    assert table(report, "PlaylistTrack")["matched"] == 8715  # composite key merge
+
+
+@pytest.mark.parametrize(
+    ("sql", "tbl", "kind", "key"),
+    [
+        ("UPDATE track SET composer = 'someone else' WHERE trackid = 42", "Track", "different", [42]),
+        ("DELETE FROM invoiceline WHERE invoicelineid = 7", "InvoiceLine", "missing", [7]),
+        ("INSERT INTO genre VALUES (999, 'Polka')", "Genre", "extra", [999]),
+        ("DELETE FROM playlisttrack WHERE playlistid = 1 AND trackid = 3402", "PlaylistTrack",
+         "missing", [1, 3402]),
+    ],
+)
+async def test_each_kind_of_difference_is_named(copied, sql, tbl, kind, key):
+    db, dsn = copied
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+    code, report = verify(db, dsn)
+    assert code == 1 and not report["ok"]
+    bad = [t["table"] for t in report["tables"] if not t["ok"]]
+    assert bad == [tbl]
+    t = table(report, tbl)
+    assert t[kind] == 1
+    sample = t["samples"][kind][0]
+    assert sample["key"] == key
+    if kind == "different":
+        assert sample["column"] == "Composer"
+
+
+async def test_a_float_differing_in_the_last_bit_is_a_difference(tmp_path, target_dsn):
+    db = tmp_path / "f.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, x REAL, z REAL)")
+    conn.executemany("INSERT INTO m VALUES (?, ?, ?)", [(1, 0.1 + 0.2, 0.0), (2, 1e300, 5e-324)])
+    conn.commit()
+    conn.close()
+    cli("copy", "--source", str(db), "--target", target_dsn, check=True)
+    assert verify(db, target_dsn)[0] == 0
+    pg = await asyncpg.connect(target_dsn)
+    try:
+        await pg.execute("UPDATE m SET x = $1 WHERE id = 1", math.nextafter(0.1 + 0.2, 1))
+        code, report = verify(db, target_dsn)
+        assert code == 1 and table(report, "m")["samples"]["different"][0]["key"] == [1]
+        await pg.execute("UPDATE m SET x = $1 WHERE id = 1", 0.1 + 0.2)
+        await pg.execute("UPDATE m SET z = '-0'::float8 WHERE id = 1")  # only the sign bit differs
+        code, report = verify(db, target_dsn)
+        assert code == 1 and table(report, "m")["different"] == 1
+    finally:
+        await pg.close()
+
+
+async def test_quarantined_rows_are_reported_apart(tmp_path, target_dsn):
+    db = tmp_path / "q.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)",
+                     [(1, 5, "ok"), (2, "not a number", "x"), (3, 7, "nul\x00byte"), (4, 8, "fine")])
+    conn.commit()
+    conn.close()
+    cli("copy", "--source", str(db), "--target", target_dsn, check=True)
+    code, report = verify(db, target_dsn)
+    assert code == 0, report
+    t = table(report, "t")
+    assert (t["matched"], t["quarantined"]) == (2, 2)
+    pg = await asyncpg.connect(target_dsn)
+    try:
+        await pg.execute("DELETE FROM _replicator.quarantine WHERE key = '[{\"int\": \"2\"}]'")
+    finally:
+        await pg.close()
+    code, report = verify(db, target_dsn)
+    assert code == 1 and table(report, "t")["missing"] == 1  # absent and not quarantined: a loss
+
+
+async def test_sample_and_tables_options(copied):
+    db, dsn = copied
+    code, report = verify(db, dsn, "--sample", "0.2", "--tables", "Track,Album")
+    assert code == 0 and [t["table"] for t in report["tables"]] == ["Track", "Album"]
+    assert 0 < table(report, "Track")["matched"] < 3503
