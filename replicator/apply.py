@@ -20,7 +20,8 @@ import asyncpg
 from . import log, metrics, state
 from .convert import BadValue, convert_rows, converter, key_to_json, to_sqlite_value
 from .errors import BadValueError, DriftError
-from .schema import ROWID_COLUMN, TablePlan
+from .schema import TablePlan
+from .snapshot import write_columns, write_projection
 from .source import qi
 from .tail import ReadTxn
 from .target import qualified
@@ -167,7 +168,8 @@ class Applier:
         index = {c.name: i for i, c in enumerate(plan.columns)}
         resync: list[tuple] = []
         for idx in plan.indexes:
-            if not idx.unique or idx.primary:
+            # Partial unique indexes are matched without their WHERE: over-matching is safe.
+            if not idx.unique or idx.primary or any(c is None for c in idx.columns):
                 continue
             pos = [index[c] for c in idx.columns]
             cols = [plan.columns[p] for p in pos]
@@ -193,8 +195,11 @@ class Applier:
         if not good:
             return
         plan = target.plan
-        cols = [c.pg_name for c in plan.columns] + ([ROWID_COLUMN] if plan.rowid_keyed else [])
-        types = [c.pg_type for c in plan.columns] + (["bigint"] if plan.rowid_keyed else [])
+        cols = write_columns(plan)
+        types = [c.pg_type for c in plan.columns if c.written] + (["bigint"] if plan.rowid_keyed else [])
+        project = write_projection(plan)
+        if project is not None:
+            good = [project(r) for r in good]
         if len(good) >= COPY_THRESHOLD:
             await self.pg.copy_records_to_table(
                 plan.pg_name, schema_name=target.schema, columns=cols, records=good

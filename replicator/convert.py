@@ -7,11 +7,15 @@ arrive as 2; its numeric encoder writes a float's full binary expansion. Both ar
 
 from __future__ import annotations
 
+import json
 import math
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from .census import _DATE, _DT, datetime_signature
 from .schema import IDENTITY_INPUTS, ColumnPlan, TableCensus, TablePlan
 from .source import qi
 
@@ -85,6 +89,105 @@ def _bytea(v: Any) -> bytes:
     raise ValueError
 
 
+def _bool(v: Any) -> bool:
+    if type(v) is int and v in (0, 1):
+        return bool(v)
+    raise ValueError
+
+
+_TRUE, _FALSE = {"true", "t", "yes", "y", "on", "1"}, {"false", "f", "no", "n", "off", "0"}
+
+
+def _bool_lenient(v: Any) -> bool:
+    """Only under a type = "boolean" override: 'true'/'false' and friends are converted."""
+    if type(v) is str:
+        low = v.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+    return _bool(v)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts_unix(v: Any) -> datetime:
+    if type(v) is int and -62135596800 <= v <= 253402300799:
+        return _EPOCH + timedelta(seconds=v)
+    raise ValueError
+
+
+def _parse_iso(v: str, naive: bool = False) -> datetime:
+    m = _DT.fullmatch(v)
+    if not m:
+        raise ValueError
+    year, month, day, _sep, hh, mm, ss, frac, zone = m.groups()
+    if frac is not None and len(frac) > 6:
+        raise ValueError
+    micro = int((frac or "0").ljust(6, "0"))
+    out = datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0), micro)
+    if naive:
+        if zone:
+            raise ValueError
+        return out
+    if zone and zone not in ("Z", "+00:00", "+0000"):
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        return (out - sign * offset).replace(tzinfo=UTC)
+    return out.replace(tzinfo=UTC)
+
+
+def _ts_text(signature: str) -> Callable[[Any], datetime]:
+    """Text in exactly one ISO layout (so the text can be rebuilt from the timestamp)."""
+
+    def convert(v: Any) -> datetime:
+        if type(v) is str and datetime_signature(v) == signature:
+            return _parse_iso(v)
+        raise ValueError
+
+    return convert
+
+
+def _ts_any(v: Any) -> datetime:
+    """Only under a type = "timestamptz" override: any ISO layout (naive = UTC) or unix seconds."""
+    if type(v) is int:
+        return _ts_unix(v)
+    if type(v) is str:
+        return _parse_iso(v)
+    raise ValueError
+
+
+def _ts_naive(v: Any) -> datetime:
+    if type(v) is str:
+        return _parse_iso(v, naive=True)
+    raise ValueError
+
+
+def _date_text(v: Any) -> date:
+    if type(v) is str and _DATE.fullmatch(v):
+        return date.fromisoformat(v)
+    raise ValueError
+
+
+def _json(v: Any) -> str:
+    if type(v) is str and "\x00" not in v:
+        json.loads(v, parse_constant=_no_constant)
+        return v
+    raise ValueError
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _uuid(v: Any) -> uuid.UUID:
+    if type(v) is str:
+        out = uuid.UUID(v)
+        if str(out) == v:
+            return out
+    raise ValueError
+
+
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bigint": _bigint,
     "float": _float,
@@ -92,12 +195,26 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "text": _text,
     "text_render": _text_render,
     "bytea": _bytea,
+    "bool": _bool,
+    "bool_lenient": _bool_lenient,
+    "ts_unix": _ts_unix,
+    "ts_any": _ts_any,
+    "ts_naive": _ts_naive,
+    "date_text": _date_text,
+    "json": _json,
+    "uuid": _uuid,
 }
+
+
+def _base_converter(conv: str) -> Callable[[Any], Any]:
+    if conv.startswith("ts_text:"):
+        return _ts_text(conv.split(":", 1)[1])
+    return CONVERTERS[conv]
 
 
 def converter(col: ColumnPlan) -> Callable[[Any], Any]:
     """The checking converter for a column; NULL passes through."""
-    fn = CONVERTERS[col.conv]
+    fn = _base_converter(col.conv)
     name, pg_type = col.name, col.pg_type
 
     def convert(v: Any) -> Any:
@@ -105,7 +222,7 @@ def converter(col: ColumnPlan) -> Callable[[Any], Any]:
             return None
         try:
             return fn(v)
-        except ValueError:
+        except (ValueError, OverflowError):
             reason = f"{_describe(v)} cannot be stored exactly in {pg_type}"
             if type(v) is str and "\x00" in v:
                 reason = "TEXT containing a NUL byte (Postgres text cannot hold it)"

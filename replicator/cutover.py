@@ -15,9 +15,7 @@ from . import capture, log, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import ReplicatorError, StateError
-from .schema import ROWID_COLUMN
 from .service import APPLY_LOCK, Replicator
-from .source import qi
 from .target import qualified
 
 _log = log.get("cutover")
@@ -61,13 +59,12 @@ async def _cutover(rep: Replicator, cfg: Config, timeout: float) -> dict[str, An
 
 async def _finish(rep: Replicator, cfg: Config, cursor: int, t_fence: float) -> dict[str, Any]:
     assert rep.pg is not None
+    objects = await rep.final_phase()
     rows: dict[str, int] = {}
     async with rep.pg.transaction():
         await rep.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
         for name, tgt in sorted(rep.targets.items()):
             table = qualified(cfg.target_schema, tgt.plan.pg_name)
-            if tgt.plan.rowid_keyed:
-                await rep.pg.execute(f"ALTER TABLE {table} DROP COLUMN {qi(ROWID_COLUMN)}")
             rows[name] = int(await rep.pg.fetchval(f"SELECT count(*) FROM {table}"))
         freeze_ms = round((time.monotonic() - t_fence) * 1000, 1)
         quarantined = await state.quarantine_count(rep.pg)
@@ -78,12 +75,13 @@ async def _finish(rep: Replicator, cfg: Config, cursor: int, t_fence: float) -> 
             "cursor": cursor,
             "freeze_window_ms": freeze_ms,
             "quarantined": quarantined,
+            "objects": objects,
+            "for_a_human": [o for o in objects if o["status"] not in
+                            ("validated", "created", "enabled", "set")],
         }
         await state.set_state(rep.pg, "done")
         await state.merge_info(rep.pg, cutover=summary)
         await state.event(rep.pg, "cutover", freeze_ms=freeze_ms, cursor=cursor)
-    for name in rows:
-        await rep.pg.execute(f"ANALYZE {qualified(cfg.target_schema, rep.targets[name].plan.pg_name)}")
     await rep.prune()
     return summary
 

@@ -86,13 +86,13 @@ def _renamed_to(conn: sqlite3.Connection, name: str) -> str | None:
 
 def _added_columns(plan: TablePlan, table: Table) -> list[str] | None:
     """New column names if ``table`` is ``plan`` plus appended columns (ALTER TABLE ADD COLUMN)."""
-    old = [(c.name, c.declared, c.notnull) for c in plan.columns]
-    new = [(c.name, c.declared, c.notnull) for c in table.columns]
+    old = [(c.name, c.declared) for c in plan.columns]
+    new = [(c.name, c.declared) for c in table.columns]
     if len(new) <= len(old) or new[: len(old)] != old:
         return None
     if tuple(table.key_columns) != plan.key_columns or table.key_kind != plan.key_kind:
         return None
-    return [n for n, _d, _nn in new[len(old) :]]
+    return [n for n, _d in new[len(old) :]]
 
 
 def _index_names(plan: TablePlan) -> set[str]:
@@ -100,4 +100,4 @@ def _index_names(plan: TablePlan) -> set[str]:
 
 
 def _sqlite_index_names(table: Table) -> set[str]:
-    return {i.name for i in table.indexes if i.plain}
+    return {i.name for i in table.indexes}

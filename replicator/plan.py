@@ -1,20 +1,24 @@
 """``replicator plan``: the migration plan, computed from the live file without writing anything.
 
 For every table and column: the declared type, the census of stored values, the Postgres type
-chosen and why, and every value or feature that cannot move exactly.
+chosen and why; every value or feature that cannot move exactly, with counts and a sample key;
+the indexes, constraints, triggers and views and how each is carried over.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from . import ddl
+from .census import census, sample_key
 from .config import Config
-from .schema import census, plan_table
-from .source import inspect, journal_mode, open_source
-from .target import create_table_sql, key_and_index_sql
+from .errors import ConfigError
+from .schema import ColumnPlan, TablePlan, plan_table, text_census_columns
+from .source import Table, inspect, journal_mode, open_source, qi
 
 
 def build(cfg: Config) -> dict[str, Any]:
@@ -24,38 +28,28 @@ def build(cfg: Config) -> dict[str, Any]:
         schema = inspect(conn)
         tables, attention = [], []
         for name, table in schema.tables.items():
-            if not cfg.wants_table(name):
-                continue
-            cen = census(conn, table, check_utf8=True)
-            plan = plan_table(table, cen, cfg)
-            cols = []
-            for col in plan.columns:
-                c = cen.columns[col.name]
-                cols.append({**asdict(col), "census": {**c.counts, "nul_text": c.nul_text,
-                             "bad_utf8": c.bad_utf8, "max_bytes": c.max_bytes}})
-                attention += [f"{name}.{col.name}: {p} (policy: {col.policy})" for p in col.problems]
-            attention += [f"{name}: {n}" for n in plan.notes]
-            tables.append({
-                "name": name,
-                "pg_name": plan.pg_name,
-                "rows": cen.rows,
-                "key": {"kind": plan.key_kind, "columns": list(plan.key_columns),
-                        "note": plan.key_note},
-                "columns": cols,
-                "indexes": [asdict(i) for i in plan.indexes],
-                "notes": list(plan.notes),
-            })
-        for name, why in schema.skipped.items():
-            attention.append(f"{name}: {why}")
+            if cfg.wants_table(name):
+                entry = _table(conn, table, cfg)
+                tables.append(entry)
+                attention += entry.pop("_attention")
+        views = [asdict(v) for v in ddl.plan_views(schema, cfg)]
+        attention += [f"view {v['name']}: not translated ({v['error']}): {v['original']}"
+                      for v in views if v["error"]]
+        attention += [f"{name}: {why}" for name, why in schema.skipped.items()]
+        exact = [t["name"] for t in tables if t["exact"]]
         report = {
             "source": str(cfg.source),
             "sqlite_version": sqlite3.sqlite_version,
             "journal_mode": journal_mode(conn),
             "identifiers": cfg.identifiers,
+            "target_schema": cfg.target_schema,
             "tables": tables,
+            "views": views,
             "skipped": schema.skipped,
             "attention": attention,
             "exact": not attention,
+            "summary": {"tables": len(tables), "exact": len(exact),
+                        "named_with_reason": len(tables) - len(exact)},
         }
         conn.execute("COMMIT")
     finally:
@@ -63,46 +57,180 @@ def build(cfg: Config) -> dict[str, Any]:
     return report
 
 
+def _table(conn: sqlite3.Connection, table: Table, cfg: Config) -> dict[str, Any]:
+    cen = census(conn, table, check_utf8=True, text_columns=text_census_columns(table, everything=True))
+    attention: list[str] = []
+    try:
+        plan = plan_table(table, cen, cfg)
+    except ConfigError as exc:
+        return {"name": table.name, "rows": cen.rows, "exact": False, "error": str(exc),
+                "_attention": [f"{table.name}: {exc}"]}
+    cols = []
+    for col in plan.columns:
+        c = cen.columns[col.name]
+        samples = _samples(conn, table, col) if col.problems else {}
+        cols.append({**asdict(col), "sample_keys": samples, "census": {
+            **c.counts, "nul_text": c.nul_text, "bad_utf8": c.bad_utf8, "max_bytes": c.max_bytes,
+            "text_tags": c.text_tags, "datetime_formats": c.datetime_formats}})
+        attention += [f"{table.name}.{col.name}: {p} (policy: {col.policy}; sample key "
+                      f"{next(iter(samples.values()), None)})" for p in col.problems]
+    orphans = _orphans(conn, table)
+    attention += [f"{table.name}: foreign key {fk} has {n} orphan row(s) in SQLite; it will stay "
+                  "NOT VALID in Postgres" for fk, n in orphans.items()]
+    attention += [f"{table.name}: index {i.sqlite_name} not carried over ({i.error}): {i.original}"
+                  for i in plan.indexes if i.error]
+    attention += [f"{table.name}: {o.kind} {o.name} not translated ({o.error}): {o.original}"
+                  for o in plan.objects if o.error]
+    return {
+        "name": table.name,
+        "pg_name": plan.pg_name,
+        "rows": cen.rows,
+        "key": {"kind": plan.key_kind, "columns": list(plan.key_columns), "note": plan.key_note},
+        "columns": cols,
+        "indexes": [asdict(i) for i in plan.indexes],
+        "objects": [asdict(o) for o in plan.objects],
+        "foreign_key_orphans": orphans,
+        "notes": list(plan.notes) + [f"{c.name}: {n}" for c in plan.columns for n in c.notes],
+        "exact": not attention,
+        "_attention": attention,
+    }
+
+
+def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[str, list | None]:
+    """A sample key for each kind of value that cannot move exactly."""
+    q = qi(col.name)
+    base = col.conv.split(":")[0]
+    from .schema import _ACCEPTED
+
+    out = {}
+    rejected = [c for c in ("integer", "real", "text", "blob") if c not in _ACCEPTED.get(base, set())]
+    if rejected:
+        out["storage class"] = sample_key(conn, table, f"typeof({q}) IN ({', '.join(repr(c) for c in rejected)})")
+    out["NUL byte"] = sample_key(conn, table, f"typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0")
+    out["invalid UTF-8"] = sample_key(
+        conn, table, f"typeof({q}) = 'text' AND NOT _replicator_utf8_ok(CAST({q} AS BLOB))")
+    if base == "bool":
+        out["not 0/1"] = sample_key(conn, table, f"typeof({q}) = 'integer' AND {q} NOT IN (0, 1)")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _orphans(conn: sqlite3.Connection, table: Table) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        rows = conn.execute(f"PRAGMA foreign_key_check({qi(table.name)})").fetchall()
+    except sqlite3.DatabaseError:
+        return out
+    for _tbl, _rowid, parent, fkid in rows:
+        fk = table.foreign_keys[fkid] if fkid < len(table.foreign_keys) else None
+        label = f"({', '.join(fk.columns)}) -> {parent}" if fk else f"#{fkid} -> {parent}"
+        out[label] = out.get(label, 0) + 1
+    return out
+
+
 def render(report: dict[str, Any]) -> str:
-    out = [f"Migration plan for {report['source']} (journal {report['journal_mode']})", ""]
+    if sys.stdout.isatty():
+        return _render_rich(report)
+    out = [f"Migration plan for {report['source']} (journal {report['journal_mode']}, "
+           f"target schema {report['target_schema']})", ""]
     for t in report["tables"]:
+        if "error" in t:
+            out += [f"{t['name']}: {t['error']}", ""]
+            continue
         out.append(f"{t['name']} -> {t['pg_name']}  ({t['rows']} rows; key: {t['key']['note']})")
         for c in t["columns"]:
-            cen = c["census"]
-            seen = ", ".join(f"{k} {cen[k]}" for k in ("integer", "real", "text", "blob", "null")
-                             if cen[k])
             mark = "ok " if c["exact"] else "!! "
             out.append(f"  {mark}{c['name']:24} {c['declared'] or '(none)':16} -> "
-                       f"{c['pg_type']:17} [{seen or 'empty'}]")
+                       f"{c['pg_type']:17} [{_seen(c['census'])}]")
             out.append(f"       {c['reason']}")
             out += [f"       !! {p}" for p in c["problems"]]
         out += [f"  note: {n}" for n in t["notes"]]
+        out += [f"  {o['kind']} {o['name']}: {'ok' if not o['error'] else 'NOT TRANSLATED: ' + o['error']}"
+                for o in t["objects"]]
         out.append("")
+    for v in report["views"]:
+        out.append(f"view {v['name']}: {'ok' if not v['error'] else 'NOT TRANSLATED: ' + v['error']}")
+    s = report["summary"]
+    out.append(f"\n{s['exact']} of {s['tables']} tables arrive exact; {s['named_with_reason']} "
+               "need attention (named below with the reason)." if s["named_with_reason"] else
+               f"\nAll {s['tables']} tables arrive exact.")
     if report["attention"]:
         out.append("Needs attention:")
         out += [f"  - {a}" for a in report["attention"]]
-    else:
-        out.append("Every value can move exactly.")
     return "\n".join(out)
 
 
+def _seen(cen: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {cen[k]}" for k in ("integer", "real", "text", "blob", "null")
+                     if cen[k]) or "empty"
+
+
+def _render_rich(report: dict[str, Any]) -> str:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console(record=True, width=140)
+    console.print(f"[bold]Migration plan[/] for {report['source']} "
+                  f"(journal {report['journal_mode']}, target schema {report['target_schema']})")
+    for t in report["tables"]:
+        if "error" in t:
+            console.print(f"[red]{t['name']}: {t['error']}[/]")
+            continue
+        rt = RichTable(title=f"{t['name']} -> {t['pg_name']} ({t['rows']} rows)",
+                       caption=f"key: {t['key']['note']}", title_justify="left")
+        for head in ("", "column", "declared", "stored values", "postgres", "why"):
+            rt.add_column(head)
+        for c in t["columns"]:
+            mark = "[green]ok[/]" if c["exact"] else "[red]!![/]"
+            why = c["reason"] + "".join(f"\n[red]{p}[/]" for p in c["problems"])
+            rt.add_row(mark, c["name"], c["declared"] or "-", _seen(c["census"]), c["pg_type"], why)
+        console.print(rt)
+        for n in t["notes"]:
+            console.print(f"  [dim]note: {n}[/]")
+    s = report["summary"]
+    console.print(f"\n[bold]{s['exact']} of {s['tables']} tables arrive exact[/]")
+    for a in report["attention"]:
+        console.print(f"  [yellow]- {a}[/]")
+    return console.export_text(styles=True)
+
+
 def emit_sql(report: dict[str, Any], cfg: Config, folder: Path) -> list[Path]:
-    """Write the target DDL as numbered, reviewable files: tables, then keys and indexes."""
+    """The target DDL as numbered, reviewable files, in the order the replicator runs it."""
     conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
     try:
         schema = inspect(conn)
-        plans = [plan_table(schema.tables[t["name"]], census(conn, schema.tables[t["name"]]), cfg)
-                 for t in report["tables"]]
+        plans: list[TablePlan] = [
+            plan_table(schema.tables[t["name"]], census(
+                conn, schema.tables[t["name"]], text_columns=text_census_columns(schema.tables[t["name"]])), cfg)
+            for t in report["tables"] if "error" not in t
+        ]
+        views = ddl.plan_views(schema, cfg)
     finally:
         conn.close()
-    folder.mkdir(parents=True, exist_ok=True)
+    s = cfg.target_schema
     files = {
-        "001_tables.sql": [create_table_sql(p, cfg.target_schema) + ";" for p in plans],
-        "002_keys_and_indexes.sql": [s + ";" for p in plans for s in key_and_index_sql(p, cfg.target_schema)],
+        "001_tables.sql": [ddl.create_table_sql(p, s) + ";" + "".join(
+            f"\n{d};" for d in ddl.default_sql(p, s)) for p in plans],
+        "002_keys_and_indexes.sql": [x + ";" for p in plans for x in ddl.snapshot_ddl(p, s)],
+        "003_constraints.sql": [x + ";" for p in plans for o in p.objects
+                                if o.kind in ("check", "foreign_key") and o.sql
+                                for x in (o.sql, o.validate_sql or "")],
+        "004_triggers.sql": [o.sql + ";" for p in plans for o in p.objects if o.kind == "trigger" and o.sql],
+        "005_views.sql": [v.sql + ";" for v in views if v.sql],
     }
+    untranslated = [f"-- {o.kind} {o.name}: {o.error}\n-- {o.original}" for p in plans
+                    for o in p.objects if o.error] + [f"-- view {v.name}: {v.error}" for v in views if v.error]
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, stmts in files.items():
         path = folder / name
-        path.write_text("-- generated by `replicator plan --emit-sql`\n\n" + "\n\n".join(stmts) + "\n")
+        body = "\n\n".join(stmts)
+        if name == "003_constraints.sql" or name == "005_views.sql":
+            body = "-- created at cutover (SQLite may hold rows these constraints reject)\n\n" + body
+        path.write_text("-- generated by `replicator plan --emit-sql`\n\n" + body + "\n")
+        written.append(path)
+    if untranslated:
+        path = folder / "900_not_translated.sql"
+        path.write_text("-- objects the replicator could not translate; review by hand\n\n"
+                        + "\n\n".join(untranslated) + "\n")
         written.append(path)
     return written

@@ -1,4 +1,5 @@
-"""Census of stored values and the type mapping: the plan for each table and column.
+"""The plan for each table and column: the Postgres type chosen from the declared type and the
+census of stored values, and why.
 
 SQLite stores whatever it is given, so the Postgres type is chosen from the declared type *and*
 what the column actually holds. The rules (stated in the plan for every column):
@@ -7,26 +8,30 @@ what the column actually holds. The rules (stated in the plan for every column):
   Within numbers we widen when the census requires it (REAL values in an INTEGER column, or
   integers beyond 2^53 in a REAL column, give ``numeric``). Values of another storage class are
   quarantined, never coerced; a config override (``type = "text"``) takes them all.
-* NUMERIC affinity (DECIMAL, BOOLEAN, DATETIME, ...) and no type: the census decides. Only
-  integers: bigint; numbers with a DECIMAL/NUMERIC/MONEY declaration or a mix of integers and
-  reals: numeric (exact for both); only reals: double precision; any text: text (numbers rendered
-  in their shortest exact decimal form); only BLOBs: bytea.
+* NUMERIC affinity (DECIMAL, BOOLEAN, DATETIME, JSON, UUID ...) and no type: the census decides.
+  A BOOLEAN holding only 0/1 becomes boolean; a DATE/TIME column whose text values all share one
+  ISO-8601 layout becomes timestamptz (naive text is UTC, SQLite's own convention) or date, and
+  one holding only unix seconds becomes timestamptz; a JSON column holding only valid JSON
+  becomes json (not jsonb, which drops duplicate keys and reorders them); a UUID column holding
+  only canonical UUIDs becomes uuid. Otherwise: only integers give bigint; numbers with a
+  DECIMAL/NUMERIC/MONEY declaration or a mix of integers and reals give numeric (exact for
+  both); only reals give double precision; any text gives text (numbers rendered in their
+  shortest exact decimal form); only BLOBs give bytea.
 * A BLOB in a column that is not bytea, a NUL byte or invalid UTF-8 in text: quarantine.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .census import CLASSES, ColumnCensus, TableCensus
 from .config import Config
 from .errors import ConfigError
-from .source import KEY_ROWID, Column, Table, qi
+from .source import KEY_ALIAS, KEY_ROWID, Column, Table
 
 ROWID_COLUMN = "_replicator_rowid"
-CLASSES = ("integer", "real", "text", "blob")
 PG_MAX_IDENT = 63
 
 # converter id -> the storage classes it passes through untouched (the snapshot fast path)
@@ -36,6 +41,10 @@ IDENTITY_INPUTS = {
     "text": {"text"},
     "bytea": {"blob"},
 }
+# declared-type words -> the meaning the census may confirm
+_HINTS = (("BOOL", "bool"), ("DATETIME", "datetime"), ("TIMESTAMP", "datetime"),
+          ("DATE", "date"), ("TIME", "datetime"), ("JSON", "json"), ("UUID", "uuid"),
+          ("GUID", "uuid"))
 
 
 def affinity(declared: str) -> str:
@@ -52,66 +61,16 @@ def affinity(declared: str) -> str:
     return "NUMERIC"
 
 
-@dataclass
-class ColumnCensus:
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*CLASSES, "null"), 0))
-    nul_text: int = 0
-    bad_utf8: int | None = None  # None when not checked
-    max_bytes: int = 0
-    int_beyond_2_53: int = 0
-
-    def present(self) -> set[str]:
-        return {c for c in CLASSES if self.counts.get(c)}
-
-
-@dataclass
-class TableCensus:
-    rows: int
-    columns: dict[str, ColumnCensus]
-
-
-def census(conn: sqlite3.Connection, table: Table, *, check_utf8: bool = False) -> TableCensus:
-    """One scan of ``table`` counting storage classes and problem values per column."""
-    if check_utf8:
-        conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
-    exprs = ["count(*)"]
-    for col in table.columns:
-        q = qi(col.name)
-        exprs += [f"sum(typeof({q}) = '{c}')" for c in CLASSES]
-        exprs += [
-            f"sum({q} IS NULL)",
-            f"sum(typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0)",
-            f"sum(typeof({q}) = 'text' AND NOT _replicator_utf8_ok(CAST({q} AS BLOB)))"
-            if check_utf8
-            else "NULL",
-            f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN length(CAST({q} AS BLOB)) END)",
-            f"sum(typeof({q}) = 'integer' AND abs({q}) > 9007199254740992)",
-        ]
-    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
-    out: dict[str, ColumnCensus] = {}
-    per = len(CLASSES) + 5
-    for i, col in enumerate(table.columns):
-        vals = row[1 + i * per : 1 + (i + 1) * per]
-        counts = {c: int(vals[j] or 0) for j, c in enumerate(CLASSES)}
-        counts["null"] = int(vals[4] or 0)
-        out[col.name] = ColumnCensus(
-            counts=counts,
-            nul_text=int(vals[5] or 0),
-            bad_utf8=None if vals[6] is None and not check_utf8 else int(vals[6] or 0),
-            max_bytes=int(vals[7] or 0),
-            int_beyond_2_53=int(vals[8] or 0),
-        )
-    return TableCensus(rows=int(row[0]), columns=out)
-
-
-def _utf8_ok(value: bytes | None) -> int:
-    if value is None:
-        return 1
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return 0
-    return 1
+def type_hint(declared: str) -> str | None:
+    """What a NUMERIC-affinity declaration says the values mean (bool, datetime, date, json,
+    uuid), for the census to confirm or refute."""
+    if affinity(declared) != "NUMERIC":
+        return None
+    d = declared.upper()
+    for word, hint in _HINTS:
+        if word in d:
+            return hint
+    return None
 
 
 @dataclass(frozen=True)
@@ -123,11 +82,20 @@ class ColumnPlan:
     pg_type: str
     conv: str  # converter id, see convert.py
     notnull: bool
-    generated: bool
+    generated: bool  # a generated column in SQLite
     policy: str  # on_bad_value: quarantine | fail
     reason: str
     exact: bool  # every value in the census maps exactly
     problems: tuple[str, ...] = ()
+    identity: bool = False  # INTEGER PRIMARY KEY -> GENERATED BY DEFAULT AS IDENTITY
+    default_sql: str | None = None  # translated DEFAULT (Postgres SQL)
+    generated_sql: str | None = None  # translated generation expression: Postgres computes it
+    notes: tuple[str, ...] = ()
+
+    @property
+    def written(self) -> bool:
+        """Whether the replicator writes this column (Postgres computes generated ones)."""
+        return self.generated_sql is None
 
 
 @dataclass(frozen=True)
@@ -135,10 +103,30 @@ class IndexPlan:
     name: str  # Postgres name
     sqlite_name: str
     unique: bool
-    columns: tuple[str, ...]  # SQLite column names
+    columns: tuple[str | None, ...]  # SQLite column names; None for an expression
     collations: tuple[str, ...]
     descending: tuple[bool, ...]
     primary: bool = False
+    sql: str | None = None  # the full CREATE INDEX, when the index is partial or has expressions
+    original: str | None = None
+    error: str | None = None
+
+    @property
+    def plain(self) -> bool:
+        return self.sql is None and self.error is None
+
+
+@dataclass(frozen=True)
+class ObjectPlan:
+    """A schema object beyond tables and indexes: CHECK, FOREIGN KEY, app trigger, view."""
+
+    kind: str  # check | foreign_key | trigger | view
+    name: str
+    sql: str | None  # Postgres DDL (None when it could not be translated)
+    original: str
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    validate_sql: str | None = None  # checks and FKs: VALIDATE CONSTRAINT at the final phase
 
 
 @dataclass(frozen=True)
@@ -152,6 +140,8 @@ class TablePlan:
     indexes: tuple[IndexPlan, ...]
     key_note: str
     notes: tuple[str, ...] = ()
+    objects: tuple[ObjectPlan, ...] = ()
+    autoincrement: bool = False
 
     @property
     def rowid_keyed(self) -> bool:
@@ -169,6 +159,13 @@ class TablePlan:
         by_name = {c.name: c for c in self.columns}
         return tuple(by_name[k] for k in self.key_columns)
 
+    @property
+    def write_positions(self) -> tuple[int, ...] | None:
+        """Positions of the columns the replicator writes; None when it writes them all."""
+        if all(c.written for c in self.columns):
+            return None
+        return tuple(i for i, c in enumerate(self.columns) if c.written)
+
     def column(self, name: str) -> ColumnPlan:
         for col in self.columns:
             if col.name == name:
@@ -182,18 +179,17 @@ class TablePlan:
     def from_json(cls, data: dict[str, Any]) -> TablePlan:
         data = dict(data)
         data["columns"] = tuple(
-            ColumnPlan(**{**c, "problems": tuple(c.get("problems", ()))}) for c in data["columns"]
+            ColumnPlan(**{**c, "problems": tuple(c.get("problems", ())),
+                          "notes": tuple(c.get("notes", ()))})
+            for c in data["columns"]
         )
         data["indexes"] = tuple(
-            IndexPlan(
-                **{
-                    **i,
-                    "columns": tuple(i["columns"]),
-                    "collations": tuple(i["collations"]),
-                    "descending": tuple(i["descending"]),
-                }
-            )
+            IndexPlan(**{**i, "columns": tuple(i["columns"]), "collations": tuple(i["collations"]),
+                         "descending": tuple(i["descending"])})
             for i in data["indexes"]
+        )
+        data["objects"] = tuple(
+            ObjectPlan(**{**o, "notes": tuple(o.get("notes", ()))}) for o in data.get("objects", ())
         )
         data["key_columns"] = tuple(data["key_columns"])
         data["notes"] = tuple(data.get("notes", ()))
@@ -205,10 +201,10 @@ def pg_ident(name: str, policy: str) -> str:
     names, so the app's unquoted SQL keeps working) or preserved; always quoted when used."""
     if policy == "preserve":
         return name
-    return name.translate(_ASCII_LOWER)
+    return name.translate(ASCII_LOWER)
 
 
-_ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
+ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
 
 
 def check_ident(kind: str, sqlite_name: str, pg_name: str) -> None:
@@ -219,71 +215,149 @@ def check_ident(kind: str, sqlite_name: str, pg_name: str) -> None:
         )
 
 
+@dataclass
+class _Choice:
+    pg_type: str
+    conv: str
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+
 def plan_column(table: Table, col: Column, cen: ColumnCensus | None, cfg: Config) -> ColumnPlan:
     override = cfg.column_override(table.name, col.name)
     aff = affinity(col.declared)
     present = cen.present() if cen else set()
-    pg_type, conv, reason = _choose(aff, col.declared, present, cen)
+    choice = _choose(aff, col.declared, present, cen)
     if override.type:
-        pg_type, conv = override.type, _conv_for(override.type)
-        reason = f"config override: type = {override.type!r}"
-    problems = _problems(conv, present, cen) if cen else []
+        choice = _Choice(override.type, _conv_for(override.type),
+                         f"config override: type = {override.type!r}")
+    problems = _problems(choice.conv, present, cen) if cen else []
     pg_name = pg_ident(col.name, cfg.identifiers)
     check_ident(f"column {table.name}.", col.name, pg_name)
+    identity = table.key_kind == KEY_ALIAS and table.key_columns == (col.name,) and \
+        choice.pg_type == "bigint"
     return ColumnPlan(
         name=col.name,
         pg_name=pg_name,
         declared=col.declared,
         affinity=aff,
-        pg_type=pg_type,
-        conv=conv,
-        notnull=col.notnull,
+        pg_type=choice.pg_type,
+        conv=choice.conv,
+        notnull=col.notnull or identity,
         generated=col.generated,
         policy=override.on_bad_value or cfg.on_bad_value,
-        reason=reason,
+        reason=choice.reason,
         exact=not problems,
         problems=tuple(problems),
+        identity=identity,
+        notes=tuple(choice.notes),
     )
 
 
-def _choose(
-    aff: str, declared: str, present: set[str], cen: ColumnCensus | None
-) -> tuple[str, str, str]:
-    """(pg_type, converter, reason) for a column; see the module docstring for the rules."""
+def _choose(aff: str, declared: str, present: set[str], cen: ColumnCensus | None) -> _Choice:
+    """The Postgres type and converter for a column; see the module docstring for the rules."""
     numbers = present & {"integer", "real"}
     big_ints = bool(cen and cen.int_beyond_2_53)
-    decimal_name = any(w in declared.upper() for w in ("DEC", "NUM", "MONEY"))
     if aff == "INTEGER":
         if "real" in present:
-            return "numeric", "numeric", "INTEGER affinity holding REAL values: numeric keeps both"
-        return "bigint", "bigint", "INTEGER affinity: bigint (SQLite integers are 64-bit)"
+            return _Choice("numeric", "numeric", "INTEGER affinity holding REAL values: numeric keeps both")
+        return _Choice("bigint", "bigint", "INTEGER affinity: bigint (SQLite integers are 64-bit)")
     if aff == "REAL":
         if big_ints:
-            return "numeric", "numeric", "REAL affinity with integers beyond 2^53: numeric"
-        return "double precision", "float", "REAL affinity: double precision (never 4-byte real)"
+            return _Choice("numeric", "numeric", "REAL affinity with integers beyond 2^53: numeric")
+        return _Choice("double precision", "float", "REAL affinity: double precision (never 4-byte real)")
     if aff == "TEXT":
-        return "text", "text", "TEXT affinity: text (varchar(n) limits are not enforced by SQLite)"
+        return _Choice("text", "text", "TEXT affinity: text (varchar(n) limits are not enforced by SQLite)")
+    hinted = _hinted(type_hint(declared), present, cen)
+    if hinted is not None:
+        return hinted
+    return _by_census(aff, declared, present, numbers, big_ints)
+
+
+def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], big_ints: bool) -> _Choice:
+    decimal_name = any(w in declared.upper() for w in ("DEC", "NUM", "MONEY"))
     if present == {"blob"}:
-        return "bytea", "bytea", "only BLOB values: bytea"
+        return _Choice("bytea", "bytea", "only BLOB values: bytea")
     if "text" in present:
         if numbers:
-            return "text", "text_render", (
-                "mixed text and numbers: text; numbers are written in their shortest exact "
-                "decimal form"
-            )
-        return "text", "text", f"{aff} affinity holding text: text"
+            return _Choice("text", "text_render", "mixed text and numbers: text; numbers are "
+                           "written in their shortest exact decimal form")
+        return _Choice("text", "text", f"{aff} affinity holding text: text")
     if numbers == {"integer"} and not decimal_name:
-        return "bigint", "bigint", f"{aff} affinity, only integers: bigint"
+        return _Choice("bigint", "bigint", f"{aff} affinity, only integers: bigint")
     if numbers == {"real"} and not decimal_name and not big_ints:
-        return "double precision", "float", f"{aff} affinity, only reals: double precision"
+        return _Choice("double precision", "float", f"{aff} affinity, only reals: double precision")
     if numbers:
-        return "numeric", "numeric", (
-            f"{aff} affinity ({declared or 'no type'}) with numbers: numeric, exact for integers "
-            "and for reals in their shortest round-trip form"
-        )
+        return _Choice("numeric", "numeric", f"{aff} affinity ({declared or 'no type'}) with "
+                       "numbers: numeric, exact for integers and for reals in their shortest "
+                       "round-trip form")
     if aff == "BLOB":
-        return "bytea", "bytea", "no declared type and no values yet: bytea holds anything"
-    return "numeric", "numeric", f"{aff} affinity and no values yet: numeric"
+        return _Choice("bytea", "bytea", "no declared type and no values yet: bytea holds anything")
+    return _Choice("numeric", "numeric", f"{aff} affinity and no values yet: numeric")
+
+
+def _hinted(hint: str | None, present: set[str], cen: ColumnCensus | None) -> _Choice | None:
+    """Booleans, timestamps, dates, JSON and UUIDs: only when every stored value fits exactly."""
+    if hint is None or cen is None:
+        return None
+    empty = not present
+    texts = cen.counts["text"]
+    tags = cen.text_tags or {}
+    if hint == "bool":
+        if empty or present == {"integer"} and cen.int_01 == cen.counts["integer"]:
+            return _Choice("boolean", "bool", "BOOLEAN holding only 0 and 1: boolean")
+        if tags.get("bool"):
+            return _Choice(*_general_note(cen, "BOOLEAN"), notes=[
+                f"{tags['bool']} text value(s) like 'true'/'false': not converted, so the column "
+                "is not boolean; set type = \"boolean\" to convert them"])
+        return None
+    if hint in ("datetime", "date"):
+        return _temporal(present, cen, texts)
+    if hint == "json" and (empty or present == {"text"} and tags.get("json") == texts):
+        return _Choice("json", "json", "JSON holding only valid JSON text: json, which keeps the "
+                       "text exactly (jsonb would drop duplicate keys and reorder them)")
+    if hint == "uuid" and present == {"text"} and tags.get("uuid") == texts:
+        return _Choice("uuid", "uuid", "UUID holding only canonical lowercase UUID text: uuid")
+    return None
+
+
+def _general_note(cen: ColumnCensus, what: str) -> tuple[str, str, str]:
+    present = cen.present()
+    numbers = present & {"integer", "real"}
+    if "text" in present and numbers:
+        return "text", "text_render", f"{what} holding text and numbers: text"
+    if "text" in present:
+        return "text", "text", f"{what} holding text: text"
+    return "bigint", "bigint", f"{what} holding integers other than 0/1: bigint"
+
+
+def _temporal(present: set[str], cen: ColumnCensus, texts: int) -> _Choice | None:
+    formats = cen.datetime_formats or {}
+    if present == {"text"} and len(formats) == 1 and next(iter(formats.values())) == texts:
+        sig = next(iter(formats))
+        if sig == "YYYY-MM-DD":
+            return _Choice("date", "date_text", "every value is an ISO date (YYYY-MM-DD): date")
+        if "±zone" not in sig and sig.count("f") <= 6:
+            return _Choice("timestamptz", "ts_text:" + sig, f"every value has the layout {sig}: "
+                           "timestamptz; naive values are UTC, SQLite's own convention "
+                           "(datetime('now') and CURRENT_TIMESTAMP are UTC)")
+        return _Choice("text", "text", f"ISO date-times in the layout {sig}: kept as text",
+                       notes=["mixed UTC offsets or sub-microsecond digits cannot be rebuilt "
+                              "exactly from a timestamptz"])
+    if present == {"integer"} and cen.int_unix == cen.counts["integer"]:
+        return _Choice("timestamptz", "ts_unix", "every value is an integer in the unix-seconds "
+                       "range: timestamptz (UTC)")
+    if present == {"real"} and cen.real_julian == cen.counts["real"]:
+        return _Choice("double precision", "float", "Julian day numbers: kept as double "
+                       "precision, which holds them bit-exactly (a timestamp would round them)")
+    if len(present) > 1 or len(formats) > 1:
+        kinds = ", ".join(f"{cen.counts[c]} {c}" for c in sorted(present))
+        layouts = f"; text layouts: {', '.join(sorted(formats))}" if formats else ""
+        return _Choice("text", "text_render" if present & {"integer", "real"} else "text",
+                       f"mixed date representations ({kinds}{layouts}): text",
+                       notes=["no single rule parses every value: kept as text, numbers written "
+                              "in their shortest exact form"])
+    return None
 
 
 def _conv_for(pg_type: str) -> str:
@@ -293,72 +367,79 @@ def _conv_for(pg_type: str) -> str:
         "numeric": "numeric",
         "text": "text_render",
         "bytea": "bytea",
+        "boolean": "bool_lenient",
+        "timestamptz": "ts_any",
+        "timestamp": "ts_naive",
+        "date": "date_text",
+        "json": "json",
+        "jsonb": "json",
     }.get(pg_type, "text")
 
 
+_ACCEPTED = {
+    "bigint": {"integer"},
+    "float": {"real", "integer"},
+    "numeric": {"integer", "real"},
+    "text": {"text"},
+    "text_render": {"text", "integer", "real"},
+    "bytea": {"blob"},
+    "bool": {"integer"},
+    "bool_lenient": {"integer", "text"},
+    "ts_unix": {"integer"},
+    "ts_any": {"integer", "text"},
+    "ts_naive": {"text"},
+    "date_text": {"text"},
+    "json": {"text"},
+    "uuid": {"text"},
+}
+
+
 def _problems(conv: str, present: set[str], cen: ColumnCensus) -> list[str]:
-    accepted = {
-        "bigint": {"integer"},
-        "float": {"real", "integer"},
-        "numeric": {"integer", "real"},
-        "text": {"text"},
-        "text_render": {"text", "integer", "real"},
-        "bytea": {"blob"},
-    }.get(conv, set(CLASSES))
+    base = conv.split(":")[0]
+    accepted = _ACCEPTED.get(base, {"text"})
     out = []
     for cls in sorted(present - accepted):
         out.append(f"{cen.counts[cls]} {cls.upper()} value(s) cannot be stored as {conv}")
-    if conv == "float" and cen.int_beyond_2_53:
+    if base == "float" and cen.int_beyond_2_53:
         out.append(f"{cen.int_beyond_2_53} integer(s) beyond 2^53 are not exact in double precision")
-    if conv in ("text", "text_render") and cen.nul_text:
+    if base == "bool" and cen.counts["integer"] != cen.int_01:
+        out.append(f"{cen.counts['integer'] - cen.int_01} integer(s) other than 0/1")
+    if base in ("text", "text_render") and cen.nul_text:
         out.append(f"{cen.nul_text} text value(s) contain NUL bytes, which Postgres text rejects")
-    if conv in ("text", "text_render") and cen.bad_utf8:
+    if base in ("text", "text_render", "json", "uuid", "date_text", "ts_text") and cen.bad_utf8:
         out.append(f"{cen.bad_utf8} text value(s) are not valid UTF-8")
+    if cen.text_tags is not None and cen.counts["text"]:
+        fits = {"json": cen.text_tags.get("json"), "uuid": cen.text_tags.get("uuid"),
+                "date_text": (cen.datetime_formats or {}).get("YYYY-MM-DD")}.get(base)
+        if base == "ts_text":
+            fits = (cen.datetime_formats or {}).get(conv.split(":", 1)[1], 0)
+        if fits is not None and fits < cen.counts["text"]:
+            out.append(f"{cen.counts['text'] - fits} text value(s) do not parse as {base}")
     return out
 
 
 def plan_table(table: Table, cen: TableCensus | None, cfg: Config) -> TablePlan:
+    """Columns and types (this module), then keys, indexes, defaults, constraints (ddl.py)."""
+    from .ddl import table_objects
+
     pg_name = pg_ident(table.name, cfg.identifiers)
     check_ident("table", table.name, pg_name)
     cols = tuple(
         plan_column(table, c, cen.columns.get(c.name) if cen else None, cfg) for c in table.columns
     )
     _check_collisions(table.name, cols)
-    by_name = {c.name: c.pg_name for c in cols}
-    indexes, notes = [], []
-    for idx in table.indexes:
-        if not idx.plain:
-            notes.append(
-                f"index {idx.name}: partial or expression index not created in Postgres yet"
-            )
-            continue
-        is_pk = idx.origin == "pk" and table.key_kind != KEY_ROWID
-        indexes.append(
-            IndexPlan(
-                name=_index_name(pg_name, [by_name[c] for c in idx.columns if c], idx.unique, idx.name),
-                sqlite_name=idx.name,
-                unique=idx.unique,
-                columns=tuple(c for c in idx.columns if c),
-                collations=idx.collations,
-                descending=idx.descending,
-                primary=is_pk,
-            )
-        )
-        if idx.unique and "NOCASE" in idx.collations:
-            notes.append(
-                f"unique index {idx.name} uses COLLATE NOCASE: Postgres enforces it case-sensitively"
-            )
-    return TablePlan(
+    plan = TablePlan(
         name=table.name,
         pg_name=pg_name,
         key_kind=table.key_kind,
         key_columns=table.key_columns,
         rowid_name=table.rowid_name,
         columns=cols,
-        indexes=tuple(indexes),
+        indexes=(),
         key_note=table.key_note,
-        notes=tuple(notes),
+        autoincrement="AUTOINCREMENT" in table.sql.upper(),
     )
+    return table_objects(plan, table, cfg)
 
 
 def _check_collisions(table: str, cols: tuple[ColumnPlan, ...]) -> None:
@@ -373,12 +454,17 @@ def _check_collisions(table: str, cols: tuple[ColumnPlan, ...]) -> None:
         seen[col.pg_name] = col.name
 
 
-def _index_name(table: str, cols: list[str], unique: bool, sqlite_name: str) -> str:
-    if not sqlite_name.startswith("sqlite_autoindex_"):
-        base = sqlite_name.translate(_ASCII_LOWER)
-    else:
-        base = f"{table}_{'_'.join(cols)}_{'key' if unique else 'idx'}"
+def short_name(base: str) -> str:
+    """A Postgres identifier of at most 63 bytes (long names get a hash suffix)."""
     if len(base.encode()) <= PG_MAX_IDENT:
         return base
     digest = hashlib.sha1(base.encode()).hexdigest()[:8]
     return base.encode()[: PG_MAX_IDENT - 9].decode(errors="ignore") + "_" + digest
+
+
+def text_census_columns(table: Table, everything: bool = False) -> set[str]:
+    """Columns whose text values the census classifies (all, for plan; hinted ones otherwise)."""
+    return {c.name for c in table.columns if everything or type_hint(c.declared)}
+
+
+__all__ = ["CLASSES", "ColumnCensus", "TableCensus"]

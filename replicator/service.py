@@ -19,10 +19,10 @@ from typing import Any
 
 import asyncpg
 
-from . import capture, drift, log, metrics, snapshot, state
+from . import capture, ddl, drift, log, metrics, snapshot, state
 from .apply import Applier, BatchResult, TableTarget, record_metrics
+from .census import census
 from .config import Config
-from .convert import converter
 from .dsn import TargetDSN
 from .errors import (
     ReplicatorError,
@@ -32,7 +32,7 @@ from .errors import (
     is_busy_sqlite,
     is_retryable_pg,
 )
-from .schema import ROWID_COLUMN, TablePlan, census, plan_column, plan_table
+from .schema import ROWID_COLUMN, TablePlan, plan_table, text_census_columns
 from .source import Table, inspect, open_source, qi
 from .tail import Tail, Watcher
 from .target import backoff, connect, ensure_schema, qualified
@@ -210,6 +210,9 @@ class Replicator:
         final = "done" if self.mode == "copy" else "streaming"
         await state.set_state(self.pg, final, cursor=cursor, schema_version=version)
         await state.merge_info(self.pg, snapshot_done=True)
+        if self.mode == "copy":
+            await self._load_targets()
+            await self.final_phase()
         if frozen.path is not None:
             frozen.path.unlink(missing_ok=True)
         await self._load_targets()
@@ -236,7 +239,8 @@ class Replicator:
     async def _snapshot_table(self, frozen: snapshot.Frozen, table: Table) -> None:
         assert self.pg is not None
         known = (await state.tables(self.pg)).get(table.name)
-        cen = await asyncio.to_thread(census, frozen.conn, table)
+        cen = await asyncio.to_thread(
+            census, frozen.conn, table, text_columns=text_census_columns(table))
         resume = (
             known is not None and known.status == state.COPYING and frozen.path is not None
             and known.snapshot_seq == frozen.mark
@@ -248,7 +252,7 @@ class Replicator:
         else:
             plan, after, rows = plan_table(table, cen, self.cfg), None, 0
             async with self.pg.transaction():
-                await snapshot.prepare_table(
+                plan = await snapshot.prepare_table(
                     self.pg, plan, self.schema, table.sql, owned=await self._owned()
                 )
                 await state.update_table(self.pg, table.name, snapshot_seq=frozen.mark)
@@ -262,6 +266,25 @@ class Replicator:
             seconds=result.seconds, rows=result.rows,
         )
         _log.info("table_copied", table=table.name, **snapshot.describe(result))
+
+    async def final_phase(self) -> list[dict[str, Any]]:
+        """Constraints, views, app triggers, sequences: what cutover (or the end of ``copy``)
+        adds once no more rows will be replicated. Returns what happened to each object."""
+        assert self.pg is not None and self.writer is not None
+        schema = await asyncio.to_thread(inspect, self.writer)
+        views = ddl.plan_views(schema, self.cfg)
+        sequences = dict(self.writer.execute(
+            "SELECT name, seq FROM sqlite_sequence").fetchall()) if _has_sequence(self.writer) else {}
+        plans = {n: t.plan for n, t in sorted(self.targets.items())}
+        async with self.pg.transaction():
+            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+            results = await ddl.final_objects(self.pg, plans, views, self.schema, sequences)
+            await state.merge_info(self.pg, final_objects=results)
+        for plan in plans.values():
+            await self.pg.execute(f"ANALYZE {qualified(self.schema, plan.pg_name)}")
+        failed = [r for r in results if r["status"] not in ("validated", "created", "enabled", "set")]
+        _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
+        return results
 
     async def _owned(self) -> set[str]:
         assert self.pg is not None
@@ -421,15 +444,16 @@ class Replicator:
             frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
             try:
                 live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
-                cen = await asyncio.to_thread(census, frozen.conn, live)
+                cen = await asyncio.to_thread(
+                    census, frozen.conn, live, text_columns=text_census_columns(live))
                 plan = plan_table(live, cen, self.cfg)
-                await snapshot.prepare_table(
+                plan = await snapshot.prepare_table(
                     self.pg, plan, self.schema, live.sql, owned=await self._owned()
                 )
                 result = await snapshot.TableCopier(
                     self.pg, frozen, plan, self.schema, census=cen
                 ).run(per_chunk_txn=False)
-                await snapshot.finish_table(
+                plan = await snapshot.finish_table(
                     self.pg, plan, self.schema, status=state.STREAMING, mark=frozen.mark,
                     seconds=result.seconds, rows=result.rows,
                 )
@@ -447,27 +471,21 @@ class Replicator:
         old = self.targets[table.name].plan
         frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
         try:
-            cen = await asyncio.to_thread(census, frozen.conn, table)
+            cen = await asyncio.to_thread(
+                census, frozen.conn, table, text_columns=text_census_columns(table))
             defaults = {
                 n: frozen.conn.execute(f"SELECT {table.column(n).default or 'NULL'}").fetchone()[0]
                 for n in names
             }
         finally:
             frozen.close()
-        new_cols = [plan_column(table, table.column(n), cen.columns[n], self.cfg) for n in names]
-        plan = replace(old, columns=old.columns + tuple(new_cols))
-        pg_table = qualified(self.schema, plan.pg_name)
+        fresh = plan_table(table, cen, self.cfg)
+        new_cols = [fresh.column(n) for n in names]
         async with self.pg.transaction():
             await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            for col in new_cols:
-                await self.pg.execute(f"ALTER TABLE {pg_table} ADD COLUMN {qi(col.pg_name)} {col.pg_type}")
-                value = converter(col)(defaults[col.name])
-                if value is not None:
-                    await self.pg.execute(f"UPDATE {pg_table} SET {qi(col.pg_name)} = $1", value)
-                if col.notnull:
-                    await self.pg.execute(
-                        f"ALTER TABLE {pg_table} ALTER COLUMN {qi(col.pg_name)} SET NOT NULL"
-                    )
+            for i, col in enumerate(new_cols):
+                new_cols[i] = await ddl.add_column(self.pg, old, col, defaults[col.name], self.schema)
+            plan = replace(old, columns=old.columns + tuple(new_cols))
             await self._save_plan(plan, table.sql)
             await state.event(self.pg, "add_columns", table.name, columns=names)
         self.targets[table.name] = replace(self.targets[table.name], plan=plan)
@@ -475,22 +493,14 @@ class Replicator:
         _log.info("columns_added", table=table.name, columns=names)
 
     async def refresh_indexes(self, table: Table) -> None:
+        """CREATE/DROP INDEX in SQLite: the same in Postgres (and the REPLACE guards follow)."""
         assert self.pg is not None
-        from .target import key_and_index_sql
-
-        await asyncio.to_thread(capture.install, self.writer, [table])  # REPLACE guards follow
+        await asyncio.to_thread(capture.install, self.writer, [table])
         old = self.targets[table.name].plan
         fresh = plan_table(table, None, self.cfg)
-        plan = replace(old, indexes=fresh.indexes, notes=fresh.notes)
-        before = {i.name for i in old.indexes}
         async with self.pg.transaction():
             await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            for idx in old.indexes:
-                if idx.name not in {i.name for i in plan.indexes} and not idx.primary:
-                    await self.pg.execute(f"DROP INDEX IF EXISTS {qualified(self.schema, idx.name)}")
-            for stmt in key_and_index_sql(plan, self.schema)[1:]:
-                if not any(qi(n) in stmt for n in before):
-                    await self.pg.execute(stmt)
+            plan = await ddl.sync_indexes(self.pg, old, fresh.indexes, self.schema)
             await self._save_plan(plan, table.sql)
         self.targets[table.name] = replace(self.targets[table.name], plan=plan)
         _log.info("indexes_refreshed", table=table.name)
@@ -602,6 +612,12 @@ class Replicator:
     async def open_tail(self) -> None:
         self.tail = Tail(self.cfg.source, self.cfg.busy_timeout_ms, self.cfg.batch_page)
         await self.tail.open()
+
+
+def _has_sequence(conn: sqlite3.Connection) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'"
+    ).fetchone() is not None
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -23,12 +24,13 @@ from typing import Any
 
 import asyncpg
 
-from . import log, metrics, state
+from . import ddl, log, metrics, state
+from .census import TableCensus
 from .convert import convert_rows, select_list
 from .errors import BadValueError, StartupError
-from .schema import ROWID_COLUMN, TableCensus, TablePlan
+from .schema import ROWID_COLUMN, TablePlan
 from .source import qi
-from .target import add_keys_and_indexes, create_table, qualified, table_exists
+from .target import qualified, table_exists
 
 _log = log.get("snapshot")
 CHUNK_BYTES = 16 * 1024 * 1024
@@ -133,9 +135,8 @@ class TableCopier:
         self.census = census
         self.progress = progress
         self.total = census.rows if census else 0
-        self.columns = [c.pg_name for c in plan.columns] + (
-            [ROWID_COLUMN] if plan.rowid_keyed else []
-        )
+        self.columns = write_columns(plan)
+        self.project = write_projection(plan)
         self.use_rowid = bool(plan.rowid_name)
 
     def chunk_rows(self) -> int:
@@ -205,6 +206,8 @@ class TableCopier:
 
     def _convert(self, chunk: list[tuple], safe: bool) -> tuple[list, list, int | None]:
         good, bad = convert_rows(self.plan, chunk, safe=safe, census=self.census)
+        if self.project is not None:
+            good = [self.project(r) for r in good]
         return good, bad, chunk[-1][0]
 
     async def _write(
@@ -236,10 +239,28 @@ class TableCopier:
                 )
 
 
+def write_columns(plan: TablePlan) -> list[str]:
+    """The Postgres columns the replicator writes (generated ones are computed by Postgres)."""
+    cols = [c.pg_name for c in plan.columns if c.written]
+    return cols + ([ROWID_COLUMN] if plan.rowid_keyed else [])
+
+
+def write_projection(plan: TablePlan):
+    """A function dropping the generated columns from a converted row; None if there are none."""
+    positions = plan.write_positions
+    if positions is None:
+        return None
+    tail = len(plan.columns)
+    if plan.rowid_keyed:
+        positions = (*positions, tail)
+    return lambda row: tuple(row[i] for i in positions)
+
+
 async def prepare_table(
     pg: asyncpg.Connection, plan: TablePlan, schema: str, sqlite_sql: str, *, owned: set[str]
-) -> None:
-    """(Re)create a table we own; refuse to touch one the replicator did not create."""
+) -> TablePlan:
+    """(Re)create a table we own; refuse to touch one the replicator did not create. Returns the
+    plan as created (translations Postgres refused are moved to notes)."""
     if await table_exists(pg, schema, plan.pg_name):
         if plan.name not in owned:
             raise StartupError(
@@ -247,22 +268,24 @@ async def prepare_table(
                 "created by the replicator; drop it or choose another target schema"
             )
         await pg.execute(f"DROP TABLE {qualified(schema, plan.pg_name)} CASCADE")
-    await create_table(pg, plan, schema)
+    plan = await ddl.create_table(pg, plan, schema)
     await state.put_table(pg, plan, sqlite_sql, state.COPYING)
     await state.quarantine_clear_table(pg, plan.name)
+    return plan
 
 
 async def finish_table(
     pg: asyncpg.Connection, plan: TablePlan, schema: str, *, status: str, mark: int,
     seconds: float, rows: int,
-) -> None:
-    await add_keys_and_indexes(pg, plan, schema)
+) -> TablePlan:
+    plan = await ddl.snapshot_objects(pg, plan, schema)
     await pg.execute(f"ANALYZE {qualified(schema, plan.pg_name)}")
     await state.update_table(
         pg, plan.name, status=status, snapshot_seq=mark, copy_seconds=seconds,
-        rows_copied=rows, resume_after=None,
+        rows_copied=rows, resume_after=None, plan=json.dumps(plan.to_json()),
     )
     await state.event(pg, "table_copied", plan.name, rows=rows, seconds=round(seconds, 3))
+    return plan
 
 
 def describe(result: CopyResult) -> dict[str, Any]:

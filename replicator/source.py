@@ -55,6 +55,15 @@ class Index:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str | None, ...]  # None: the parent's primary key
+    on_update: str
+    on_delete: str
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     sql: str
@@ -66,6 +75,8 @@ class Table:
     key_columns: tuple[str, ...]  # the columns that identify a row; () for KEY_ROWID
     rowid_name: str  # a spelling of the rowid that no column shadows; "" for WITHOUT ROWID
     key_note: str = ""
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    triggers: tuple[tuple[str, str], ...] = ()  # the application's own triggers: (name, sql)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -96,6 +107,7 @@ class Schema:
     skipped: dict[str, str] = field(default_factory=dict)  # name -> reason
     triggers: frozenset[str] = frozenset()  # our trigger names present
     objects: tuple[tuple[str, str, str, str | None], ...] = ()  # app objects (type,name,tbl,sql)
+    views: tuple[tuple[str, str], ...] = ()  # (name, CREATE VIEW sql)
 
 
 def qi(name: str) -> str:
@@ -174,7 +186,8 @@ def inspect(conn: sqlite3.Connection) -> Schema:
     finally:
         if own_txn:
             conn.execute("COMMIT")
-    return Schema(version, dict(sorted(tables.items())), skipped, triggers, objects)
+    views = tuple((o[1], o[3]) for o in objects if o[0] == "view" and o[3])
+    return Schema(version, dict(sorted(tables.items())), skipped, triggers, objects, views)
 
 
 def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) -> Table:
@@ -194,6 +207,13 @@ def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) 
     rowid_name = "" if wr else next((r for r in ("rowid", "_rowid_", "oid") if r not in names), "")
     pk_cols = tuple(c.name for c in sorted((c for c in cols if c.pk), key=lambda c: c.pk))
     kind, note = _key_kind(conn, name, wr, cols, pk_cols, rowid_name)
+    triggers = tuple(
+        conn.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? "
+            "AND name NOT LIKE '\\_replicator%' ESCAPE '\\' ORDER BY name",
+            (name,),
+        ).fetchall()
+    )
     return Table(
         name=name,
         sql=sql,
@@ -205,6 +225,28 @@ def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) 
         key_columns=pk_cols if kind != KEY_ROWID else (),
         rowid_name=rowid_name,
         key_note=note,
+        foreign_keys=_foreign_keys(conn, name),
+        triggers=triggers,
+    )
+
+
+def _foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey, ...]:
+    groups: dict[int, list] = {}
+    for fid, _seq, parent, frm, to, on_update, on_delete, _match in conn.execute(
+        "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete, \"match\" "
+        "FROM pragma_foreign_key_list(?) ORDER BY id, seq",
+        (table,),
+    ):
+        groups.setdefault(fid, []).append((parent, frm, to, on_update, on_delete))
+    return tuple(
+        ForeignKey(
+            columns=tuple(r[1] for r in rows),
+            parent=rows[0][0],
+            parent_columns=tuple(r[2] for r in rows),
+            on_update=rows[0][3],
+            on_delete=rows[0][4],
+        )
+        for _fid, rows in sorted(groups.items())
     )
 
 

@@ -16,7 +16,6 @@ import asyncpg
 from . import log, metrics
 from .dsn import TargetDSN
 from .errors import StartupError, TargetError, is_retryable_pg
-from .schema import ROWID_COLUMN, TablePlan
 from .source import qi
 
 _log = log.get("target")
@@ -141,49 +140,6 @@ async def table_exists(conn: asyncpg.Connection, schema: str, name: str) -> bool
             name,
         )
     )
-
-
-def create_table_sql(plan: TablePlan, schema: str) -> str:
-    cols = [
-        f"    {qi(c.pg_name)} {c.pg_type}{' NOT NULL' if c.notnull else ''}" for c in plan.columns
-    ]
-    if plan.rowid_keyed:
-        cols.append(f"    {qi(ROWID_COLUMN)} bigint NOT NULL")
-    return f"CREATE TABLE {qualified(schema, plan.pg_name)} (\n" + ",\n".join(cols) + "\n)"
-
-
-def key_and_index_sql(plan: TablePlan, schema: str) -> list[str]:
-    """Primary key and indexes, created after the bulk load (faster than maintaining them)."""
-    table = qualified(schema, plan.pg_name)
-    by_name = {c.name: c.pg_name for c in plan.columns}
-    pk_name = _short(f"{plan.pg_name}_pkey")
-    out = [f"ALTER TABLE {table} ADD CONSTRAINT {qi(pk_name)} PRIMARY KEY "
-           f"({', '.join(qi(c) for c in plan.pg_key_columns)})"]
-    for idx in plan.indexes:
-        if idx.primary:
-            continue
-        cols = ", ".join(
-            qi(by_name[c]) + (" DESC" if desc else "")
-            for c, desc in zip(idx.columns, idx.descending, strict=False)
-        )
-        unique = "UNIQUE " if idx.unique else ""
-        out.append(f"CREATE {unique}INDEX IF NOT EXISTS {qi(idx.name)} ON {table} ({cols})")
-    return out
-
-
-def _short(name: str) -> str:
-    from .schema import PG_MAX_IDENT
-
-    return name.encode()[:PG_MAX_IDENT].decode(errors="ignore")
-
-
-async def create_table(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> None:
-    await conn.execute(create_table_sql(plan, schema))
-
-
-async def add_keys_and_indexes(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> None:
-    for stmt in key_and_index_sql(plan, schema):
-        await conn.execute(stmt)
 
 
 async def max_connections(conn: asyncpg.Connection) -> int:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,25 @@ def _same(sqlite_value: Any, pg_value: Any, pg_type: str) -> bool:
         return False
     if pg_type == "bytea":
         return type(sqlite_value) is bytes and sqlite_value == pg_value
+    if pg_type == "boolean":
+        return type(sqlite_value) is int and sqlite_value in (0, 1) and bool(sqlite_value) is pg_value
+    if pg_type == "timestamp with time zone":
+        if type(sqlite_value) is int:
+            return pg_value.timestamp() == sqlite_value
+        # ISO text, naive = UTC: the text must be rebuildable from the timestamp exactly.
+        utc = pg_value.astimezone(timezone.utc)
+        sep = "T" if "T" in sqlite_value else " "
+        text = utc.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+        if "." in sqlite_value:
+            digits = len(sqlite_value.split(".", 1)[1].rstrip("Z"))
+            text += "." + f"{utc.microsecond:06d}"[:digits]
+        if sqlite_value.endswith("Z"):
+            text += "Z"
+        return text == sqlite_value
+    if pg_type == "date":
+        return sqlite_value == pg_value.isoformat()
+    if pg_type in ("json", "uuid"):
+        return sqlite_value == str(pg_value)
     raise AssertionError(f"comparator does not know Postgres type {pg_type}")
 
 
@@ -259,6 +279,12 @@ async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
 
 
 def _norm(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return "ts"
+    if isinstance(v, (bool,)):
+        return int(v)
+    if hasattr(v, "isoformat") or type(v).__name__ == "UUID":
+        return str(v)
     if isinstance(v, Decimal):
         v = float(v)
     if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
@@ -276,6 +302,9 @@ def _fingerprint(row: tuple) -> tuple:
 def _fingerprint_sqlite(row: tuple, types: list[str]) -> tuple:
     out = []
     for v, t in zip(row, types, strict=True):
+        if t == "timestamp with time zone" and v is not None:
+            out.append("ts")
+            continue
         if t == "numeric" and type(v) is float:
             v = float(Decimal(repr(v)))
         out.append(str(_norm(v)) if not isinstance(v, (bytes, tuple)) else v)

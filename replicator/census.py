@@ -1,0 +1,216 @@
+"""Census of stored values: what each column actually holds, counted in one scan per table.
+
+Storage classes, NUL bytes, maximum sizes and number ranges are counted in SQL. Columns whose
+values may carry a meaning beyond their class (text that could be a timestamp, a boolean, JSON
+or a UUID) also pass through a Python aggregate that classifies every text value; ``plan``
+runs it on every text column, the snapshot only where the declared type asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from .source import Table, qi
+
+CLASSES = ("integer", "real", "text", "blob")
+UNIX_MAX = 4_102_444_800  # 2100-01-01: integers in [0, this] can be unix seconds
+JULIAN_MIN, JULIAN_MAX = 1_721_425.5, 5_373_484.5  # years 1..9999 as Julian day numbers
+TEXT_TAGS = ("int", "float", "bool", "datetime", "date", "json", "uuid")
+
+_INT = re.compile(r"[+-]?\d+")
+_DT = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})([ T])(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?"
+)
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BOOLS = {"true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"}
+
+
+@dataclass
+class ColumnCensus:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*CLASSES, "null"), 0))
+    nul_text: int = 0
+    bad_utf8: int | None = None  # None when not checked
+    max_bytes: int = 0
+    int_beyond_2_53: int = 0
+    int_01: int = 0  # integers that are 0 or 1
+    int_unix: int = 0  # integers in the unix-seconds range
+    real_julian: int = 0  # reals in the Julian-day range
+    text_tags: dict[str, int] | None = None  # how many text values parse as each TEXT_TAGS kind
+    datetime_formats: dict[str, int] | None = None  # layout signature -> count
+
+    def present(self) -> set[str]:
+        return {c for c in CLASSES if self.counts.get(c)}
+
+    @property
+    def non_null(self) -> int:
+        return sum(self.counts[c] for c in CLASSES)
+
+
+@dataclass
+class TableCensus:
+    rows: int
+    columns: dict[str, ColumnCensus]
+    samples: dict[tuple[str, str], list] = field(default_factory=dict)  # (column, problem) -> key
+
+
+def datetime_signature(text: str) -> str | None:
+    """The layout of an ISO-8601 date-time string, or None. Two strings with the same signature
+    can be rebuilt exactly from their parsed values (e.g. 'YYYY-MM-DD HH:MM:SS.fff Z')."""
+    m = _DT.fullmatch(text)
+    if not m:
+        return None
+    year, month, day, sep, hh, mm, ss, frac, zone = m.groups()
+    try:
+        datetime(int(year), int(month), int(day), int(hh), int(mm), int(ss or 0))
+    except ValueError:
+        return None
+    sig = f"YYYY-MM-DD{sep}HH:MM" + (":SS" if ss is not None else "")
+    if frac is not None:
+        sig += "." + "f" * len(frac)
+    if zone:
+        sig += zone if zone in ("Z", "+00:00", "+0000") else "±zone"
+    return sig
+
+
+def classify_text(text: str) -> list[str]:
+    """The TEXT_TAGS a string parses as."""
+    tags = []
+    stripped = text.strip()
+    if _INT.fullmatch(stripped):
+        tags.append("int")
+    else:
+        try:
+            value = float(stripped)
+            if value == value and abs(value) != float("inf"):
+                tags.append("float")
+        except ValueError:
+            pass
+    if stripped.lower() in _BOOLS:
+        tags.append("bool")
+    if datetime_signature(text):
+        tags.append("datetime")
+    elif _DATE.fullmatch(text) and _valid_date(text):
+        tags.append("date")
+    if text[:1] in ("{", "["):
+        try:
+            json.loads(text, parse_constant=_reject)
+            tags.append("json")
+        except ValueError:
+            pass
+    if _UUID.fullmatch(text.lower()):
+        tags.append("uuid")
+    return tags
+
+
+def _reject(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _valid_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _TextCensus:
+    """SQLite aggregate: counts TEXT_TAGS and datetime signatures over a column's text values."""
+
+    def __init__(self) -> None:
+        self.tags = dict.fromkeys(TEXT_TAGS, 0)
+        self.formats: dict[str, int] = {}
+
+    def step(self, value: object) -> None:
+        if type(value) is not bytes:
+            return
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        tags = classify_text(text)
+        for tag in tags:
+            self.tags[tag] += 1
+        sig = datetime_signature(text) if "datetime" in tags else None
+        if sig is None and "date" in tags:
+            sig = "YYYY-MM-DD"
+        if sig:
+            self.formats[sig] = self.formats.get(sig, 0) + 1
+
+    def finalize(self) -> str:
+        return json.dumps({"tags": self.tags, "formats": self.formats})
+
+
+def _utf8_ok(value: bytes | None) -> int:
+    if value is None:
+        return 1
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return 0
+    return 1
+
+
+def census(
+    conn: sqlite3.Connection,
+    table: Table,
+    *,
+    check_utf8: bool = False,
+    text_columns: set[str] | None = None,
+) -> TableCensus:
+    """One scan of ``table``. ``text_columns`` get the text classification (None: none)."""
+    text_columns = text_columns or set()
+    conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
+    conn.create_aggregate("_replicator_text_census", 1, _TextCensus)
+    exprs = ["count(*)"]
+    for col in table.columns:
+        q = qi(col.name)
+        exprs += [f"sum(typeof({q}) = '{c}')" for c in CLASSES]
+        exprs += [
+            f"sum({q} IS NULL)",
+            f"sum(typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0)",
+            f"sum(typeof({q}) = 'text' AND NOT _replicator_utf8_ok(CAST({q} AS BLOB)))"
+            if check_utf8 else "NULL",
+            f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN length(CAST({q} AS BLOB)) END)",
+            f"sum(typeof({q}) = 'integer' AND abs({q}) > 9007199254740992)",
+            f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))",
+            f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})",
+            f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})",
+            f"_replicator_text_census(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END)"
+            if col.name in text_columns else "NULL",
+        ]
+    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+    out: dict[str, ColumnCensus] = {}
+    per = len(CLASSES) + 9
+    for i, col in enumerate(table.columns):
+        v = row[1 + i * per : 1 + (i + 1) * per]
+        counts = {c: int(v[j] or 0) for j, c in enumerate(CLASSES)}
+        counts["null"] = int(v[4] or 0)
+        text = json.loads(v[12]) if v[12] else None
+        out[col.name] = ColumnCensus(
+            counts=counts,
+            nul_text=int(v[5] or 0),
+            bad_utf8=int(v[6] or 0) if check_utf8 else None,
+            max_bytes=int(v[7] or 0),
+            int_beyond_2_53=int(v[8] or 0),
+            int_01=int(v[9] or 0),
+            int_unix=int(v[10] or 0),
+            real_julian=int(v[11] or 0),
+            text_tags=text["tags"] if text else None,
+            datetime_formats=text["formats"] if text else None,
+        )
+    return TableCensus(rows=int(row[0]), columns=out)
+
+
+def sample_key(conn: sqlite3.Connection, table: Table, where: str) -> list | None:
+    """The key of one row matching ``where`` (for the plan's "sample key")."""
+    exprs = [table.rowid_name] if not table.key_columns else [qi(k) for k in table.key_columns]
+    row = conn.execute(
+        f"SELECT {', '.join(exprs)} FROM {qi(table.name)} WHERE {where} LIMIT 1"
+    ).fetchone()
+    return list(row) if row else None

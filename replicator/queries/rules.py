@@ -1,0 +1,522 @@
+"""Expression rules: find each SQLite trap in a parsed statement and, where the SQLite meaning
+can be kept exactly, rewrite it for Postgres.
+
+Rules run bottom-up (children before parents) on the SQLite tree, after ``context.remember``
+stored each node's original text. A rule returns a replacement node or None; either way it may
+record findings with ``ctx.flag``. What sqlglot already translates correctly (``ifnull``,
+``iif``, ``LIMIT a, b``, ``IS``, ``NULLS FIRST``) is only noted; what it gets wrong or leaves
+SQLite-only is rewritten here, each verified against both databases by the test corpus.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlglot import exp
+
+from . import timefuncs
+from .build import cast, func, is_predicate, number_value, string_value, template
+from .context import NUMBER_TYPES, Ctx, src
+
+ROWID_NAMES = ("rowid", "_rowid_", "oid")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_NO_FUNCTION = {
+    "printf": ": use format() (%s, %I, %L) or to_char() for numbers",
+    "format": ": Postgres format() has different codes (%s, %I, %L)",
+    "quote": ": use quote_literal() / quote_nullable()",
+    "zeroblob": ": use decode(repeat('00', n), 'hex')",
+    "randomblob": ": use gen_random_bytes(n) (pgcrypto) or gen_random_uuid()",
+    "changes": ": read the row count from the command status (cursor.rowcount)",
+    "total_changes": "",
+    "soundex": ": install the fuzzystrmatch extension",
+    "sqlite_version": ": version() returns the Postgres version string",
+    "sqlite_source_id": "",
+    "hex": ": use upper(encode(convert_to(x, 'UTF8'), 'hex'))",
+    "unhex": ": use decode(x, 'hex')",
+    "instr": "",
+}
+_HINTS = ("likely", "unlikely", "likelihood")
+
+
+def apply(tree: exp.Expression, ctx: Ctx) -> exp.Expression:
+    """Run every rule over ``tree`` bottom-up; returns the (possibly new) root."""
+    root = tree
+    for node in reversed(list(tree.walk())):
+        rule = RULES.get(type(node))
+        if rule is None:
+            continue
+        new = rule(node, ctx)
+        if new is not None and new is not node:
+            if node is root:
+                root = new
+            else:
+                node.replace(new)
+    return root
+
+
+# -- columns, conditions, literals ----------------------------------------------------------------
+
+
+def _in_condition(node: exp.Expression) -> bool:
+    parent = node.parent
+    if isinstance(parent, (exp.Where, exp.Having, exp.And, exp.Or, exp.Not)):
+        return True
+    if isinstance(parent, exp.If) and node.arg_key == "this":
+        case = parent.parent  # in CASE x WHEN v the v is a value, not a condition
+        return not (isinstance(case, exp.Case) and case.this is not None)
+    return isinstance(parent, exp.Join) and node.arg_key == "on"
+
+
+def _column(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
+    name = node.name
+    if name.startswith("__expr") and name.endswith("__"):
+        ctx.flag("interpolated", "")
+        return None
+    info = ctx.column(node)
+    if info is None and name.lower() in ROWID_NAMES and not node.this.quoted:
+        return _rowid(node, ctx)
+    if info is None and not node.table and node.this.quoted and name in ctx.dq:
+        literal = _dq_string(node, ctx)
+        if literal is not None:
+            return literal
+    if _in_condition(node):
+        return _bool_column(node, ctx, info.pg_type if info else None)
+    return None
+
+
+def _rowid(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
+    table = ctx.table_of(node)
+    if table and table.rowid_alias:
+        ctx.flag("rowid", node, fixed=True,
+                 action=f"translated to {table.name}.{table.rowid_alias}, its INTEGER PRIMARY KEY "
+                 "(rowid is an alias of it in SQLite).")
+        return exp.column(table.rowid_alias, table=node.table or None)
+    why = (f"{table.name} has no INTEGER PRIMARY KEY; use its primary key" if table
+           else "use the table's INTEGER PRIMARY KEY column (rowid is its alias in SQLite)")
+    ctx.flag("rowid", node, action=why + ".")
+    return None
+
+
+def _dq_string(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
+    """SQLite reads a double-quoted word as a string when no column has that name."""
+    name = node.name
+    if ctx.complete:
+        known = ctx.names | {c for t in ctx.tables.values() for c in t.columns}
+        known |= {t.name.lower() for t in ctx.tables.values()}
+        is_string = name.lower() not in known
+    elif not _IDENT.fullmatch(name):
+        is_string = True
+    else:
+        if name.lower() not in ctx.names:
+            ctx.flag("dq-ambiguous", node, text=name)
+        return None
+    if not is_string:
+        return None
+    ctx.flag("dq-string", f'"{name}"', fixed=True, text=name)
+    return exp.Literal.string(name)
+
+
+def _bool_column(node: exp.Expression, ctx: Ctx, pg_type: str | None) -> exp.Expression | None:
+    what = f"column {src(node)}"
+    if pg_type in NUMBER_TYPES:
+        ctx.flag("bool-column", node, fixed=True, what=what,
+                 action=f"translated to ({src(node)} <> 0).")
+        return exp.Paren(this=exp.NEQ(this=node.copy(), expression=exp.Literal.number(0)))
+    if pg_type != "boolean":
+        ctx.flag("bool-column", node, what=what,
+                 action=f"write ({src(node)} <> 0) if it holds numbers.")
+    return None
+
+
+def _literal(node: exp.Literal, ctx: Ctx) -> exp.Expression | None:
+    if node.is_string or not _in_condition(node):
+        return None
+    value = number_value(node)
+    ctx.flag("bool-column", node, fixed=True, what=f"the number {node.this}",
+             action="translated to TRUE/FALSE.")
+    return exp.true() if value else exp.false()
+
+
+def _comparison(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    """``flag = TRUE`` and ``flag = 'true'`` against numeric columns."""
+    for side, other in ((node.this, node.expression), (node.expression, node.this)):
+        other_type = ctx.pg_type(other)
+        if isinstance(side, exp.Boolean) and other_type != "boolean":
+            ctx.flag("bool-literal", node, fixed=True, what=src(other))
+            side.replace(exp.Literal.number(1 if side.this else 0))
+        text = string_value(side)
+        if text and text.lower() in ("true", "false") and other_type != "text":
+            ctx.flag("bool-string", node, text=text)
+    return None
+
+
+# -- LIKE, GLOB, COLLATE ----------------------------------------------------------------------------
+
+
+def _like(node: exp.Like, ctx: Ctx) -> exp.Expression | None:
+    pattern = string_value(node.expression)
+    lhs_type = ctx.pg_type(node.this)
+    if lhs_type in NUMBER_TYPES:
+        ctx.flag("like-nontext", node, fixed=True, what=src(node.this), pg_type=lhs_type)
+        node.set("this", cast(node.this, "text"))
+    elif pattern is None or re.search(r"[A-Za-z]", pattern):
+        ilike = exp.ILike(this=node.this.copy(), expression=node.expression.copy())
+        ctx.flag("like-case", node, suggestion=ilike.sql(dialect="postgres"))
+    if pattern and "\\" in pattern and not isinstance(node.parent, exp.Escape):
+        ctx.flag("like-backslash", node, fixed=True)
+        return exp.Escape(this=node.copy(), expression=exp.Literal.string(""))
+    return None
+
+
+def glob_to_regex(pattern: str) -> str:
+    """A GLOB pattern as an anchored POSIX regular expression (both are case-sensitive)."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and "]" in pattern[i + 2:]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1:j]
+            neg = body.startswith("^")
+            body = body[1:] if neg else body
+            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+            i = j
+        else:
+            out.append("\\" + c if c in ".^$|()[]{}+\\" else c)
+        i += 1
+    return "".join(out) + "$"
+
+
+def _glob(node: exp.Glob, ctx: Ctx) -> exp.Expression | None:
+    pattern = string_value(node.expression)
+    if pattern is None:
+        ctx.flag("glob", node, action="rewrite it as a regular expression match (~).")
+        return None
+    ctx.flag("glob", node, fixed=True,
+             action="translated to a regular expression match (~), case-sensitive like GLOB.")
+    return exp.RegexpLike(this=node.this.copy(),
+                          expression=exp.Literal.string(glob_to_regex(pattern)))
+
+
+def _collate(node: exp.Collate, ctx: Ctx) -> exp.Expression | None:
+    name = node.expression.name.upper()
+    parent = node.parent
+    if name == "BINARY":
+        ctx.flag("collate-other", node, fixed=True, name=name,
+                 action='translated to COLLATE "C" (byte order, like BINARY).')
+        return exp.Collate(this=node.this.copy(), expression=exp.Identifier(this="C", quoted=True))
+    if name not in ("NOCASE", "RTRIM"):
+        ctx.flag("collate-other", node, name=name, action="Postgres has no such collation.")
+        return None
+    fold = "LOWER" if name == "NOCASE" else "RTRIM"
+    code = "collate-nocase" if name == "NOCASE" else "collate-other"
+    if isinstance(parent, (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In)):
+        for sib in (parent.this, parent.expression, *parent.expressions):
+            if sib is not None and sib is not node and not isinstance(sib, exp.Collate):
+                sib.replace(func(fold, sib.copy()))
+    elif not isinstance(parent, exp.Ordered):
+        ctx.flag(code, node, name=name, action=f"group or compare on {fold.lower()}(x) instead")
+        return None
+    ctx.flag(code, node, fixed=True, name=name,
+             action=f"translated to {fold.lower()}() on both sides of the comparison or sort")
+    return func(fold, node.this.copy())
+
+
+# -- arithmetic, aggregates, concatenation -------------------------------------------------------
+
+
+def _numeric_float(node: exp.Expression, operands: list, ctx: Ctx) -> None:
+    for op in operands:
+        classes = ctx.classes(op)
+        if classes and ctx.pg_type(op) == "numeric" and "real" in classes:
+            ctx.flag("numeric-float", node, col=src(op))
+
+
+def _bool_operands(node: exp.Expression, ctx: Ctx) -> None:
+    for key in ("this", "expression"):
+        op = node.args.get(key)
+        if isinstance(op, exp.Expression) and is_predicate(op):
+            ctx.flag("bool-arith", node, fixed=True)
+            node.set(key, cast(op, "int"))
+
+
+def _arith(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    _bool_operands(node, ctx)
+    _numeric_float(node, [node.this, node.expression], ctx)
+    return None
+
+
+def _div(node: exp.Div, ctx: Ctx) -> exp.Expression | None:
+    _arith(node, ctx)
+    divisor = number_value(node.expression)
+    if divisor:
+        node.set("safe", False)  # sqlglot's NULLIF guard is noise for a nonzero literal
+    left, right = node.this, node.expression
+    types = (ctx.pg_type(left), ctx.pg_type(right))
+    zero = ("" if divisor else " Division by zero gives NULL in SQLite and an error in "
+            "Postgres; the translation keeps a NULLIF guard.")
+    for op in (left, right):
+        classes = ctx.classes(op)
+        if classes and "integer" in classes and ctx.pg_type(op) == "numeric":
+            ctx.flag("int-division", node, detail=(
+                f"{src(op)} is numeric in Postgres but SQLite stores its whole values as "
+                f"integers, so {src(node)} truncates in SQLite when both operands are integers "
+                "(7/2 = 3) and is exact in Postgres (3.5)." + zero))
+            return None
+    if any(isinstance(op, exp.Literal) and "." in op.this for op in (left, right)):
+        return None
+    if None in types:
+        ctx.flag("int-division", node, severity="review", detail=(
+            f"{src(node)}: `/` truncates when both operands are integers, in SQLite and "
+            "Postgres alike (7/2 = 3); but whole values that SQLite stores as integers in a "
+            "NUMERIC/DECIMAL column are numeric in Postgres and divide exactly there." + zero))
+    return None
+
+
+def _sum_avg(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    arg = node.this
+    if is_predicate(arg):
+        ctx.flag("bool-arith", node, fixed=True)
+        node.set("this", cast(arg, "int"))
+        arg = node.this
+    _numeric_float(node, [arg], ctx)
+    if isinstance(node, exp.Avg) and not isinstance(node.parent, exp.Cast):
+        if ctx.pg_type(arg) == "bigint":
+            ctx.flag("avg-type", node, fixed=True)
+            return cast(node.copy(), "double precision")
+    return None
+
+
+def _dpipe(node: exp.DPipe, ctx: Ctx) -> exp.Expression | None:
+    types = [ctx.pg_type(node.this), ctx.pg_type(node.expression)]
+    if all(t in NUMBER_TYPES for t in types):
+        ctx.flag("concat-nontext", node, fixed=True, types=" || ".join(types))
+        node.set("this", cast(node.this, "text"))
+    for op in (node.this, node.expression):
+        info = ctx.column(op) if isinstance(op, exp.Column) else None
+        if isinstance(op, exp.Column) and (info is None or not info.notnull):
+            ctx.flag("concat-null", node)
+            break
+    return None
+
+
+def _group_concat(node: exp.GroupConcat, ctx: Ctx) -> exp.Expression | None:
+    arg = node.this
+    target = arg.expressions[0] if isinstance(arg, exp.Distinct) and arg.expressions else arg
+    if ctx.pg_type(target) != "text":
+        target.replace(cast(target.copy(), "text"))
+    sep = node.args.get("separator") or exp.Literal.string(",")
+    value = src(target)
+    ctx.flag("group-concat", node,
+             suggestion=f"string_agg({value}, {sep.sql(dialect='postgres')} ORDER BY {value})")
+    return None
+
+
+def _least_greatest(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    args = [node.this, *node.expressions]
+    if all(isinstance(a, exp.Literal) for a in args):
+        return None
+    pg = "LEAST" if isinstance(node, exp.Least) else "GREATEST"
+    ctx.flag("minmax-scalar", node, fixed=True, func="min" if pg == "LEAST" else "max", pg=pg)
+    any_null = " OR ".join(f"_{i + 1} IS NULL" for i in range(len(args)))
+    call = func(pg, *[a.copy() for a in args])
+    return template(f"CASE WHEN {any_null} THEN NULL ELSE _{len(args) + 1} END", *args, call)
+
+
+def _cast(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
+    if node.to.this != exp.DataType.Type.INT:
+        return None
+    node.set("to", exp.DataType.build("bigint"))
+    if not ctx.ddl:
+        ctx.flag("cast-int-width", node, fixed=True)
+    arg = node.this
+    text = string_value(arg)
+    arg_type = ctx.pg_type(arg)
+    if (text is not None and not re.fullmatch(r"\s*[-+]?\d+\s*", text)) or (
+            text is None and arg_type not in NUMBER_TYPES):
+        value = src(arg)
+        ctx.flag("cast-int-text", node, what=value, suggestion=(
+            f"CASE WHEN {value} IS NULL THEN NULL ELSE COALESCE(CAST(SUBSTRING({value} FROM "
+            f"'^\\s*([-+]?[0-9]+)') AS BIGINT), 0) END"))
+    return None
+
+
+# -- functions ------------------------------------------------------------------------------------
+
+
+def _anonymous(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
+    name = node.name.lower()
+    args = node.expressions
+    if name in timefuncs.TIME_FUNCS:
+        return _time(node, name, list(args), ctx)
+    if name == "total" and len(args) == 1:
+        ctx.flag("total", node, fixed=True)
+        return template("CAST(COALESCE(SUM(_1), 0) AS DOUBLE PRECISION)", args[0])
+    if name == "last_insert_rowid":
+        ctx.flag("last-insert-rowid", node, fixed=True)
+        return func("LASTVAL")
+    if name in _HINTS and args:
+        return args[0].copy()
+    if name.startswith("json"):
+        ctx.flag("json", node, name=name)
+    elif name in _NO_FUNCTION:
+        ctx.flag("no-function", node, name=name, hint=_NO_FUNCTION[name])
+    return None
+
+
+def _time(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expression | None:
+    value = args[1] if name == "strftime" and len(args) > 1 else args[0] if args else None
+    value_type = ctx.pg_type(value) if isinstance(value, exp.Column) else None
+    try:
+        res = timefuncs.translate_call(name, args, value_type)
+    except timefuncs.Unsupported as exc:
+        ctx.flag("time-unsupported", node, func=name, detail=str(exc))
+        return None
+    ctx.flag("time-func", node, fixed=True, func=name, target=res.target)
+    if res.uses_now:
+        ctx.flag("time-now", node, fixed=True)
+    if res.month_math:
+        ctx.flag("time-month", node)
+    return res.node
+
+
+def _date(node: exp.Date, ctx: Ctx) -> exp.Expression | None:
+    args = ([node.this] if node.this is not None else []) + list(node.expressions)
+    return _time(node, "date", args, ctx)
+
+
+def _time_to_str(node: exp.TimeToStr, ctx: Ctx) -> exp.Expression | None:
+    value = node.this.this if isinstance(node.this, exp.TsOrDsToTimestamp) else node.this
+    return _time(node, "strftime", [node.args["format"], value], ctx)
+
+
+def _current(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    if ctx.ddl or node.find_ancestor(exp.ColumnDef):
+        return None
+    name, fmt, pg = {
+        exp.CurrentTimestamp: ("CURRENT_TIMESTAMP", "YYYY-MM-DD HH24:MI:SS", "timestamptz"),
+        exp.CurrentDate: ("CURRENT_DATE", "YYYY-MM-DD", "date"),
+        exp.CurrentTime: ("CURRENT_TIME", "HH24:MI:SS", "timetz"),
+    }[type(node)]
+    ctx.flag("current-time", name, fixed=True, func=name, pg=pg)
+    return func("TO_CHAR", template("now() AT TIME ZONE 'UTC'"), exp.Literal.string(fmt))
+
+
+def _typeof(node: exp.Typeof, ctx: Ctx) -> exp.Expression | None:
+    ctx.flag("typeof", node, fixed=True)
+    return template(
+        "CASE WHEN _1 IS NULL THEN 'null' "
+        "WHEN pg_typeof(_1) IN ('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype) "
+        "THEN 'integer' "
+        "WHEN pg_typeof(_1) = 'numeric'::regtype THEN "
+        "CASE WHEN CAST(_1 AS NUMERIC) = TRUNC(CAST(_1 AS NUMERIC)) THEN 'integer' "
+        "ELSE 'real' END "
+        "WHEN pg_typeof(_1) IN ('double precision'::regtype, 'real'::regtype) THEN 'real' "
+        "WHEN pg_typeof(_1) = 'bytea'::regtype THEN 'blob' ELSE 'text' END", node.this)
+
+
+def _substring(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
+    start = node.args.get("start")
+    value = number_value(start)
+    if value is not None and value >= 0:
+        return None
+    length = node.args.get("length")
+    if value is None:
+        if start is not None and not isinstance(start, exp.Literal):
+            ctx.flag("substr-negative", node, severity="review",
+                     action="If the start can be negative, use right() or length() arithmetic.")
+        return None
+    n = exp.Literal.number(int(-value))
+    ctx.flag("substr-negative", node, fixed=True,
+             action="Translated to right() / substring(x FROM length(x) + 1 - n).")
+    if length is None:
+        return func("RIGHT", node.this.copy(), n)
+    return template("SUBSTRING(_1 FROM LENGTH(_1) + 1 - _2 FOR _3)", node.this, n, length)
+
+
+def _rand(node: exp.Rand, ctx: Ctx) -> exp.Expression | None:
+    parent = node.parent
+    if isinstance(parent, exp.Abs) and isinstance(parent.parent, exp.Mod):
+        return None  # abs(random()) % n: rewritten by _mod
+    if isinstance(parent, exp.Ordered) or isinstance(parent, exp.Order):
+        return None  # ORDER BY random() shuffles in both
+    ctx.flag("random", node, action="scale it explicitly, e.g. floor(random() * n).")
+    return None
+
+
+def _mod(node: exp.Mod, ctx: Ctx) -> exp.Expression | None:
+    inner = node.this
+    n = node.expression
+    if isinstance(inner, exp.Abs) and isinstance(inner.this, exp.Rand) and number_value(n):
+        ctx.flag("random", node, fixed=True, action="abs(random()) % n is translated to "
+                 "CAST(FLOOR(RANDOM() * n) AS BIGINT).")
+        return template("CAST(FLOOR(RANDOM() * _1) AS BIGINT)", n)
+    return _arith(node, ctx)
+
+
+def _if(node: exp.If, ctx: Ctx) -> exp.Expression | None:
+    if not isinstance(node.parent, exp.Case):
+        ctx.flag("iif", "iif()", fixed=True)
+    return None
+
+
+def _limit(node: exp.Limit, ctx: Ctx) -> exp.Expression | None:
+    value = number_value(node.expression)
+    if value is not None and value < 0 and node.parent is not None:
+        ctx.flag("limit-negative", node, fixed=True, value=str(int(value)))
+        node.parent.set("limit", None)
+    return None
+
+
+def _json(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    name = src(node).split("(", 1)[0].lower()
+    ctx.flag("json", node, name=name)
+    return None
+
+
+def _no_function(name: str):
+    def rule(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+        ctx.flag("no-function", node, name=name, hint=_NO_FUNCTION.get(name, ""))
+        return None
+    return rule
+
+
+RULES = {
+    exp.Column: _column,
+    exp.Literal: _literal,
+    exp.EQ: _comparison,
+    exp.NEQ: _comparison,
+    exp.Like: _like,
+    exp.Glob: _glob,
+    exp.Collate: _collate,
+    exp.Add: _arith,
+    exp.Sub: _arith,
+    exp.Mul: _arith,
+    exp.Div: _div,
+    exp.Mod: _mod,
+    exp.Sum: _sum_avg,
+    exp.Avg: _sum_avg,
+    exp.DPipe: _dpipe,
+    exp.GroupConcat: _group_concat,
+    exp.Least: _least_greatest,
+    exp.Greatest: _least_greatest,
+    exp.Cast: _cast,
+    exp.Anonymous: _anonymous,
+    exp.Date: _date,
+    exp.TimeToStr: _time_to_str,
+    exp.CurrentTimestamp: _current,
+    exp.CurrentDate: _current,
+    exp.CurrentTime: _current,
+    exp.Typeof: _typeof,
+    exp.Substring: _substring,
+    exp.Rand: _rand,
+    exp.If: _if,
+    exp.Limit: _limit,
+    exp.JSONExtract: _json,
+    exp.JSONExtractScalar: _json,
+    exp.CurrentVersion: _no_function("sqlite_version"),
+    exp.Hex: _no_function("hex"),
+}
