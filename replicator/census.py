@@ -177,7 +177,7 @@ def census(
             f"sum(typeof({q}) = 'text' AND NOT _replicator_utf8_ok(CAST({q} AS BLOB)))"
             if check_utf8 else "NULL",
             f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN length(CAST({q} AS BLOB)) END)",
-            f"sum(typeof({q}) = 'integer' AND abs({q}) > 9007199254740992)",
+            f"sum(typeof({q}) = 'integer' AND {q} NOT BETWEEN -9007199254740992 AND 9007199254740992)",
             f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))",
             f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})",
             f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})",

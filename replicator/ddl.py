@@ -76,9 +76,12 @@ def table_objects(plan: TablePlan, table: Table, cfg: Config) -> TablePlan:
     return replace(plan, columns=columns, indexes=indexes, objects=tuple(objects), notes=tuple(notes))
 
 
+_TABLE_OPTIONS = re.compile(r"\)\s*(?:(?:WITHOUT\s+ROWID|STRICT)\s*,?\s*)+$", re.IGNORECASE)
+
+
 def _parse_create(sql: str) -> dict[str, Any] | None:
     try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
+        tree = sqlglot.parse_one(_TABLE_OPTIONS.sub(")", sql.strip()), read="sqlite")
     except sqlglot.errors.SqlglotError:
         return None
     generated: dict[str, str] = {}

@@ -73,7 +73,7 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config) -> dict[str, Any
             **c.counts, "nul_text": c.nul_text, "bad_utf8": c.bad_utf8, "max_bytes": c.max_bytes,
             "text_tags": c.text_tags, "datetime_formats": c.datetime_formats}})
         attention += [f"{table.name}.{col.name}: {p} (policy: {col.policy}; sample key "
-                      f"{next(iter(samples.values()), None)})" for p in col.problems]
+                      f"{_sample_for(p, samples)})" for p in col.problems]
     orphans = _orphans(conn, table)
     attention += [f"{table.name}: foreign key {fk} has {n} orphan row(s) in SQLite; it will stay "
                   "NOT VALID in Postgres" for fk, n in orphans.items()]
@@ -112,6 +112,14 @@ def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[st
     if base == "bool":
         out["not 0/1"] = sample_key(conn, table, f"typeof({q}) = 'integer' AND {q} NOT IN (0, 1)")
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _sample_for(problem: str, samples: dict[str, list | None]) -> list | None:
+    for needle, kind in (("NUL", "NUL byte"), ("UTF-8", "invalid UTF-8"), ("0/1", "not 0/1"),
+                         ("cannot be stored", "storage class")):
+        if needle in problem:
+            return samples.get(kind)
+    return next(iter(samples.values()), None)
 
 
 def _orphans(conn: sqlite3.Connection, table: Table) -> dict[str, int]:

@@ -316,6 +316,9 @@ def _hinted(hint: str | None, present: set[str], cen: ColumnCensus | None) -> _C
     if hint == "json" and (empty or present == {"text"} and tags.get("json") == texts):
         return _Choice("json", "json", "JSON holding only valid JSON text: json, which keeps the "
                        "text exactly (jsonb would drop duplicate keys and reorder them)")
+    if hint == "json" and present == {"text"}:
+        return _Choice("text", "text", f"JSON with {texts - tags.get('json', 0)} of {texts} "
+                       "value(s) not valid JSON: text (Postgres json would reject them)")
     if hint == "uuid" and present == {"text"} and tags.get("uuid") == texts:
         return _Choice("uuid", "uuid", "UUID holding only canonical lowercase UUID text: uuid")
     return None
@@ -445,13 +448,42 @@ def plan_table(table: Table, cen: TableCensus | None, cfg: Config) -> TablePlan:
 def _check_collisions(table: str, cols: tuple[ColumnPlan, ...]) -> None:
     seen: dict[str, str] = {}
     for col in cols:
-        if col.pg_name in seen or col.pg_name == ROWID_COLUMN:
-            other = seen.get(col.pg_name, ROWID_COLUMN)
+        if col.pg_name == ROWID_COLUMN:
             raise ConfigError(
-                f"table {table!r}: columns {other!r} and {col.name!r} would both be named "
-                f"{col.pg_name!r} in Postgres; set target.identifiers = \"preserve\" or rename one"
+                f"table {table!r}: column {col.name!r} takes the name of the replicator's helper "
+                "column for tables without a usable key; rename it in SQLite"
+            )
+        if col.pg_name in seen:
+            raise ConfigError(
+                f"table {table!r}: columns {seen[col.pg_name]!r} and {col.name!r} would both be "
+                f"named {col.pg_name!r} in Postgres; set target.identifiers = \"preserve\" or "
+                "rename one"
             )
         seen[col.pg_name] = col.name
+
+
+def check_names(tables: list[Table], cfg: Config) -> None:
+    """Every name Postgres would truncate or that would collide, for all tables at once, before
+    anything is written anywhere."""
+    problems = []
+    for table in tables:
+        try:
+            check_ident("table", table.name, pg_ident(table.name, cfg.identifiers))
+            cols = tuple(replace_name(c, cfg) for c in table.columns)
+            for c in cols:
+                check_ident(f"column {table.name}.", c[0], c[1])
+            _check_collisions(table.name, tuple(
+                ColumnPlan(name=n, pg_name=p, declared="", affinity="", pg_type="", conv="",
+                           notnull=False, generated=False, policy="", reason="", exact=True)
+                for n, p in cols))
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("identifiers Postgres cannot take as they are:\n  " + "\n  ".join(problems))
+
+
+def replace_name(col: Column, cfg: Config) -> tuple[str, str]:
+    return col.name, pg_ident(col.name, cfg.identifiers)
 
 
 def short_name(base: str) -> str:

@@ -32,7 +32,7 @@ from .errors import (
     is_busy_sqlite,
     is_retryable_pg,
 )
-from .schema import ROWID_COLUMN, TablePlan, plan_table, text_census_columns
+from .schema import ROWID_COLUMN, TablePlan, check_names, plan_table, text_census_columns
 from .source import Table, inspect, open_source, qi
 from .tail import Tail, Watcher
 from .target import backoff, connect, ensure_schema, qualified
@@ -148,8 +148,9 @@ class Replicator:
             )
         if st is not None and not fresh:
             state.check_source(st, meta.get("source_id"), str(self.cfg.source))
+        tables = self.wanted(inspect(self.writer).tables)
+        check_names(tables, self.cfg)  # before anything is written anywhere
         if self.mode == "run":
-            tables = self.wanted(inspect(self.writer).tables)
             results = await asyncio.to_thread(capture.install, self.writer, tables)
             changed = [n for n, r in results.items() if r != "kept"]
             if changed:

@@ -164,8 +164,9 @@ def inspect(conn: sqlite3.Connection) -> Schema:
         ).fetchall():
             if name.startswith("sqlite_") or is_ours(name):
                 continue
+            if kind == "virtual":
+                skipped[name] = "virtual table (FTS/R*Tree...): not replicated, nor its shadow tables"
             if kind != "table":
-                skipped[name] = f"{kind} table (not replicated; see plan)"
                 continue
             tables[name] = _inspect_table(conn, name, bool(wr), bool(strict))
         triggers = frozenset(
@@ -275,8 +276,9 @@ def _key_kind(
     else:
         why = "no primary key"
     return KEY_ROWID, (
-        f"{why}: rows are tracked by rowid, which VACUUM may renumber; the replicator "
-        "re-copies this table whenever the schema version changes (VACUUM bumps it)"
+        f"{why}: rows are tracked by rowid (a helper column in Postgres until cutover); VACUUM "
+        "may renumber rowids, so after any schema-version change (VACUUM bumps it) the rowid "
+        "sets of both sides are compared and the table is copied again if they differ"
     )
 
 

@@ -12,8 +12,12 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 
+import logging
+
 import sqlglot
 from sqlglot import exp
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its parse fallbacks are ours to report
 
 from .source import qi
 

@@ -205,8 +205,8 @@ async def compare_all(source: Path, dsn: str, schema: str = "public",
             for r in await pg.fetch("SELECT tbl FROM _replicator.quarantine"):
                 quarantine[r[0]] += 1
         tables = [r[0].decode() for r in src.execute(
-            "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-            "AND name NOT LIKE '\\_replicator%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL%'")]
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+            "AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_replicator%' ESCAPE '\\'")]
         for table in tables:
             counts[table] = await _compare_table(src, pg, schema, table, quarantine[table], problems)
         if expect_quarantined is not None:
@@ -222,7 +222,7 @@ async def compare_all(source: Path, dsn: str, schema: str = "public",
 
 
 async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
-    cols = [r[1].decode() for r in src.execute(f'PRAGMA table_xinfo("{table}")')]
+    cols = [r[1].decode() for r in src.execute("SELECT * FROM pragma_table_xinfo(?)", (table,))]
     pg_table = _lower(table)
     types = {r[0]: r[1] for r in await pg.fetch(
         "SELECT column_name, data_type FROM information_schema.columns "
@@ -237,7 +237,7 @@ async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
         return 0
     rows = []
     for raw in src.execute(
-        "SELECT " + ", ".join(f'"{c}", typeof("{c}")' for c in cols) + f' FROM "{table}"'
+        "SELECT " + ", ".join(f"{_q(c)}, typeof({_q(c)})" for c in cols) + f" FROM {_q(table)}"
     ):
         row = []
         for i in range(0, len(raw), 2):
@@ -250,7 +250,7 @@ async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
             row.append(v)
         rows.append(tuple(row))
     pg_rows = [tuple(r) for r in await pg.fetch(
-        "SELECT " + ", ".join(f'"{c}"' for c in pg_cols) + f' FROM "{schema}"."{pg_table}"')]
+        "SELECT " + ", ".join(_q(c) for c in pg_cols) + f" FROM {_q(schema)}.{_q(pg_table)}")]
     col_types = [types[c] for c in pg_cols]
     # Multiset match: each SQLite row must find a Postgres row holding exactly its values.
     index: dict[Any, list[tuple]] = {}
@@ -278,6 +278,10 @@ async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
     return len(rows)
 
 
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _norm(v: Any) -> Any:
     if isinstance(v, datetime):
         return "ts"
@@ -286,7 +290,7 @@ def _norm(v: Any) -> Any:
     if hasattr(v, "isoformat") or type(v).__name__ == "UUID":
         return str(v)
     if isinstance(v, Decimal):
-        v = float(v)
+        v = int(v) if v == v.to_integral_value() and abs(v) < 2**63 else float(v)
     if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
         return int(v)
     if isinstance(v, (bytes, memoryview)):

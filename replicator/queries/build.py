@@ -16,8 +16,18 @@ def template(sql: str, *args: exp.Expression) -> exp.Expression:
     for col in list(tree.find_all(exp.Column)):
         m = _SLOT.fullmatch(col.name)
         if m and not col.table:
-            col.replace(args[int(m.group(1)) - 1].copy())
+            col.replace(atom(args[int(m.group(1)) - 1].copy()))
     return tree
+
+
+_ATOMS = (exp.Column, exp.Literal, exp.Func, exp.Paren, exp.Cast, exp.Placeholder, exp.Var,
+          exp.Case, exp.Boolean, exp.Null, exp.Subquery)
+
+
+def atom(node: exp.Expression) -> exp.Expression:
+    """``node`` in parentheses unless it is atomic (sqlglot does not add them for us when a
+    tree is spliced into another, and AT TIME ZONE binds tighter than +)."""
+    return node if isinstance(node, _ATOMS) else exp.Paren(this=node)
 
 
 def func(name: str, *args: exp.Expression) -> exp.Expression:

@@ -10,12 +10,25 @@ product's own planner (census + mapping), so they are exactly what the copy crea
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..census import census
 from ..config import Config
-from ..schema import census, pg_ident, plan_table
+from ..schema import pg_ident, plan_table, text_census_columns
 from ..source import KEY_ALIAS, inspect, open_source
+
+# information_schema.columns.data_type -> the short names the rules use
+PG_TYPE_NAMES = {
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "character varying": "text",
+    "character": "text",
+    "integer": "bigint",
+    "smallint": "bigint",
+    "real": "double precision",
+}
+TEMPORAL = ("timestamptz", "timestamp", "date")
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,22 @@ class ColumnInfo:
     pg_type: str
     classes: frozenset[str]  # storage classes present in SQLite: integer, real, text, blob
     notnull: bool
+    conv: str = ""  # the copy's converter id (e.g. ts_text:YYYY-MM-DD HH:MM:SS)
+
+    @property
+    def text_layout(self) -> str | None:
+        """The to_char format that rebuilds SQLite's text from the Postgres value, if known."""
+        if self.conv == "date_text":
+            return "YYYY-MM-DD"
+        if not self.conv.startswith("ts_text:"):
+            return None
+        sig = self.conv.split(":", 1)[1]
+        layout = sig.replace("HH:MM:SS", "HH24:MI:SS").replace("HH:MM", "HH24:MI")
+        layout = layout.replace("DDTHH24", 'DD"T"HH24').replace(".ffffff", ".US")
+        layout = layout.replace(".fff", ".MS")
+        if "f" in layout.split("YYYY-MM-DD", 1)[1].replace('"', ""):
+            return None  # an unusual number of fraction digits
+        return layout.replace("Z", '"Z"')
 
 
 @dataclass(frozen=True)
@@ -80,13 +109,14 @@ def _load(conn: sqlite3.Connection, cfg: Config) -> Catalog:
     schema = inspect(conn)
     cat = Catalog(identifiers=cfg.identifiers)
     for table in schema.tables.values():
-        cen = census(conn, table)
+        cen = census(conn, table, text_columns=text_census_columns(table))
         plan = plan_table(table, cen, cfg)
         cols = {}
         for col, cp in zip(table.columns, plan.columns, strict=True):
             present = cen.columns[col.name].present() if col.name in cen.columns else set()
             cols[col.name.lower()] = ColumnInfo(
-                col.name, cp.pg_name, col.declared, cp.pg_type, frozenset(present), col.notnull
+                col.name, cp.pg_name, col.declared, short_type(cp.pg_type), frozenset(present),
+                col.notnull, cp.conv,
             )
         cat.tables[table.name.lower()] = TableInfo(
             name=table.name,
@@ -99,6 +129,22 @@ def _load(conn: sqlite3.Connection, cfg: Config) -> Catalog:
             foreign_keys=_foreign_keys(conn, table.name),
             rows=cen.rows,
         )
+    return cat
+
+
+def short_type(pg_type: str) -> str:
+    return PG_TYPE_NAMES.get(pg_type, pg_type)
+
+
+def with_target_types(cat: Catalog, rows: list[tuple[str, str, str]]) -> Catalog:
+    """Replace the planned Postgres types by the target's own (table, column, data_type) rows:
+    the target is the truth when it exists (config overrides, an older copy)."""
+    actual = {(t, c): short_type(d) for t, c, d in rows}
+    for table in cat.tables.values():
+        for key, col in list(table.columns.items()):
+            found = actual.get((table.pg_name, col.pg_name))
+            if found and found != col.pg_type:
+                table.columns[key] = replace(col, pg_type=found)
     return cat
 
 

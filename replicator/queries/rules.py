@@ -16,9 +16,13 @@ from sqlglot import exp
 
 from . import timefuncs
 from .build import cast, func, is_predicate, number_value, string_value, template
+from .catalog import TEMPORAL, ColumnInfo
 from .context import NUMBER_TYPES, Ctx, src
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
+MAPPED = ("timestamptz", "timestamp", "date", "boolean", "uuid", "json", "jsonb")
+_TEXT_CONTEXT = (exp.Substring, exp.DPipe, exp.Like, exp.Length, exp.GroupConcat, exp.Upper,
+                 exp.Lower, exp.Trim, exp.StrPosition, exp.Concat, exp.Glob)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _NO_FUNCTION = {
     "printf": ": use format() (%s, %I, %L) or to_char() for numbers",
@@ -69,9 +73,6 @@ def _in_condition(node: exp.Expression) -> bool:
 
 def _column(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
     name = node.name
-    if name.startswith("__expr") and name.endswith("__"):
-        ctx.flag("interpolated", "")
-        return None
     info = ctx.column(node)
     if info is None and name.lower() in ROWID_NAMES and not node.this.quoted:
         return _rowid(node, ctx)
@@ -79,9 +80,66 @@ def _column(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
         literal = _dq_string(node, ctx)
         if literal is not None:
             return literal
+    if info is not None and info.pg_type in MAPPED:
+        return _mapped(node, ctx, info)
     if _in_condition(node):
         return _bool_column(node, ctx, info.pg_type if info else None)
     return None
+
+
+def _projection(node: exp.Expression) -> bool:
+    parent = node.parent
+    if isinstance(parent, exp.Alias):
+        node, parent = parent, parent.parent
+    return isinstance(parent, exp.Select) and node.arg_key == "expressions"
+
+
+def sqlite_text(node: exp.Expression, info: ColumnInfo) -> exp.Expression | None:
+    """The Postgres value rendered as SQLite stored it (dates and times), else None."""
+    layout = info.text_layout
+    if info.pg_type in TEMPORAL and layout:
+        value = template("_1 AT TIME ZONE 'UTC'", node) if info.pg_type == "timestamptz" else node
+        return func("TO_CHAR", value.copy(), exp.Literal.string(layout))
+    if info.pg_type in ("uuid", "json"):
+        return cast(node.copy(), "text")
+    return None
+
+
+def _mapped(node: exp.Column, ctx: Ctx, info: ColumnInfo) -> exp.Expression | None:
+    """A column the copy gave a richer Postgres type (timestamp, date, boolean, uuid, json)."""
+    parent, col, pg = node.parent, src(node), info.pg_type
+    if isinstance(parent, _TEXT_CONTEXT):
+        text = sqlite_text(node, info)
+        if text is not None:
+            how = text.sql(dialect="postgres")
+            ctx.flag("mapped-text", node, fixed=True, col=col, pg_type=pg, how=how)
+            return text
+    if _projection(node):
+        _mapped_projection(node, ctx, info)
+    elif isinstance(parent, (*_COMPARISONS, exp.Between)) and pg in TEMPORAL and any(
+            string_value(a) or isinstance(a, exp.Placeholder) for a in parent.args.values()
+            if isinstance(a, exp.Expression)):
+        ctx.flag("temporal-compare", parent, col=col, pg_type=pg)
+    return None
+
+
+def _mapped_projection(node: exp.Column, ctx: Ctx, info: ColumnInfo) -> None:
+    col, pg = src(node), info.pg_type
+    text = sqlite_text(node, info)
+    if pg in TEMPORAL:
+        returns = "a date/datetime object instead of a string"
+        sqlite = "text" if "text" in info.classes else "numbers"
+    elif pg == "boolean":
+        returns, sqlite = "True/False instead of 1/0", "0/1 integers"
+    elif pg == "uuid":
+        returns, sqlite = "a UUID object instead of a string", "text"
+    else:
+        return
+    advice = (f"select {text.sql(dialect='postgres')} where the old form is needed."
+              if text is not None else "convert it in the application where the old form "
+              "is needed.")
+    ctx.flag("mapped-type", node, col=col, sqlite=sqlite, pg_type=pg, returns=returns,
+             advice=advice)
 
 
 def _rowid(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
@@ -141,6 +199,11 @@ def _comparison(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     """``flag = TRUE`` and ``flag = 'true'`` against numeric columns."""
     for side, other in ((node.this, node.expression), (node.expression, node.this)):
         other_type = ctx.pg_type(other)
+        if other_type == "boolean" and number_value(side) in (0, 1) and isinstance(
+                side, exp.Literal):
+            ctx.flag("bool-number", node, fixed=True, what=src(other))
+            side.replace(exp.true() if number_value(side) else exp.false())
+            continue
         if isinstance(side, exp.Boolean) and other_type != "boolean":
             ctx.flag("bool-literal", node, fixed=True, what=src(other))
             side.replace(exp.Literal.number(1 if side.this else 0))
@@ -278,7 +341,7 @@ def _div(node: exp.Div, ctx: Ctx) -> exp.Expression | None:
 
 def _sum_avg(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     arg = node.this
-    if is_predicate(arg):
+    if is_predicate(arg) or ctx.pg_type(arg) == "boolean":
         ctx.flag("bool-arith", node, fixed=True)
         node.set("this", cast(arg, "int"))
         arg = node.this
@@ -295,9 +358,11 @@ def _dpipe(node: exp.DPipe, ctx: Ctx) -> exp.Expression | None:
     if all(t in NUMBER_TYPES for t in types):
         ctx.flag("concat-nontext", node, fixed=True, types=" || ".join(types))
         node.set("this", cast(node.this, "text"))
-    for op in (node.this, node.expression):
-        info = ctx.column(op) if isinstance(op, exp.Column) else None
-        if isinstance(op, exp.Column) and (info is None or not info.notnull):
+    if isinstance(node.parent, exp.DPipe):
+        return None  # one finding per chain, on the outermost ||
+    for op in node.find_all(exp.Column):
+        info = ctx.column(op)
+        if info is None or not info.notnull:
             ctx.flag("concat-null", node)
             break
     return None
@@ -321,7 +386,8 @@ def _least_greatest(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
         return None
     pg = "LEAST" if isinstance(node, exp.Least) else "GREATEST"
     ctx.flag("minmax-scalar", node, fixed=True, func="min" if pg == "LEAST" else "max", pg=pg)
-    any_null = " OR ".join(f"_{i + 1} IS NULL" for i in range(len(args)))
+    any_null = " OR ".join(f"_{i + 1} IS NULL" for i, a in enumerate(args)
+                           if not isinstance(a, exp.Literal))
     call = func(pg, *[a.copy() for a in args])
     return template(f"CASE WHEN {any_null} THEN NULL ELSE _{len(args) + 1} END", *args, call)
 
@@ -370,6 +436,8 @@ def _anonymous(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
 def _time(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expression | None:
     value = args[1] if name == "strftime" and len(args) > 1 else args[0] if args else None
     value_type = ctx.pg_type(value) if isinstance(value, exp.Column) else None
+    if isinstance(value, exp.Column) and value_type in MAPPED:
+        value.meta["time_value"] = True
     try:
         res = timefuncs.translate_call(name, args, value_type)
     except timefuncs.Unsupported as exc:
@@ -380,7 +448,28 @@ def _time(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expressi
         ctx.flag("time-now", node, fixed=True)
     if res.month_math:
         ctx.flag("time-month", node)
+    other = _compared_with(node)
+    other_type = ctx.pg_type(other) if other is not None else None
+    if res.ts is not None and other_type in TEMPORAL:
+        # a timestamptz column compared with SQLite's text form: compare as time instead
+        ctx.flag("temporal-compare", node.parent, col=src(other), pg_type=other_type)
+        if other_type == "date":
+            return cast(res.ts, "date")
+        return template("_1 AT TIME ZONE 'UTC'", res.ts) if other_type == "timestamptz" \
+            else res.ts
     return res.node
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+
+
+def _compared_with(node: exp.Expression) -> exp.Expression | None:
+    parent = node.parent
+    if isinstance(parent, _COMPARISONS):
+        return parent.expression if node is parent.this else parent.this
+    if isinstance(parent, exp.Between):
+        return parent.this if node is not parent.this else None
+    return None
 
 
 def _date(node: exp.Date, ctx: Ctx) -> exp.Expression | None:

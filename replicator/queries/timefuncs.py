@@ -41,8 +41,9 @@ class Unsupported(Exception):
 class TimeResult:
     """A translated call plus what the caller should flag."""
 
-    def __init__(self, node: exp.Expression, target: str, uses_now: bool, month_math: bool):
-        self.node, self.target = node, target
+    def __init__(self, node: exp.Expression, target: str, uses_now: bool, month_math: bool,
+                 ts: exp.Expression | None = None):
+        self.node, self.target, self.ts = node, target, ts
         self.uses_now, self.month_math = uses_now, month_math
 
 
@@ -61,8 +62,10 @@ def translate_call(name: str, args: list[exp.Expression], value_type: str | None
     value = args[0] if args else exp.Literal.string("now")
     ts, uses_now, month_math = timestamp(value, args[1:], value_type)
     if name in TEXT_FORMATS:
+        if name == "date":
+            ts = func("DATE_TRUNC", exp.Literal.string("day"), ts)
         return TimeResult(func("TO_CHAR", ts, exp.Literal.string(TEXT_FORMATS[name])),
-                          "to_char", uses_now, month_math)
+                          "to_char", uses_now, month_math, ts)
     if name == "julianday":
         return TimeResult(julian(ts), "extract(epoch)", uses_now, month_math)
     if name == "unixepoch":
@@ -73,7 +76,10 @@ def translate_call(name: str, args: list[exp.Expression], value_type: str | None
 
 
 def julian(ts: exp.Expression) -> exp.Expression:
-    return template("CAST(EXTRACT(EPOCH FROM _1) AS DOUBLE PRECISION) / 86400.0 + 2440587.5", ts)
+    """SQLite divides whole milliseconds since the Julian epoch by 86400000.0; so does this
+    (the integer is exact in a double), which gives the same float bit for bit."""
+    return template("CAST(EXTRACT(EPOCH FROM _1) * 1000 + 210866760000000 AS DOUBLE PRECISION)"
+                    " / 86400000.0", ts)
 
 
 def timestamp(value: exp.Expression, modifiers: list[exp.Expression], value_type: str | None
@@ -90,6 +96,12 @@ def timestamp(value: exp.Expression, modifiers: list[exp.Expression], value_type
     uses_now = lit is not None and lit.strip().lower() == "now"
     if uses_now:
         ts: exp.Expression = template("now() AT TIME ZONE 'UTC'")
+    elif value_type == "timestamptz":  # the copy made the column a point in time: read it in UTC
+        ts = template("_1 AT TIME ZONE 'UTC'", value)
+    elif value_type == "timestamp":
+        ts = value
+    elif value_type == "date":
+        ts = cast(value, "timestamp")
     elif unix:
         ts = template("TO_TIMESTAMP(CAST(_1 AS DOUBLE PRECISION)) AT TIME ZONE 'UTC'", value)
     elif (isinstance(value, exp.Literal) and not value.is_string) or value_type in (

@@ -55,6 +55,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "bool-string": ("differs", "{snippet}: booleans are stored as 1/0 in SQLite, so a "
                     "comparison with the text '{text}' matches only rows that hold that text; "
                     "in Postgres it is an error on a numeric column. Compare with 1/0."),
+    "bool-number": ("fails", "{what} is boolean in Postgres (0/1 in SQLite), and Postgres has no "
+                    "boolean = integer operator; the number is translated to TRUE/FALSE."),
+    "mapped-type": ("differs", "{col} holds {sqlite} in SQLite and is {pg_type} in Postgres, so "
+                    "the driver returns {returns}; {advice}"),
+    "mapped-text": ("fails", "{col} is {pg_type} in Postgres; text operations need SQLite's "
+                    "text form, so the translation renders it with {how}."),
+    "temporal-compare": ("review", "{col} is {pg_type} in Postgres, so the other side is read "
+                         "as a point in time (text literals in the session time zone; bind a "
+                         "datetime, not a string) and compared as time, not text: '2009-01-01' "
+                         "equals '2009-01-01 00:00:00' only in Postgres."),
     "bool-result": ("differs", "{snippet} returns boolean true/false in Postgres and integer "
                     "1/0 in SQLite; cast it (::int) if the application expects numbers."),
     "bool-arith": ("fails", "{snippet} adds or aggregates a comparison; Postgres has no "
