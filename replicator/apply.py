@@ -53,9 +53,11 @@ class BatchResult:
 
 
 class Applier:
-    def __init__(self, pg: asyncpg.Connection, tables: dict[str, TableTarget]):
+    def __init__(self, pg: asyncpg.Connection, tables: dict[str, TableTarget], *,
+                 track_dirty: bool = False):
         self.pg = pg
         self.tables = tables
+        self.track_dirty = track_dirty  # after a full verification: remember what changes
 
     async def apply(self, txn: ReadTxn, cursor: int) -> BatchResult:
         """Apply entries (cursor, txn.high]; the caller commits and advances the cursor."""
@@ -78,6 +80,8 @@ class Applier:
                 result.ops[(tbl, op)] += 1
             for tbl, tkeys in keys.items():
                 await self._apply_table(txn, self.tables[tbl], list(tkeys), result)
+                if self.track_dirty:
+                    await state.mark_dirty(self.pg, tbl, [key_to_json(k) for k in tkeys], page[-1][0])
         return result
 
     async def _apply_table(

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=float, help="verify only this fraction of rows (0 < f <= 1)")
     p = command("cutover", "fence SQLite, drain, verify, finish the schema, mark done", json_=True)
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for the drain")
+    p.add_argument("--max-lag", type=float, default=30.0,
+                   help="refuse to start while replication lags more than this (seconds)")
     p = command("uninstall", "remove every replicator object from the SQLite file")
     p.add_argument("--target-schema", action="store_true",
                    help="also drop the target's _replicator bookkeeping schema")

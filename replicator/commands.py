@@ -85,7 +85,7 @@ async def cutover(args: argparse.Namespace, cfg: Config) -> int:
     from .cutover import cutover as do_cutover
 
     target = resolve_target(cfg)
-    summary = await do_cutover(cfg, target, timeout=args.timeout)
+    summary = await do_cutover(cfg, target, timeout=args.timeout, max_lag=args.max_lag)
     human = (
         f"cutover done: {summary['rows']} rows in {len(summary['tables'])} tables; "
         f"write freeze {summary['freeze_window_ms']} ms"

@@ -48,6 +48,8 @@ class Config:
     poll_interval: float = 0.25
     force_polling: bool = False
     snapshot_method: str = "copy"
+    backup: bool = True
+    backup_dir: Path | None = None
     batch_page: int = 20000
     prune_chunk: int = 5000
     identifiers: str = "lower"
@@ -71,6 +73,10 @@ class Config:
             return self.state_dir
         return self.source.with_name(self.source.name + ".replicator")
 
+    @property
+    def backup_path(self) -> Path:
+        return self.backup_dir if self.backup_dir is not None else self.state_path / "backups"
+
     def column_override(self, table: str, column: str) -> ColumnOverride:
         return self.columns.get((table, column), ColumnOverride())
 
@@ -91,6 +97,8 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("source", "poll_interval"): ("poll_interval", (int, float), lambda v: 0.01 <= v <= 60),
     ("source", "force_polling"): ("force_polling", bool, None),
     ("source", "snapshot_method"): ("snapshot_method", str, ("copy", "direct")),
+    ("source", "backup"): ("backup", bool, None),
+    ("source", "backup_dir"): ("backup_dir", str, None),
     ("target", "url"): ("target_url", str, None),
     ("target", "schema"): ("target_schema", str, lambda v: 0 < len(v.encode()) <= 63),
     ("target", "embedded_dir"): ("embedded_dir", str, None),
@@ -218,7 +226,7 @@ def build(
         values["target_url"] = target_from_env()
     if not values.get("source"):
         raise ConfigError("--source: a SQLite database path is required (or source.path in config)")
-    for key in ("source", "state_dir", "embedded_dir"):
+    for key in ("source", "state_dir", "embedded_dir", "backup_dir"):
         if values.get(key):
             values[key] = Path(values[key]).expanduser()
         else:

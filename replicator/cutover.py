@@ -1,8 +1,15 @@
-"""Cutover: fence SQLite, drain the log, finish the target schema, record ``done``.
+"""Cutover: preflight, fence SQLite, drain, verify, finish the schema, record ``done``.
 
 Works whether or not the daemon runs: both apply under the same transaction-scoped advisory
-lock, so their batches never interleave. Any failure before ``done`` lifts the fence and
-leaves the system streaming, with the error reported.
+lock, so their batches never interleave, and a running daemon exits 0 when it sees ``done``.
+
+The write freeze runs from the fence to the commit that records ``done``. What can happen
+outside it does: the constraint dry run before the fence; the validation of old rows (which
+takes no lock that blocks the application) after it. Verification inside the freeze covers only
+the rows changed since the last full verification (plus every table's row count) when a full
+pass is on record; otherwise all rows. Any failure before ``done`` lifts the fence and leaves
+the system streaming, with the error reported; the schema changes roll back with their
+transaction.
 """
 
 from __future__ import annotations
@@ -11,26 +18,71 @@ import asyncio
 import time
 from typing import Any
 
-from . import capture, log, state
+from . import capture, ddl, log, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import ReplicatorError, StateError
 from .service import APPLY_LOCK, Replicator
+from .source import LOG_TABLE, qi
 from .target import qualified
+from .verify import verify
 
 _log = log.get("cutover")
+FULL_VERIFY_MAX_AGE = 24 * 3600
 
 
-async def cutover(cfg: Config, target: TargetDSN, *, timeout: float = 60.0) -> dict[str, Any]:
+class VerificationFailed(ReplicatorError):
+    kind = "verify"
+
+
+async def cutover(cfg: Config, target: TargetDSN, *, timeout: float = 60.0,
+                  max_lag: float = 30.0) -> dict[str, Any]:
     rep = Replicator(cfg, target, mode="run")
     await rep.open()
     try:
-        return await _cutover(rep, cfg, timeout)
+        return await _cutover(rep, cfg, target, timeout, max_lag)
     finally:
         await rep.close()
 
 
-async def _cutover(rep: Replicator, cfg: Config, timeout: float) -> dict[str, Any]:
+async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: float,
+                   max_lag: float) -> dict[str, Any]:
+    assert rep.pg is not None and rep.writer is not None
+    pre = await _preflight(rep, max_lag)
+    tables = sorted(rep.targets)
+    t_fence = time.monotonic()
+    await asyncio.to_thread(capture.install_fence, rep.writer, tables, target.masked)
+    _log.info("fence_installed", tables=len(tables))
+    try:
+        await state.set_state(rep.pg, "cutover")
+        cursor = await rep.drain(timeout)
+        t_drained = time.monotonic()
+        checked = await verify(cfg, target, changed_only=pre["verify_mode"] == "changed")
+        if not checked["ok"]:
+            bad = [t["table"] for t in checked["tables"] if not t["ok"]]
+            raise VerificationFailed(f"cutover: verification found differences in {', '.join(bad)}; "
+                                     "run `replicator verify` for details", )
+        t_verified = time.monotonic()
+        objects, rows = await _finish(rep, cfg)
+    except BaseException as exc:
+        await _rollback(rep, exc)
+        raise
+    freeze_ms = round((time.monotonic() - t_fence) * 1000, 1)
+    validated = await _after(rep, cfg)
+    summary = _summary(pre, checked, objects + validated, rows, cursor, freeze_ms, {
+        "drain_ms": round((t_drained - t_fence) * 1000, 1),
+        "verify_ms": round((t_verified - t_drained) * 1000, 1),
+        "finish_ms": round(freeze_ms - (t_verified - t_fence) * 1000, 1),
+    })
+    await state.merge_info(rep.pg, cutover=summary)
+    await state.event(rep.pg, "cutover", freeze_ms=freeze_ms, cursor=cursor)
+    _log.info("cutover_complete", freeze_window_ms=freeze_ms, rows=summary["rows"],
+              left_for_a_human=len(summary["for_a_human"]))
+    return summary
+
+
+async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
+    """Lag small, no error, and which constraints will validate; nothing changes yet."""
     assert rep.pg is not None and rep.writer is not None
     st = await state.load(rep.pg)
     if st is None or st.mode != "run":
@@ -42,48 +94,93 @@ async def _cutover(rep: Replicator, cfg: Config, timeout: float) -> dict[str, An
                          + (f" ({st.error})" if st.error else ""))
     await rep._load_targets()
     await rep.open_tail()
-    tables = sorted(rep.targets)
-    t_fence = time.monotonic()
-    await asyncio.to_thread(capture.install_fence, rep.writer, tables, rep.target.masked)
-    _log.info("fence_installed", tables=len(tables))
-    try:
-        await state.set_state(rep.pg, "cutover")
-        cursor = await rep.drain(timeout)
-        summary = await _finish(rep, cfg, cursor, t_fence)
-    except BaseException as exc:
-        await _rollback(rep, exc)
-        raise
-    _log.info("cutover_complete", **{k: v for k, v in summary.items() if k != "tables"})
-    return summary
+    assert rep.tail is not None
+    backlog, oldest, _rows = await rep.tail.stats(st.cursor)
+    lag = max(0.0, time.time() - oldest) if oldest else 0.0
+    if lag > max_lag:
+        raise StateError(f"cutover: replication lags {lag:.1f}s behind ({backlog} changes); wait "
+                         f"until it is under {max_lag:.0f}s so the write freeze stays short")
+    constraints = await ddl.dry_run(rep.pg, {n: t.plan for n, t in rep.targets.items()}, rep.schema)
+    last = st.info.get("last_verify") or {}
+    recent = last.get("full") and last.get("ok") and time.time() - last.get("at", 0) < FULL_VERIFY_MAX_AGE
+    mode = "changed" if recent and not await _resnapshot_since(rep, last) else "full"
+    _log.info("cutover_preflight", lag_seconds=round(lag, 3), backlog=backlog, verify=mode,
+              constraints_that_will_not_validate=sum(1 for v in constraints.values() if v))
+    return {"lag_seconds": round(lag, 3), "backlog": backlog, "verify_mode": mode,
+            "constraints": constraints, "quarantine": await state.quarantine_count(rep.pg)}
 
 
-async def _finish(rep: Replicator, cfg: Config, cursor: int, t_fence: float) -> dict[str, Any]:
+async def _resnapshot_since(rep: Replicator, last: dict[str, Any]) -> bool:
+    """A table copied again after the last full verification needs a full pass."""
     assert rep.pg is not None
-    objects = await rep.final_phase()
+    return bool(await rep.pg.fetchval(
+        f"SELECT count(*) FROM {state.SCHEMA}.events WHERE kind IN ('resnapshot', 'add_columns') "
+        "AND at > to_timestamp($1)", float(last.get("at", 0))))
+
+
+async def _finish(rep: Replicator, cfg: Config) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Sequences, constraints (NOT VALID), triggers, views and ``done``: one transaction."""
+    assert rep.pg is not None and rep.writer is not None
+    schema = await asyncio.to_thread(_inspect, rep)
+    views = ddl.plan_views(schema, cfg)
+    sequences = dict(rep.writer.execute(
+        "SELECT name, seq FROM sqlite_sequence WHERE name != ?", (LOG_TABLE,)).fetchall()) \
+        if _has_sequence(rep) else {}
+    plans = {n: t.plan for n, t in sorted(rep.targets.items())}
     rows: dict[str, int] = {}
     async with rep.pg.transaction():
         await rep.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-        for name, tgt in sorted(rep.targets.items()):
-            table = qualified(cfg.target_schema, tgt.plan.pg_name)
-            rows[name] = int(await rep.pg.fetchval(f"SELECT count(*) FROM {table}"))
-        freeze_ms = round((time.monotonic() - t_fence) * 1000, 1)
-        quarantined = await state.quarantine_count(rep.pg)
-        summary = {
-            "state": "done",
-            "tables": rows,
-            "rows": sum(rows.values()),
-            "cursor": cursor,
-            "freeze_window_ms": freeze_ms,
-            "quarantined": quarantined,
-            "objects": objects,
-            "for_a_human": [o for o in objects if o["status"] not in
-                            ("validated", "created", "enabled", "set")],
-        }
+        objects = await ddl.final_objects(rep.pg, plans, views, cfg.target_schema, sequences)
+        for name, plan in plans.items():
+            rows[name] = int(await rep.pg.fetchval(
+                f"SELECT count(*) FROM {qualified(cfg.target_schema, plan.pg_name)}"))
         await state.set_state(rep.pg, "done")
-        await state.merge_info(rep.pg, cutover=summary)
-        await state.event(rep.pg, "cutover", freeze_ms=freeze_ms, cursor=cursor)
+    return objects, rows
+
+
+def _inspect(rep: Replicator):
+    from .source import inspect
+
+    assert rep.writer is not None
+    return inspect(rep.writer)
+
+
+def _has_sequence(rep: Replicator) -> bool:
+    assert rep.writer is not None
+    return rep.writer.execute("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'"
+                              ).fetchone() is not None
+
+
+async def _after(rep: Replicator, cfg: Config) -> list[dict[str, Any]]:
+    """After ``done``: validate old rows against the constraints, ANALYZE, prune the log."""
+    assert rep.pg is not None
+    plans = {n: t.plan for n, t in sorted(rep.targets.items())}
+    results = await ddl.validate_objects(rep.pg, plans, cfg.target_schema)
+    for plan in plans.values():
+        await rep.pg.execute(f"ANALYZE {qualified(cfg.target_schema, plan.pg_name)}")
     await rep.prune()
-    return summary
+    return results
+
+
+def _summary(pre, checked, objects, rows, cursor, freeze_ms, timings) -> dict[str, Any]:
+    done = ("validated", "created", "enabled", "set")
+    human = [o for o in objects if o["status"] not in done and o["status"] != "added"]
+    human += [{"object": f"quarantine {t}", "status": f"{n} row(s)", "detail":
+               "rows that could not move exactly; see _replicator.quarantine"}
+              for t, n in pre["quarantine"].items()]
+    return {
+        "state": "done",
+        "tables": rows,
+        "rows": sum(rows.values()),
+        "cursor": cursor,
+        "freeze_window_ms": freeze_ms,
+        "freeze_breakdown_ms": timings,
+        "verification": {"ok": checked["ok"], "mode": checked["mode"], "rows": checked["rows"],
+                         "seconds": checked["seconds"]},
+        "preflight": {k: v for k, v in pre.items() if k != "constraints"},
+        "objects": [o for o in objects if o["status"] != "added"],
+        "for_a_human": human,
+    }
 
 
 async def _rollback(rep: Replicator, exc: BaseException) -> None:
@@ -94,3 +191,6 @@ async def _rollback(rep: Replicator, exc: BaseException) -> None:
         await state.set_state(rep.pg, "streaming")
     except Exception as inner:  # noqa: BLE001 - report both
         raise ReplicatorError(f"cutover failed ({exc}) and the state could not be reset: {inner}") from exc
+
+
+__all__ = ["cutover", "qi"]

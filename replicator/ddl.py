@@ -421,12 +421,59 @@ async def final_objects(
     conn: asyncpg.Connection, plans: dict[str, TablePlan], views: list[ObjectPlan], schema: str,
     sequences: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """Constraints, views, triggers on, sequences, helper columns gone. Returns what happened."""
+    """Inside the cutover's write freeze, all quick catalog changes: helper columns dropped,
+    CHECKs and foreign keys added NOT VALID (enforced for new rows at once), app triggers on,
+    views, identity sequences. Validation of old rows comes after (``validate_objects``)."""
     results: list[dict[str, Any]] = []
     for plan in plans.values():
         results += await _table_final(conn, plan, schema, sequences.get(plan.name, 0))
     results += await _views(conn, views)
     return results
+
+
+async def validate_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str
+                           ) -> list[dict[str, Any]]:
+    """After cutover: VALIDATE the constraints added NOT VALID (no lock that blocks the app's
+    reads or writes), and promote nullable primary keys that hold no NULLs."""
+    out = []
+    for plan in plans.values():
+        for obj in plan.objects:
+            if obj.kind in ("check", "foreign_key") and obj.sql and obj.validate_sql:
+                error = await try_sql(conn, obj.validate_sql)
+                out.append({"table": plan.name, "object": f"{obj.kind} {obj.name}",
+                            "status": "not valid" if error else "validated", "detail": error,
+                            "original": obj.original})
+        if plan.rowid_keyed:
+            out += await _promote_key(conn, plan, schema)
+    return out
+
+
+async def _promote_key(conn, plan: TablePlan, schema: str) -> list[dict[str, Any]]:
+    if not plan.declared_key:
+        return []
+    cols = [plan.column(c).pg_name for c in plan.declared_key]
+    error = await try_sql(conn, f"ALTER TABLE {q2(schema, plan.pg_name)} ADD PRIMARY KEY "
+                                f"({', '.join(qi(c) for c in cols)})")
+    return [{"table": plan.name, "object": f"primary key ({', '.join(cols)})",
+             "status": "not created" if error else "created", "detail": error}]
+
+
+async def dry_run(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str
+                  ) -> dict[str, str | None]:
+    """Before the fence: which constraints would validate on the data as it is (None: yes).
+    Everything happens in a transaction that is rolled back."""
+    out: dict[str, str | None] = {}
+    try:
+        async with conn.transaction():
+            for plan in plans.values():
+                for obj in plan.objects:
+                    if obj.kind in ("check", "foreign_key") and obj.sql:
+                        out[f"{plan.name}: {obj.kind} {obj.name}"] = await try_sql(
+                            conn, f"{obj.sql}; {obj.validate_sql}")
+            raise _Rollback
+    except _Rollback:
+        pass
+    return out
 
 
 async def _table_final(conn, plan: TablePlan, schema: str, seq: int) -> list[dict[str, Any]]:
@@ -461,10 +508,7 @@ async def _final_object(conn, plan: TablePlan, obj: ObjectPlan, schema: str) -> 
     error = await try_sql(conn, obj.sql)
     if error and "already exists" not in error:
         return {**base, "status": "failed", "detail": error}
-    error = await try_sql(conn, obj.validate_sql or "SELECT 1")
-    if error:
-        return {**base, "status": "not valid", "detail": error}
-    return {**base, "status": "validated", "detail": None}
+    return {**base, "status": "added", "detail": "NOT VALID until validated after cutover"}
 
 
 async def _views(conn, views: list[ObjectPlan]) -> list[dict[str, Any]]:

@@ -142,6 +142,7 @@ class TablePlan:
     notes: tuple[str, ...] = ()
     objects: tuple[ObjectPlan, ...] = ()
     autoincrement: bool = False
+    declared_key: tuple[str, ...] = ()  # the PRIMARY KEY as declared (rowid-keyed: nullable)
 
     @property
     def rowid_keyed(self) -> bool:
@@ -192,6 +193,7 @@ class TablePlan:
             ObjectPlan(**{**o, "notes": tuple(o.get("notes", ()))}) for o in data.get("objects", ())
         )
         data["key_columns"] = tuple(data["key_columns"])
+        data["declared_key"] = tuple(data.get("declared_key", ()))
         data["notes"] = tuple(data.get("notes", ()))
         return cls(**data)
 
@@ -441,6 +443,8 @@ def plan_table(table: Table, cen: TableCensus | None, cfg: Config) -> TablePlan:
         indexes=(),
         key_note=table.key_note,
         autoincrement="AUTOINCREMENT" in table.sql.upper(),
+        declared_key=tuple(c.name for c in sorted((c for c in table.columns if c.pk),
+                                                  key=lambda c: c.pk)),
     )
     return table_objects(plan, table, cfg)
 

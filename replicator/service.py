@@ -62,6 +62,7 @@ class Replicator:
         self.rowid_check: set[str] = set()
         self.source_id: str | None = None
         self._lock_file: Any = None
+        self.backup: str | None = None
         self._daemon_lock = False
 
     # -- opening and closing -------------------------------------------------------------------
@@ -151,6 +152,11 @@ class Replicator:
         tables = self.wanted(inspect(self.writer).tables)
         check_names(tables, self.cfg)  # before anything is written anywhere
         if self.mode == "run":
+            if not capture.installed(self.writer) and self.cfg.backup:
+                from .backup import make_backup  # before the first write to the file, ever
+
+                path = await asyncio.to_thread(make_backup, self.cfg.source, self.cfg.backup_path)
+                self.backup = str(path)
             results = await asyncio.to_thread(capture.install, self.writer, tables)
             changed = [n for n, r in results.items() if r != "kept"]
             if changed:
@@ -163,7 +169,9 @@ class Replicator:
                 self.pg, source_id=self.source_id, source_path=str(self.cfg.source.resolve()),
                 mode=self.mode, target_schema=self.schema,
             )
-            await state.event(self.pg, "start", mode=self.mode, fresh=True)
+            await state.event(self.pg, "start", mode=self.mode, fresh=True, backup=self.backup)
+            if self.backup:
+                await state.merge_info(self.pg, backup=self.backup)
         st = await state.load(self.pg)
         assert st is not None
         return st
@@ -280,7 +288,9 @@ class Replicator:
         async with self.pg.transaction():
             await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
             results = await ddl.final_objects(self.pg, plans, views, self.schema, sequences)
-            await state.merge_info(self.pg, final_objects=results)
+        results = [r for r in results if r["status"] != "added"]
+        results += await ddl.validate_objects(self.pg, plans, self.schema)
+        await state.merge_info(self.pg, final_objects=results)
         for plan in plans.values():
             await self.pg.execute(f"ANALYZE {qualified(self.schema, plan.pg_name)}")
         failed = [r for r in results if r["status"] not in ("validated", "created", "enabled", "set")]
@@ -334,7 +344,9 @@ class Replicator:
                     return None  # the next step follows the drift first
                 result = BatchResult(high=self.cursor)
                 if txn.high > self.cursor:
-                    result = await Applier(self.pg, self.targets).apply(txn, self.cursor)
+                    tracking = bool(st.info.get("last_verify", {}).get("full"))
+                    result = await Applier(self.pg, self.targets, track_dirty=tracking).apply(
+                        txn, self.cursor)
                     await state.set_cursor(self.pg, txn.high)
                     await self._table_stats(result)
                 renumbered = await self._check_rowids(txn)

@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (
     last_seen       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tbl, key)
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.dirty (
+    tbl             text NOT NULL,
+    key             jsonb NOT NULL,
+    seq             bigint NOT NULL,
+    PRIMARY KEY (tbl, key)
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
     id              bigserial PRIMARY KEY,
     at              timestamptz NOT NULL DEFAULT now(),
@@ -261,3 +267,14 @@ async def quarantine_clear(conn: asyncpg.Connection, table: str, keys: list[list
 
 async def quarantine_clear_table(conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f"DELETE FROM {SCHEMA}.quarantine WHERE tbl = $1", table)
+
+
+async def mark_dirty(conn: asyncpg.Connection, table: str, keys: list[list], seq: int) -> None:
+    """Keys changed since the last full verification (so cutover can verify only those)."""
+    if not keys:
+        return
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.dirty (tbl, key, seq) SELECT $1, k, $3 FROM unnest($2::jsonb[]) k "
+        "ON CONFLICT (tbl, key) DO UPDATE SET seq = excluded.seq",
+        table, [json.dumps(k) for k in keys], seq,
+    )

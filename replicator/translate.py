@@ -8,19 +8,17 @@ in a savepoint and lists what fails, with the original SQL, in the plan and the 
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
 
-import logging
-
 import sqlglot
 from sqlglot import exp
 
-logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its parse fallbacks are ours to report
-
 from .source import qi
 
+logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its parse fallbacks are ours to report
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"
 _STRFTIME = {
     "%Y": "YYYY", "%m": "MM", "%d": "DD", "%H": "HH24", "%M": "MI", "%S": "SS",

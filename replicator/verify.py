@@ -13,6 +13,7 @@ the pass, up to a few times. Only differences that persist are reported.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import math
 import random
@@ -23,12 +24,14 @@ from typing import Any
 
 import asyncpg
 
-from . import capture, log, state
+from . import capture, log, metrics, state
 from .config import Config
 from .convert import (
     BadValue,
     convert_rows,
+    converter,
     decode_safe_row,
+    from_typed_json,
     key_to_json,
     row_converter,
     select_list,
@@ -41,6 +44,8 @@ from .source import open_source, qi
 from .target import connect, qualified
 
 _log = log.get("verify")
+# Rows per second for background verification; a ContextVar so asyncio.to_thread carries it.
+_RATE: contextvars.ContextVar[float | None] = contextvars.ContextVar("verify_rate", default=None)
 CHUNK = 20_000
 MAX_SAMPLES = 5
 MAX_RECHECK = 10_000
@@ -155,12 +160,17 @@ class _Side:
 
 async def verify(
     cfg: Config, target: TargetDSN, *, tables: list[str] | None = None,
-    sample: float | None = None, recheck_rounds: int = 3,
+    sample: float | None = None, recheck_rounds: int = 3, changed_only: bool = False,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    """Compare the target with SQLite. ``changed_only``: only the keys changed since the last
+    full verification (plus row counts of every table). ``rate``: at most this many rows per
+    second (background verification)."""
     if sample is not None and not 0 < sample <= 1:
         from .errors import ConfigError
 
         raise ConfigError(f"--sample: expected a fraction in (0, 1], got {sample}")
+    _RATE.set(rate)
     pg = await connect(target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify)
     src = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
     started = time.monotonic()
@@ -175,9 +185,12 @@ async def verify(
         if unknown:
             raise StateError(f"verify: not replicated: {', '.join(unknown)}")
         reports = []
+        dirty = await _dirty_keys(pg) if changed_only else {}
         for name in names:
             plan = known[name].plan
-            if plan.rowid_keyed and not await _has_rowid_column(pg, cfg.target_schema, plan):
+            if changed_only:
+                rep = await _verify_changed(pg, src, plan, cfg.target_schema, dirty.get(name, []))
+            elif plan.rowid_keyed and not await _has_rowid_column(pg, cfg.target_schema, plan):
                 rep = await _verify_multiset(pg, src, plan, cfg.target_schema)
             elif sample:
                 rep = await _verify_sample(pg, src, plan, cfg.target_schema, sample)
@@ -189,6 +202,8 @@ async def verify(
         seconds = time.monotonic() - started
         report = {
             "ok": all(r.ok for r in reports),
+            "mode": "changed since the last full verification, plus row counts" if changed_only
+            else "sample" if sample else "full",
             "tables": [r.to_json() for r in reports],
             "rows": rows,
             "quarantined": sum(r.quarantined for r in reports),
@@ -197,14 +212,59 @@ async def verify(
             "sample": sample,
             "state": st.state,
         }
-        await state.merge_info(pg, last_verify={
-            "at": time.time(), "ok": report["ok"], "rows": rows, "full": sample is None
-            and tables is None, "cursor": st.cursor,
-        })
+        metrics.VERIFY_ROWS.inc(rows)
+        for r in reports:
+            if not r.ok:
+                metrics.VERIFY_MISMATCHES.labels(r.table).inc(r.missing + r.extra + r.different)
+        full = sample is None and tables is None and not changed_only
+        if full:
+            await _record_full(pg, report["ok"], rows, st.cursor)
         return report
     finally:
         src.close()
         await pg.close()
+
+
+async def _record_full(pg: asyncpg.Connection, ok: bool, rows: int, cursor: int) -> None:
+    """A full pass covers every change up to the cursor it started at: forget those as dirty,
+    and start tracking what changes from now on (the applier does, once this is recorded)."""
+    async with pg.transaction():
+        if ok:
+            await pg.execute(f"DELETE FROM {state.SCHEMA}.dirty WHERE seq <= $1", cursor)
+        await state.merge_info(pg, last_verify={"at": time.time(), "ok": ok, "rows": rows,
+                                                "full": ok, "cursor": cursor})
+
+
+async def _dirty_keys(pg: asyncpg.Connection) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in await pg.fetch(f"SELECT tbl, key FROM {state.SCHEMA}.dirty"):
+        out.setdefault(r[0], []).append([from_typed_json(v) for v in json.loads(r[1])])
+    return out
+
+
+async def _verify_changed(pg, src, plan: TablePlan, schema: str, raw_keys: list) -> TableReport:
+    """The keys changed since the last full pass, row by row, and the row counts of both sides."""
+    rep = TableReport(plan.name)
+    t0 = time.monotonic()
+    keys = []
+    convs = None if plan.rowid_keyed else [converter(c) for c in plan.key_plans]
+    for raw in raw_keys:
+        try:
+            keys.append(tuple(raw) if convs is None else tuple(f(v) for f, v in zip(convs, raw, strict=True)))
+        except BadValue:
+            rep.quarantined += 1  # a key no column can hold: its row is in quarantine
+    rep.suspects = {"different": keys}
+    rep.different = len(keys)
+    await _recheck_table(pg, src, plan, schema, rep)
+    src_count = src.execute(f"SELECT count(*) FROM {qi(plan.name)}").fetchone()[0]
+    pg_count = await pg.fetchval(f"SELECT count(*) FROM {qualified(schema, plan.pg_name)}")
+    q_count = await pg.fetchval(f"SELECT count(*) FROM {state.SCHEMA}.quarantine WHERE tbl = $1", plan.name)
+    if src_count != pg_count + q_count:
+        kind = "missing" if src_count > pg_count + q_count else "extra"
+        rep.note(kind, [], detail=f"row counts: SQLite {src_count}, Postgres {pg_count} + "
+                 f"{q_count} quarantined")
+    rep.seconds = time.monotonic() - t0
+    return rep
 
 
 async def _has_rowid_column(pg: asyncpg.Connection, schema: str, plan: TablePlan) -> bool:
@@ -233,6 +293,9 @@ def _convert_chunk(conn, side: _Side, after, safe: bool):
         return [], [], None
     convert = row_converter(side.plan)
     good, bad = [], []
+    rate = _RATE.get()
+    if rate:
+        time.sleep(len(raw) / rate)  # runs in a worker thread: throttles background verification
     for r in raw:
         values = decode_safe_row(r[1:]) if safe else r[1:]
         try:
@@ -440,7 +503,7 @@ async def _recheck_table(pg, src, plan: TablePlan, schema: str, rep: TableReport
             else:
                 fresh.note("missing", list(key))
         elif srow is None and prow is None:
-            continue  # deleted on both sides since the pass
+            continue  # deleted on both sides
         elif srow is None:
             fresh.note("extra", list(key))
         elif prow is None:

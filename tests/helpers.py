@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ def _same(sqlite_value: Any, pg_value: Any, pg_type: str) -> bool:
         if type(sqlite_value) is int:
             return pg_value.timestamp() == sqlite_value
         # ISO text, naive = UTC: the text must be rebuildable from the timestamp exactly.
-        utc = pg_value.astimezone(timezone.utc)
+        utc = pg_value.astimezone(UTC)
         sep = "T" if "T" in sqlite_value else " "
         text = utc.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
         if "." in sqlite_value:

@@ -530,7 +530,7 @@ def _rand(node: exp.Rand, ctx: Ctx) -> exp.Expression | None:
     parent = node.parent
     if isinstance(parent, exp.Abs) and isinstance(parent.parent, exp.Mod):
         return None  # abs(random()) % n: rewritten by _mod
-    if isinstance(parent, exp.Ordered) or isinstance(parent, exp.Order):
+    if isinstance(parent, (exp.Ordered, exp.Order)):
         return None  # ORDER BY random() shuffles in both
     ctx.flag("random", node, action="scale it explicitly, e.g. floor(random() * n).")
     return None

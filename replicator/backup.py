@@ -1,0 +1,44 @@
+"""A backup of the SQLite file before the replicator first writes to it.
+
+SQLite's online backup API copies the database consistently (one read transaction), the copy is
+gzip-compressed next to the state directory, and the original is never touched or deleted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from . import log
+from .source import open_source
+
+_log = log.get("backup")
+
+
+def make_backup(source: Path, folder: Path) -> Path:
+    """Back ``source`` up into ``folder`` as ``<name>-<UTC time>.sqlite.gz``; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder / f"{source.name}-{stamp}.sqlite.gz"
+    tmp = folder / f".{source.name}-{stamp}.tmp"
+    started = time.monotonic()
+    live = open_source(source, readonly=True)
+    try:
+        out = sqlite3.connect(tmp)
+        try:
+            live.backup(out)
+        finally:
+            out.close()
+    finally:
+        live.close()
+    with open(tmp, "rb") as raw, gzip.open(str(target) + ".part", "wb", compresslevel=6) as packed:
+        shutil.copyfileobj(raw, packed, length=1 << 20)
+    os.replace(str(target) + ".part", target)
+    tmp.unlink()
+    _log.info("backup_written", path=str(target), bytes=target.stat().st_size,
+              seconds=round(time.monotonic() - started, 3))
+    return target
