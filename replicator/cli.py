@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("plan", "the migration plan: type mapping with reasons, what cannot move exactly",
                 target=False, json_=True)
     p.add_argument("--emit-sql", type=Path, metavar="DIR", help="write the target DDL as files")
+    p = command("report", "the migration report: what moved, mapping, quarantine, timings, rollback")
+    p.add_argument("--format", choices=["md", "html", "json"], default="md")
+    p.add_argument("--output", type=Path, help="write to this file instead of stdout")
     p = sub.add_parser("embedded", help="manage the embedded local Postgres")
     p.add_argument("action", choices=["start", "stop", "dsn"])
     p.add_argument("--dir", type=Path, help="its home directory")

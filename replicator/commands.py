@@ -151,3 +151,16 @@ async def verify(args: argparse.Namespace, cfg: Config) -> int:
     report: dict[str, Any] = await do_verify(cfg, target, tables=tables, sample=args.sample)
     emit(report, args.json, render(report))
     return EXIT_OK if report["ok"] else EXIT_RUNTIME
+
+
+async def report(args: argparse.Namespace, cfg: Config) -> int:
+    from .report import gather, render
+
+    target = resolve_target(cfg)
+    text = render(await gather(cfg, target), args.format)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return EXIT_OK

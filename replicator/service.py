@@ -218,7 +218,7 @@ class Replicator:
         cursor = min(marks) if marks else frozen.mark
         final = "done" if self.mode == "copy" else "streaming"
         await state.set_state(self.pg, final, cursor=cursor, schema_version=version)
-        await state.merge_info(self.pg, snapshot_done=True)
+        await state.merge_info(self.pg, snapshot_done=True, snapshot_finished_at=time.time())
         if self.mode == "copy":
             await self._load_targets()
             await self.final_phase()
@@ -540,6 +540,7 @@ class Replicator:
         errors = 0
         last_summary = time.monotonic()
         applied_since = 0
+        caught_up = bool((await state.load(self.pg)).info.get("caught_up_at"))  # type: ignore[union-attr]
         while not stop.is_set():
             try:
                 result = await self.step()
@@ -554,9 +555,13 @@ class Replicator:
             except Exception as exc:  # noqa: BLE001 - classified and counted
                 errors += 1
                 delay = await self._on_error(exc, errors)
+                with contextlib.suppress(Exception):
+                    await self.update_gauges()  # lag keeps growing while Postgres is away
                 await _sleep_or_stop(stop, delay)
                 continue
             await self.update_gauges()
+            if not caught_up and metrics.BACKLOG._value.get() == 0:
+                caught_up = await self._record_caught_up()
             if time.monotonic() - last_summary >= self.cfg.summary_interval:
                 _log.info(
                     "summary", applied=applied_since, cursor=self.cursor,
@@ -569,6 +574,17 @@ class Replicator:
                     await watcher.wait(self.cfg.poll_interval, stop)
                 else:
                     await _sleep_or_stop(stop, self.cfg.poll_interval)
+
+    async def _record_caught_up(self) -> bool:
+        """The first time the backlog left by the snapshot is gone: a timing for the report."""
+        assert self.pg is not None
+        st = await state.load(self.pg)
+        finished = (st.info.get("snapshot_finished_at") if st else None) or time.time()
+        seconds = round(time.time() - finished, 3)
+        await state.merge_info(self.pg, caught_up_at=time.time(), catch_up_seconds=seconds)
+        await state.event(self.pg, "caught_up", seconds=seconds, cursor=self.cursor)
+        _log.info("caught_up", seconds_after_snapshot=seconds)
+        return True
 
     async def _more(self) -> bool:
         assert self.tail is not None
@@ -596,6 +612,8 @@ class Replicator:
         with contextlib.suppress(Exception):
             assert self.pg is not None
             await state.set_state(self.pg, "error", error=log.scrub(message))
+            if errors == 1:
+                await state.event(self.pg, "error", None, kind=kind, error=log.scrub(message))
         self.schema_version = None  # look at the schema again before the next try
         return min(30.0, 2.0 * errors)
 

@@ -273,7 +273,7 @@ def _ruby_percent(src: str, i: int, m: re.Match, s: _Scanner) -> int:
 
 def _ruby_heredocs(src: str, j: int, pending: list, s: _Scanner) -> int:
     """Read the bodies of the heredocs opened on the previous line; returns where code resumes."""
-    for start, ident, squiggly, interp in pending:
+    for _start, ident, squiggly, interp in pending:
         end_m = re.compile(rf"^[ \t]*{ident}[ \t]*$", re.M).search(src, j)
         body_end = end_m.start() if end_m else len(src)
         body = src[j:body_end]
@@ -283,7 +283,7 @@ def _ruby_heredocs(src: str, j: int, pending: list, s: _Scanner) -> int:
             body, has = _interpolate(unescape(body), _RUBY_INTERP, s)
         else:
             has = False
-        s.out.append(Literal(body, line_of(src, start), has))
+        s.out.append(Literal(body, line_of(src, j), has))  # the line where the body starts
         j = src.find("\n", end_m.end()) + 1 if end_m else len(src)
         if j == 0:
             j = len(src)
@@ -329,8 +329,8 @@ def _php_heredoc(src: str, i: int, m: re.Match, s: _Scanner) -> int:
         body = "\n".join(ln[len(indent):] if ln.startswith(indent) else ln
                          for ln in body.split("\n"))
     if nowdoc:
-        s.add(i, body)
+        s.add(m.end(), body)  # reported at the line where the body starts
     else:
         text, interp = _interpolate(unescape(body), _PHP_INTERP, s)
-        s.add(i, text, interp)
+        s.add(m.end(), text, interp)
     return end_m.end() if end_m else len(src)

@@ -1,0 +1,248 @@
+"""``replicator report``: the migration report a team keeps.
+
+What moved (tables, rows, bytes), the type mapping and every conversion, quarantined rows, the
+schema before and after, verification, timings (snapshot, catch-up, write freeze), how to roll
+this migration back, and what went wrong in this run. One data structure, three renderings.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from . import __version__, ddl, state
+from .config import Config
+from .dsn import TargetDSN
+from .errors import StateError
+from .source import inspect, open_source
+from .target import connect, qualified
+
+_HINTS = {
+    "drift": "A schema change in SQLite that the daemon does not follow (a dropped or renamed "
+             "table). Undo it, or uninstall and start the migration again.",
+    "target": "Postgres was unreachable or dropped the connection (Neon suspends idle computes "
+              "and restarts for updates). The daemon retries with backoff; check `doctor`.",
+    "source": "The SQLite file changed under the daemon (replaced, restored, log dropped).",
+    "bad_value": "A value no Postgres column can hold exactly, with on_bad_value = \"fail\". Fix "
+                 "the row in SQLite or switch the column to quarantine.",
+}
+
+
+async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
+    pg = await connect(target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify)
+    try:
+        st = await state.load(pg)
+        if st is None:
+            raise StateError("report: the target holds no replication to report on")
+        tables = await state.tables(pg)
+        return {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tool": f"replicator {__version__}",
+            "source": str(cfg.source),
+            "target": target.masked,
+            "state": st.state,
+            "mode": st.mode,
+            "error": st.error,
+            "moved": await _moved(pg, cfg, tables),
+            "mapping": _mapping(tables),
+            "quarantine": await _quarantine(pg),
+            "schema": {"before": _before(cfg), "after": _after(cfg, tables),
+                       "objects": (st.info.get("cutover") or {}).get("objects")
+                       or st.info.get("final_objects") or []},
+            "verification": {"last": st.info.get("last_verify"),
+                             "at_cutover": (st.info.get("cutover") or {}).get("verification")},
+            "timings": _timings(st.info),
+            "rollback": _rollback(cfg, st),
+            "troubleshooting": await _trouble(pg, st, tables),
+        }
+    finally:
+        await pg.close()
+
+
+async def _moved(pg: asyncpg.Connection, cfg: Config, tables) -> list[dict[str, Any]]:
+    out = []
+    for name, t in tables.items():
+        rel = qualified(cfg.target_schema, t.pg_name)
+        row = await pg.fetchrow(f"SELECT count(*), pg_total_relation_size('{rel}') FROM {rel}")
+        out.append({"table": name, "pg_table": t.pg_name, "rows": row[0], "bytes": row[1],
+                    "copied_at_snapshot": t.rows_copied, "changes_applied": t.changes_applied})
+    return out
+
+
+def _mapping(tables) -> list[dict[str, Any]]:
+    return [{"table": name, "column": c.name, "declared": c.declared, "pg_column": c.pg_name,
+             "pg_type": c.pg_type, "rule": c.reason, "exact": c.exact,
+             "notes": list(c.notes) + list(c.problems)}
+            for name, t in tables.items() for c in t.plan.columns]
+
+
+async def _quarantine(pg: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await pg.fetch(f"SELECT tbl, key, column_name, reason, first_seen FROM "
+                          f"{state.SCHEMA}.quarantine ORDER BY tbl, first_seen LIMIT 500")
+    return [{"table": r[0], "key": json.loads(r[1]), "column": r[2], "reason": r[3],
+             "since": r[4].isoformat(timespec="seconds")} for r in rows]
+
+
+def _before(cfg: Config) -> list[str]:
+    try:
+        conn = open_source(cfg.source, readonly=True)
+    except Exception:  # noqa: BLE001 - the report still renders without the source
+        return ["(the SQLite file could not be opened)"]
+    try:
+        return [o[3] for o in inspect(conn).objects if o[3] and not o[1].startswith("sqlite_")]
+    finally:
+        conn.close()
+
+
+def _after(cfg: Config, tables) -> list[str]:
+    out = []
+    for t in tables.values():
+        out.append(ddl.create_table_sql(t.plan, cfg.target_schema))
+        out += ddl.default_sql(t.plan, cfg.target_schema)
+        out += ddl.snapshot_ddl(t.plan, cfg.target_schema)
+        out += ddl.final_ddl(t.plan)
+    return out
+
+
+def _timings(info: dict[str, Any]) -> dict[str, Any]:
+    cut = info.get("cutover") or {}
+    return {"snapshot_seconds": info.get("snapshot_seconds"),
+            "catch_up_seconds": info.get("catch_up_seconds"),
+            "freeze_window_ms": cut.get("freeze_window_ms"),
+            "freeze_breakdown_ms": cut.get("freeze_breakdown_ms")}
+
+
+def _rollback(cfg: Config, st: state.State) -> list[str]:
+    steps = [
+        f"Stop writes to Postgres, then lift the fence and remove every replicator object from "
+        f"SQLite: `replicator uninstall --source {cfg.source}` (the application's schema is left "
+        "byte-identical). Rows written to Postgres after cutover exist only there: export them "
+        "first if the application wrote any.",
+        "Point the application back at the SQLite file.",
+    ]
+    if st.info.get("backup"):
+        steps.append(f"The file as it was before the replicator first wrote to it is backed up at "
+                     f"{st.info['backup']} (gunzip it to restore).")
+    steps.append("On Neon, a branch created just before cutover is the rollback point for the "
+                 "Postgres side (reset the branch, or delete the migration branch).")
+    steps.append("`replicator uninstall --target-schema` also drops the _replicator bookkeeping.")
+    return steps
+
+
+async def _trouble(pg: asyncpg.Connection, st: state.State, tables) -> list[dict[str, Any]]:
+    events = await pg.fetch(f"SELECT at, kind, tbl, detail FROM {state.SCHEMA}.events "
+                            "WHERE kind IN ('error', 'resnapshot', 'add_columns') ORDER BY at")
+    out = []
+    for at, kind, tbl, detail in events:
+        d = json.loads(detail)
+        hint = _HINTS.get(d.get("kind", ""), "") if kind == "error" else \
+            "A schema change was followed by copying the table again." if kind == "resnapshot" \
+            else "ALTER TABLE ADD COLUMN was followed."
+        out.append({"at": at.isoformat(timespec="seconds"), "what": kind, "table": tbl,
+                    "detail": d.get("error") or d.get("reason") or d.get("columns"), "hint": hint})
+    if st.error:
+        out.append({"at": None, "what": "current error", "table": None, "detail": st.error,
+                    "hint": "`replicator status` shows it until the daemon recovers."})
+    for t in tables.values():
+        for idx in t.plan.indexes:
+            if idx.error:
+                out.append({"at": None, "what": "index", "table": t.name, "detail": idx.error,
+                            "hint": f"Original: {idx.original}"})
+    return out
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] | None]]:
+    """(title, paragraphs, table rows with a header row) for both text renderings."""
+    t = r["timings"]
+    moved = [["table", "Postgres table", "rows", "bytes", "changes applied"]] + [
+        [m["table"], m["pg_table"], m["rows"], m["bytes"], m["changes_applied"]] for m in r["moved"]]
+    mapping = [["column", "declared", "Postgres", "rule", "notes"]] + [
+        [f"{m['table']}.{m['column']}", m["declared"] or "-", m["pg_type"], m["rule"],
+         "; ".join(m["notes"])] for m in r["mapping"]]
+    quarantine = [["table", "key", "column", "reason"]] + [
+        [q["table"], json.dumps(q["key"]), q["column"], q["reason"]] for q in r["quarantine"]]
+    objects = [["object", "status", "detail"]] + [
+        [o.get("object"), o.get("status"), o.get("detail") or ""] for o in r["schema"]["objects"]]
+    trouble = [["when", "what", "table", "detail", "hint"]] + [
+        [x["at"] or "-", x["what"], x["table"] or "-", str(x["detail"]), x["hint"]]
+        for x in r["troubleshooting"]]
+    v = r["verification"]
+    return [
+        ("Summary", [f"Source: {r['source']}", f"Target: {r['target']}",
+                     f"State: {r['state']}" + (f" (error: {r['error']})" if r["error"] else ""),
+                     f"Generated {r['generated_at']} by {r['tool']}"], None),
+        ("What was migrated", [f"{sum(m['rows'] for m in r['moved'])} rows in "
+                               f"{len(r['moved'])} tables"], moved),
+        ("Type mapping and conversions", [], mapping),
+        ("Quarantined rows", [f"{len(r['quarantine'])} row(s) could not move exactly; their raw "
+                              "values are kept losslessly in _replicator.quarantine"], quarantine),
+        ("Schema objects", ["Constraints, triggers, views and sequences as created at cutover"],
+         objects),
+        ("Verification", [f"Last verification: {json.dumps(v['last'])}",
+                          f"At cutover: {json.dumps(v['at_cutover'])}"], None),
+        ("Timings", [f"Snapshot: {t['snapshot_seconds']} s", f"Catch-up after the snapshot: "
+                     f"{t['catch_up_seconds']} s", f"Write freeze at cutover: "
+                     f"{t['freeze_window_ms']} ms {t['freeze_breakdown_ms'] or ''}"], None),
+        ("Rollback procedure", r["rollback"], None),
+        ("Troubleshooting", ["Errors and schema changes seen in this run"], trouble),
+        ("Schema before (SQLite)", ["```sql", *r["schema"]["before"], "```"], None),
+        ("Schema after (Postgres)", ["```sql", *[s + ";" for s in r["schema"]["after"]], "```"], None),
+    ]
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    out = [f"# Migration report: {r['source']}", ""]
+    for title, paras, rows in _sections(r):
+        out += [f"## {title}", ""]
+        in_code = False
+        for p in paras:
+            in_code = not in_code if p.startswith("```") else in_code
+            out.append(p if in_code or p.startswith("```") else f"- {p}" if title in (
+                "Summary", "Timings", "Rollback procedure") else p)
+        if rows and len(rows) > 1:
+            out.append("")
+            out.append("| " + " | ".join(map(str, rows[0])) + " |")
+            out.append("|" + "---|" * len(rows[0]))
+            out += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
+                    for row in rows[1:]]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_html(r: dict[str, Any]) -> str:
+    esc = html.escape
+    out = ["<!doctype html><meta charset='utf-8'>",
+           f"<title>Migration report: {esc(r['source'])}</title>",
+           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
+           "font-size:90%;vertical-align:top}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
+           f"<h1>Migration report: {esc(r['source'])}</h1>"]
+    for title, paras, rows in _sections(r):
+        out.append(f"<h2>{esc(title)}</h2>")
+        if paras and paras[0].startswith("```"):
+            out.append("<pre>" + esc("\n".join(p for p in paras if not p.startswith("```"))) + "</pre>")
+        else:
+            out += [f"<p>{esc(p)}</p>" for p in paras]
+        if rows and len(rows) > 1:
+            out.append("<table><tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in rows[0]) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                    for row in rows[1:]]
+            out.append("</table>")
+    return "\n".join(out) + "\n"
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(report, indent=2, default=str)
+    return render_html(report) if fmt == "html" else render_markdown(report)
+
+
+__all__ = ["gather", "render", "time"]
