@@ -64,6 +64,8 @@ class Config:
     tls_verify: bool = True
     connect_timeout: float = 15.0
     drain_timeout: float = 30.0
+    verify_interval: float = 6 * 3600.0
+    verify_rate: float = 20_000.0
     columns: dict[tuple[str, str], ColumnOverride] = field(default_factory=dict)
 
     @property
@@ -111,6 +113,8 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("replication", "include"): ("include", list, None),
     ("replication", "exclude"): ("exclude", list, None),
     ("replication", "drain_timeout"): ("drain_timeout", (int, float), lambda v: 0 < v <= 3600),
+    ("verify", "interval"): ("verify_interval", (int, float), lambda v: v >= 0),
+    ("verify", "rate"): ("verify_rate", (int, float), lambda v: v > 0),
     ("metrics", "addr"): ("metrics_addr", str, None),
     ("metrics", "ready_max_lag"): ("ready_max_lag", (int, float), lambda v: v > 0),
     ("log", "level"): ("log_level", str, ("debug", "info", "warning", "error")),

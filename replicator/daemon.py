@@ -132,6 +132,8 @@ async def _main(
     health.state = "streaming"
     watcher = Watcher(cfg.source, force_polling=cfg.force_polling)
     tg.create_task(watcher.run(loop_stop))
+    if cfg.verify_interval > 0:
+        tg.create_task(background_verify(cfg, rep.target, loop_stop))
     try:
         await rep.stream(stop, watcher)
     except Done:
@@ -141,6 +143,31 @@ async def _main(
         return EXIT_OK
     _log.info("replicator_stopped", cursor=rep.cursor)
     return EXIT_OK
+
+
+async def background_verify(cfg: Config, target: TargetDSN, stop: asyncio.Event) -> None:
+    """A full verification at a low rate once streaming has caught up, then every interval.
+    Each clean pass is recorded, so cutover verifies only what changed since."""
+    from .verify import verify
+
+    delay = 5.0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        if metrics.BACKLOG._value.get() > 1000:  # catch up first
+            delay = 10.0
+            continue
+        try:
+            report = await verify(cfg, target, rate=cfg.verify_rate)
+            _log.info("background_verify", ok=report["ok"], rows=report["rows"],
+                      seconds=report["seconds"],
+                      differences=[t["table"] for t in report["tables"] if not t["ok"]])
+        except Exception as exc:  # noqa: BLE001 - verification must never stop replication
+            metrics.ERRORS.labels("verify").inc()
+            _log.warning("background_verify_failed", error=f"{type(exc).__name__}: {exc}")
+        delay = cfg.verify_interval
 
 
 def install_signal_handlers(stop: asyncio.Event, force_after: float) -> None:

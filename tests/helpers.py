@@ -41,12 +41,14 @@ class Daemon:
     """``replicator run`` as a child process, logs to a file."""
 
     def __init__(self, source: Path, target: str, *extra: str, log: Path | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, config: str = "[verify]\ninterval = 0\n"):
         self.log = log or source.with_name(source.name + f".daemon-{time.time_ns()}.log")
+        self.config = source.with_name(source.name + f".daemon-{time.time_ns()}.toml")
+        self.config.write_text(config)  # background verification off unless a test asks for it
         self.fh = open(self.log, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "replicator", "run", "--source", str(source), "--target", target,
-             "--metrics-addr", "off", "--log-format", "json", *extra],
+             "--metrics-addr", "off", "--log-format", "json", "--config", str(self.config), *extra],
             stdout=self.fh, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, **(env or {})},
         )

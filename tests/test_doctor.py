@@ -81,7 +81,7 @@ def test_closed_port_fails_tcp_with_advice(target_dsn):
     assert checks["rest"].startswith("skip")
 
 
-def test_unverifiable_certificate_fails_then_passes_with_its_ca(tls_pg):
+def test_unverifiable_certificate_fails_then_passes_with_its_ca(tls_pg):  # noqa: F811
     proc = doctor("--target", tls_pg.dsn(sslmode="verify-full"))
     assert proc.returncode == 1, proc.stdout
     tls = lines(proc.stdout)["tls"]

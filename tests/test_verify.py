@@ -114,3 +114,26 @@ async def test_sample_and_tables_options(copied):
     code, report = verify(db, dsn, "--sample", "0.2", "--tables", "Track,Album")
     assert code == 0 and [t["table"] for t in report["tables"]] == ["Track", "Album"]
     assert 0 < table(report, "Track")["matched"] < 3503
+
+
+async def test_the_daemon_verifies_in_the_background_and_records_it(chinook, target_dsn):
+    from .helpers import Daemon, wait_for
+
+    daemon = Daemon(chinook, target_dsn, config="[verify]\ninterval = 1\nrate = 100000\n")
+    try:
+        async def recorded():
+            conn = await asyncpg.connect(target_dsn)
+            try:
+                if not await conn.fetchval("SELECT to_regclass('_replicator.state') IS NOT NULL"):
+                    return False
+                info = await conn.fetchval("SELECT info FROM _replicator.state")
+            finally:
+                await conn.close()
+            last = json.loads(info or "{}").get("last_verify") or {}
+            return last.get("full") and last.get("ok")
+
+        await wait_for(recorded, 60, "a background verification on record", daemon)
+        passes = [e for e in daemon.events() if e["event"] == "background_verify"]
+        assert passes and passes[0]["ok"] and passes[0]["rows"] == 15607
+    finally:
+        daemon.stop()

@@ -9,6 +9,8 @@ from .catalog import Catalog, ColumnInfo, TableInfo
 from .traps import Trap, make
 
 NUMBER_TYPES = ("bigint", "numeric", "double precision")
+# Postgres types the copy gives columns whose SQLite values are text or 0/1 integers
+MAPPED = ("timestamptz", "timestamp", "date", "boolean", "uuid", "json", "jsonb")
 
 
 class Ctx:
