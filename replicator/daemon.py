@@ -15,6 +15,7 @@ from .config import Config, parse_addr
 from .dsn import TargetDSN
 from .errors import EXIT_OK, ReplicatorError
 from .service import Done, Replicator
+from .snapshot import Interrupted
 from .tail import Watcher
 
 _log = log.get("daemon")
@@ -81,11 +82,12 @@ def _route(path: str, health: Health) -> tuple[str, str, bytes]:
 async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *, progress=None) -> int:
     """Install capture, snapshot, stream until ``stop`` or cutover; returns the exit code."""
     health = Health(cfg)
-    metrics.set_state("new")
+    metrics.initialize()
     metrics.UP.set(1)
     loop_stop = asyncio.Event()  # stops the helpers once the main work returns
     bound: asyncio.Future = asyncio.get_running_loop().create_future()
     rep = Replicator(cfg, target, mode="run", progress=progress)
+    rep.stop = stop
     code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as tg:
@@ -126,7 +128,16 @@ async def _main(
     health.state = st.state
     _log.info("replicator_started", source=str(cfg.source), target=rep.target.masked,
               state=st.state, cursor=st.cursor)
-    await rep.snapshot_phase()
+    snapshot_gauges = tg.create_task(_snapshot_gauges(cfg, health))
+    if not st.info.get("snapshot_done"):
+        health.state = "snapshot"
+    try:
+        await rep.snapshot_phase()
+    except Interrupted as exc:
+        _log.info("snapshot_interrupted", table=str(exc), detail="resumes from the last chunk")
+        return EXIT_OK
+    finally:
+        snapshot_gauges.cancel()
     if stop.is_set():
         return EXIT_OK
     health.state = "streaming"
@@ -143,6 +154,26 @@ async def _main(
         return EXIT_OK
     _log.info("replicator_stopped", cursor=rep.cursor)
     return EXIT_OK
+
+
+async def _snapshot_gauges(cfg: Config, health: Health) -> None:
+    """While the snapshot runs, the changes it will have to catch up on keep being measured."""
+    from .source import LOG_TABLE, open_source, qi
+
+    def read() -> tuple[int, float | None]:
+        conn = open_source(cfg.source, readonly=True)
+        try:
+            row = conn.execute(f"SELECT count(*), min(ts) FROM {qi(LOG_TABLE)}").fetchone()
+            return int(row[0]), row[1]
+        finally:
+            conn.close()
+
+    while health.state in ("new", "snapshot"):
+        with contextlib.suppress(Exception):
+            backlog, oldest = await asyncio.to_thread(read)
+            metrics.BACKLOG.set(backlog)
+            metrics.LAG_SECONDS.set(max(0.0, time.time() - oldest) if oldest else 0.0)
+        await asyncio.sleep(2)
 
 
 async def background_verify(cfg: Config, target: TargetDSN, stop: asyncio.Event) -> None:

@@ -175,21 +175,13 @@ def _probe(addr: str, target: TargetDSN, ctx: ssl.SSLContext, timeout: float) ->
         answer = sock.recv(1)
         if answer != b"S":
             raise _NoTLS()
-        host = target.host if not _is_ip(target.host) else None
-        with ctx.wrap_socket(sock, server_hostname=host) as tls:
+        # an IP address is matched against the certificate's IP entries; no SNI is sent for it
+        with ctx.wrap_socket(sock, server_hostname=target.host.strip("[]")) as tls:
             return f"{tls.version()}, {tls.cipher()[0]}"
 
 
 class _NoTLS(Exception):
     """The server answered the SSLRequest with 'N'."""
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.strip("[]"))
-        return True
-    except OSError:
-        return False
 
 
 def _contexts(target: TargetDSN) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -226,7 +218,7 @@ async def _tls(target: TargetDSN, addr: str, timeout: float) -> Check:
         return Check("tls", "ok", "not offered by the server (loopback: plain connection)")
     except ssl.SSLCertVerificationError as exc:
         return await _unverified(target, addr, timeout, lax, ca, exc)
-    except (OSError, ssl.SSLError, TimeoutError) as exc:
+    except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
         return Check("tls", "fail", f"TLS handshake failed: {_err(exc)}")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+disable_created_metrics()  # the *_created series only add noise to every scrape
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 STATES = ("new", "snapshot", "streaming", "cutover", "done", "error")
@@ -105,3 +106,13 @@ UP = Gauge(
 def set_state(state: str) -> None:
     for name in STATES:
         STATE.labels(name).set(1 if name == state else 0)
+
+
+ERROR_KINDS = ("target", "source", "drift", "bad_value", "runtime", "verify", "startup", "state")
+
+
+def initialize() -> None:
+    """Create every labelled series at 0, so rules can use increase() from the first error."""
+    for kind in ERROR_KINDS:
+        ERRORS.labels(kind)
+    set_state("new")

@@ -51,6 +51,7 @@ class Replicator:
         self.cfg, self.target, self.mode = cfg, target, mode
         self.schema = cfg.target_schema
         self.progress = progress
+        self.stop: asyncio.Event | None = None  # set by the daemon: a signal stops the snapshot
         self.pg: asyncpg.Connection | None = None
         self.writer: sqlite3.Connection | None = None
         self.tail: Tail | None = None
@@ -266,7 +267,7 @@ class Replicator:
                 )
                 await state.update_table(self.pg, table.name, snapshot_seq=frozen.mark)
         copier = snapshot.TableCopier(
-            self.pg, frozen, plan, self.schema, census=cen, progress=self.progress
+            self.pg, frozen, plan, self.schema, census=cen, progress=self.progress, stop=self.stop
         )
         result = await copier.run(resume_after=after, done_rows=rows)
         status = "copied" if self.mode == "copy" else state.STREAMING
@@ -410,6 +411,8 @@ class Replicator:
         st = await state.load(self.pg)
         if st is not None and st.state == "done":
             raise Done()
+        if st is not None and st.state == "cutover":
+            metrics.set_state("cutover")
 
     # -- drift -----------------------------------------------------------------------------------
 
@@ -537,6 +540,9 @@ class Replicator:
         await self.tail.open()
         await state.set_state(self.pg, "streaming")
         metrics.set_state("streaming")
+        last = await self.pg.fetchval(f"SELECT extract(epoch FROM updated_at) FROM {state.SCHEMA}.state")
+        metrics.LAST_APPLY.set(float(last or 0))
+        metrics.CURSOR.set(self.cursor)
         errors = 0
         last_summary = time.monotonic()
         applied_since = 0

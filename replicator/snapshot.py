@@ -111,6 +111,10 @@ def open_frozen_direct(source: Path, busy_timeout_ms: int) -> Frozen:
     return Frozen(conn=conn, mark=mark, path=None)
 
 
+class Interrupted(Exception):
+    """A stop was requested between two committed chunks; the copy resumes on the next run."""
+
+
 @dataclass
 class CopyResult:
     rows: int
@@ -130,10 +134,12 @@ class TableCopier:
         *,
         census: TableCensus | None,
         progress: ProgressFn | None = None,
+        stop: asyncio.Event | None = None,
     ):
         self.pg, self.frozen, self.plan, self.schema = pg, frozen, plan, schema
         self.census = census
         self.progress = progress
+        self.stop = stop
         self.total = census.rows if census else 0
         self.columns = write_columns(plan)
         self.project = write_projection(plan)
@@ -180,6 +186,8 @@ class TableCopier:
         while True:
             try:
                 async for chunk in self._iter_chunks(safe, after, rows):
+                    if self.stop is not None and self.stop.is_set() and per_chunk_txn:
+                        raise Interrupted(self.plan.name)  # committed chunks resume next time
                     good, bad, last = self._convert(chunk, safe)
                     await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     after = last if last is not None else after

@@ -62,6 +62,15 @@ class Daemon:
                 continue
         return out
 
+    async def started(self, timeout: float = 30) -> None:
+        """Until the daemon has its signal handlers (it logged that it started)."""
+        deadline = time.monotonic() + timeout
+        while not any(e.get("event") == "replicator_started" for e in self.events()):
+            self.assert_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError("daemon did not start")
+            await asyncio.sleep(0.05)
+
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)

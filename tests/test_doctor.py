@@ -87,6 +87,12 @@ def test_unverifiable_certificate_fails_then_passes_with_its_ca(tls_pg):  # noqa
     tls = lines(proc.stdout)["tls"]
     assert tls.startswith("FAIL") and "does not verify" in tls and "sslrootcert" in tls
 
+    by_ip = tls_pg.dsn(sslmode="verify-full", sslrootcert=str(tls_pg.ca)).replace(
+        "@localhost:", "@127.0.0.1:")
+    proc = doctor("--target", by_ip)
+    assert proc.returncode == 1, proc.stdout
+    assert "not valid for host '127.0.0.1'" in proc.stdout, proc.stdout
+
     proc = doctor("--target", tls_pg.dsn(sslmode="verify-full", sslrootcert=str(tls_pg.ca)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checks = lines(proc.stdout)

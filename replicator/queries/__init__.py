@@ -11,3 +11,6 @@ catalogue of explanations), ``rules`` and ``timefuncs`` (detection and rewrites)
 (one statement), ``scan`` (a source tree), ``compare``/``replay``/``advise`` (both databases),
 ``report`` (text, Markdown, JSON) and ``cli`` (the commands).
 """
+
+DRIVERS = ("asyncpg", "psycopg", "node-postgres", "neon")  # placeholder styles: $n, or %s
+DEFAULT_SEQ_ROWS = 10_000  # advise on sequential scans of tables larger than this

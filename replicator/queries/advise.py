@@ -9,14 +9,14 @@ every ``ON DELETE`` check on it scans the table.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
 
 import asyncpg
 
+from . import DEFAULT_SEQ_ROWS
 from .catalog import Catalog
-
-DEFAULT_SEQ_ROWS = 10_000
 
 
 @dataclass
@@ -138,8 +138,6 @@ async def table_rows(pg: asyncpg.Connection, schema: str, table: str) -> float:
     if n is not None and n >= 0:
         return float(n)
     rows = await pg.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {qi(schema)}.{qi(table)}")
-    import json
-
     plan = json.loads(rows) if isinstance(rows, str) else rows
     return float(plan[0]["Plan"].get("Plan Rows", 0))
 

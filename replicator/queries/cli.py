@@ -15,10 +15,9 @@ from pathlib import Path
 from .. import log
 from ..dsn import TargetDSN, parse_target
 from ..errors import ConfigError, ReplicatorError
-from .advise import DEFAULT_SEQ_ROWS
+from . import DEFAULT_SEQ_ROWS, DRIVERS
 
 COMMANDS = ("queries", "doctor")
-_DRIVERS = ("asyncpg", "psycopg", "node-postgres", "neon")
 _FORMATS = ("text", "md", "json")
 
 
@@ -30,7 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = qsub.add_parser("scan", help="find SQL in source code; flag SQLite-only constructs "
                         "and give the Postgres translation")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    p.add_argument("--driver", choices=_DRIVERS, default="asyncpg",
+    p.add_argument("--driver", choices=DRIVERS, default="asyncpg",
                    help="placeholder style: $1 (asyncpg, node-postgres, neon) or %%s (psycopg)")
     p.add_argument("--source", type=Path, help="the SQLite database, for type-aware checks")
     p.add_argument("--format", choices=_FORMATS, default="text")

@@ -46,12 +46,15 @@ class Ctx:
             self.names |= {c.name.lower() for c in ta.columns}
 
     def flag(self, code: str, node: exp.Expression | str | None = None, **kw) -> None:
-        """Record a finding once per (code, snippet)."""
+        """Record a finding once per (code, snippet), and once per identical explanation."""
         snippet = node if isinstance(node, str) else src(node) if node is not None else ""
         if (code, snippet) in self._seen:
             return
         self._seen.add((code, snippet))
-        self.traps.append(make(code, snippet, **kw))
+        trap = make(code, snippet, **kw)
+        if any(t.code == code and t.message == trap.message for t in self.traps):
+            return
+        self.traps.append(trap)
 
     def column(self, col: exp.Expression) -> ColumnInfo | None:
         """The catalog column a Column node refers to, when it can be told."""

@@ -27,13 +27,11 @@ _NO_FUNCTION = {
     "sqlite_source_id": "",
     "hex": ": use upper(encode(convert_to(x, 'UTF8'), 'hex'))",
     "unhex": ": use decode(x, 'hex')",
-    "instr": "",
 }
 _HINTS = ("likely", "unlikely", "likelihood")
 
 
-
-def _least_greatest(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+def least_greatest(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     args = [node.this, *node.expressions]
     if all(isinstance(a, exp.Literal) for a in args):
         return None
@@ -50,11 +48,11 @@ def _least_greatest(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
 # -- functions ------------------------------------------------------------------------------------
 
 
-def _anonymous(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
+def anonymous(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
     name = node.name.lower()
     args = node.expressions
     if name in timefuncs.TIME_FUNCS:
-        return _time(node, name, list(args), ctx)
+        return time_call(node, name, list(args), ctx)
     if name == "total" and len(args) == 1:
         ctx.flag("total", node, fixed=True)
         return template("CAST(COALESCE(SUM(_1), 0) AS DOUBLE PRECISION)", args[0])
@@ -70,7 +68,7 @@ def _anonymous(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
     return None
 
 
-def _time(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expression | None:
+def time_call(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expression | None:
     value = args[1] if name == "strftime" and len(args) > 1 else args[0] if args else None
     value_type = ctx.pg_type(value) if isinstance(value, exp.Column) else None
     if isinstance(value, exp.Column) and value_type in MAPPED:
@@ -85,7 +83,7 @@ def _time(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expressi
         ctx.flag("time-now", node, fixed=True)
     if res.month_math:
         ctx.flag("time-month", node)
-    other = _compared_with(node)
+    other = compared_with(node)
     other_type = ctx.pg_type(other) if other is not None else None
     if res.ts is not None and other_type in TEMPORAL:
         # a timestamptz column compared with SQLite's text form: compare as time instead
@@ -97,29 +95,29 @@ def _time(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expressi
     return res.node
 
 
-_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
+COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
 
 
-def _compared_with(node: exp.Expression) -> exp.Expression | None:
+def compared_with(node: exp.Expression) -> exp.Expression | None:
     parent = node.parent
-    if isinstance(parent, _COMPARISONS):
+    if isinstance(parent, COMPARISONS):
         return parent.expression if node is parent.this else parent.this
     if isinstance(parent, exp.Between):
         return parent.this if node is not parent.this else None
     return None
 
 
-def _date(node: exp.Date, ctx: Ctx) -> exp.Expression | None:
+def date(node: exp.Date, ctx: Ctx) -> exp.Expression | None:
     args = ([node.this] if node.this is not None else []) + list(node.expressions)
-    return _time(node, "date", args, ctx)
+    return time_call(node, "date", args, ctx)
 
 
-def _time_to_str(node: exp.TimeToStr, ctx: Ctx) -> exp.Expression | None:
+def time_to_str(node: exp.TimeToStr, ctx: Ctx) -> exp.Expression | None:
     value = node.this.this if isinstance(node.this, exp.TsOrDsToTimestamp) else node.this
-    return _time(node, "strftime", [node.args["format"], value], ctx)
+    return time_call(node, "strftime", [node.args["format"], value], ctx)
 
 
-def _current(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+def current(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     if ctx.ddl or node.find_ancestor(exp.ColumnDef):
         return None
     name, fmt, pg = {
@@ -131,7 +129,7 @@ def _current(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     return func("TO_CHAR", template("now() AT TIME ZONE 'UTC'"), exp.Literal.string(fmt))
 
 
-def _typeof(node: exp.Typeof, ctx: Ctx) -> exp.Expression | None:
+def typeof(node: exp.Typeof, ctx: Ctx) -> exp.Expression | None:
     ctx.flag("typeof", node, fixed=True)
     return template(
         "CASE WHEN _1 IS NULL THEN 'null' "
@@ -144,7 +142,7 @@ def _typeof(node: exp.Typeof, ctx: Ctx) -> exp.Expression | None:
         "WHEN pg_typeof(_1) = 'bytea'::regtype THEN 'blob' ELSE 'text' END", node.this)
 
 
-def _substring(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
+def substring(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
     start = node.args.get("start")
     value = number_value(start)
     if value is not None and value >= 0:
@@ -163,7 +161,7 @@ def _substring(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
     return template("SUBSTRING(_1 FROM LENGTH(_1) + 1 - _2 FOR _3)", node.this, n, length)
 
 
-def _rand(node: exp.Rand, ctx: Ctx) -> exp.Expression | None:
+def rand(node: exp.Rand, ctx: Ctx) -> exp.Expression | None:
     parent = node.parent
     if isinstance(parent, exp.Abs) and isinstance(parent.parent, exp.Mod):
         return None  # abs(random()) % n: rewritten by _mod
@@ -175,13 +173,13 @@ def _rand(node: exp.Rand, ctx: Ctx) -> exp.Expression | None:
 
 
 
-def _json(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+def json_func(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     name = src(node).split("(", 1)[0].lower()
     ctx.flag("json", node, name=name)
     return None
 
 
-def _no_function(name: str):
+def no_function(name: str):
     def rule(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
         ctx.flag("no-function", node, name=name, hint=_NO_FUNCTION.get(name, ""))
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import statistics
 import time
@@ -133,6 +134,9 @@ class Replayer:
             res.reason = f"refused: not a read-only query ({tr.kind}); nothing was executed"
             return res
         params = find_params(q.sql)
+        if re.search(r"__expr\d+__", q.sql):
+            res.reason = "built by string interpolation in the source; nothing to replay"
+            return res
         if params and q.params is None:
             res.reason = ("has bind parameters; add a '-- params: [...]' line to replay it")
             return res
@@ -158,14 +162,15 @@ class Replayer:
         try:
             rows_s, res.sqlite_ms = await asyncio.to_thread(self._sqlite, q.sql, sqlite_args)
         except sqlite3.Error as exc:
-            res.status, res.reason = "failed", f"SQLite: {exc}"
+            res.status, res.reason = "failed", f"SQLite: {' '.join(str(exc).split())}"
             return
         try:
             rows_p, res.pg_ms = await self._postgres(pg_sql, pg_args)
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             state = getattr(exc, "sqlstate", None)
             res.status = "failed"
-            res.reason = log.scrub(f"Postgres: {exc}" + (f" [{state}]" if state else ""))
+            text = " ".join(str(exc).split())
+            res.reason = log.scrub(f"Postgres: {text}" + (f" [{state}]" if state else ""))
             res.sqlite_rows = len(rows_s)
             return
         res.sqlite_rows, res.pg_rows = len(rows_s), len(rows_p)

@@ -21,23 +21,25 @@ def one_line(sql: str | None) -> str:
 def render_scan(report: ScanReport, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(report.to_json(), indent=2, default=str)
-    parts = [_scan_md(f) if fmt == "md" else _scan_text(f) for f in report.findings]
+    psycopg = report.driver == "psycopg"
+    parts = [_scan_md(f, psycopg) if fmt == "md" else _scan_text(f, psycopg)
+             for f in report.findings]
     summary = _scan_summary(report)
     if fmt == "md":
         return "# SQL found in the application\n\n" + summary + "\n\n" + "\n".join(parts)
     return "\n".join(parts + [summary])
 
 
-def _params(f: Finding) -> str:
+def _params(f: Finding, psycopg: bool) -> str:
     params = f.translation.params
     if not params:
         return ""
-    if f.translation.postgres and "%s" in f.translation.postgres:
+    if psycopg:
         return "params (in order): " + ", ".join(params)
     return "params: " + ", ".join(f"${i + 1}={p}" for i, p in enumerate(params))
 
 
-def _scan_text(f: Finding) -> str:
+def _scan_text(f: Finding, psycopg: bool) -> str:
     tr = f.translation
     head = f"{f.file}:{f.line}  [{tr.severity or 'ok'}]"
     lines = [head, f"  sqlite:   {one_line(tr.original)}"]
@@ -45,9 +47,9 @@ def _scan_text(f: Finding) -> str:
         lines.append(f"  error:    {tr.error}")
     else:
         lines.append(f"  postgres: {one_line(tr.postgres) or '(no translation)'}")
-    if _params(f):
-        lines.append(f"  {_params(f)}" + ("  (tagged template: the driver binds ${...})"
-                                          if f.tagged else ""))
+    if _params(f, psycopg):
+        lines.append(f"  {_params(f, psycopg)}" + ("  (tagged template: the driver binds "
+                                                   "${...})" if f.tagged else ""))
     for t in tr.traps:
         state = "fixed" if t.fixed else _MARK[t.severity]
         lines.append(f"  - {state:7} {t.code}: {t.message}")
@@ -56,7 +58,7 @@ def _scan_text(f: Finding) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scan_md(f: Finding) -> str:
+def _scan_md(f: Finding, psycopg: bool) -> str:
     tr = f.translation
     out = [f"## `{f.file}:{f.line}` — {tr.severity or 'ok'}", "", "```sql", tr.original, "```",
            ""]
@@ -64,8 +66,8 @@ def _scan_md(f: Finding) -> str:
         out += [f"Not parsed: {tr.error}", ""]
     else:
         out += ["Postgres:", "", "```sql", tr.postgres or "-- no translation", "```", ""]
-    if _params(f):
-        out += [_params(f), ""]
+    if _params(f, psycopg):
+        out += [_params(f, psycopg), ""]
     for t in tr.traps:
         state = "fixed" if t.fixed else t.severity
         out.append(f"- **{t.code}** ({state}): {t.message}"
@@ -111,7 +113,8 @@ def _expect(r: QueryResult) -> str:
 
 
 def _replay_text(r: QueryResult) -> str:
-    lines = [f"{r.status:9} {r.name}  [{r.origin}]  {_timing(r)}{_expect(r)}"]
+    where = f"  [{r.origin}]" if r.origin != r.name and not r.origin.endswith(r.name) else ""
+    lines = [f"{r.status:9} {r.name}{where}  {_timing(r)}{_expect(r)}"]
     if r.reason:
         lines.append(f"          {r.reason}")
     if r.status == "different":

@@ -18,23 +18,25 @@ from .build import cast, func, is_predicate, number_value, string_value, templat
 from .catalog import TEMPORAL, ColumnInfo
 from .context import MAPPED, NUMBER_TYPES, Ctx, src
 from .funcrules import (
-    _COMPARISONS,
-    _anonymous,
-    _current,
-    _date,
-    _json,
-    _least_greatest,
-    _no_function,
-    _rand,
-    _substring,
-    _time_to_str,
-    _typeof,
+    COMPARISONS,
+    anonymous,
+    current,
+    date,
+    json_func,
+    least_greatest,
+    no_function,
+    rand,
+    substring,
+    time_to_str,
+    typeof,
 )
 
 ROWID_NAMES = ("rowid", "_rowid_", "oid")
 _TEXT_CONTEXT = (exp.Substring, exp.DPipe, exp.Like, exp.Length, exp.GroupConcat, exp.Upper,
                  exp.Lower, exp.Trim, exp.StrPosition, exp.Concat, exp.Glob)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
 def apply(tree: exp.Expression, ctx: Ctx) -> exp.Expression:
     """Run every rule over ``tree`` bottom-up; returns the (possibly new) root."""
     root = tree
@@ -109,11 +111,28 @@ def _mapped(node: exp.Column, ctx: Ctx, info: ColumnInfo) -> exp.Expression | No
             return text
     if _projection(node):
         _mapped_projection(node, ctx, info)
-    elif isinstance(parent, (*_COMPARISONS, exp.Between)) and pg in TEMPORAL and any(
-            string_value(a) or isinstance(a, exp.Placeholder) for a in parent.args.values()
-            if isinstance(a, exp.Expression)):
-        ctx.flag("temporal-compare", parent, col=col, pg_type=pg)
+    elif isinstance(parent, (*COMPARISONS, exp.Between)) and pg in TEMPORAL:
+        others = [a for a in parent.args.values() if isinstance(a, exp.Expression) and a is not node]
+        if any(string_value(a) or isinstance(a, exp.Placeholder) for a in others):
+            ctx.flag("temporal-compare", parent, col=col, pg_type=pg,
+                     severity="differs" if _date_bound(parent, node, others) else None)
     return None
+
+
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _date_bound(parent: exp.Expression, col: exp.Expression, others: list) -> bool:
+    """A date-only literal as an inclusive upper bound or an equality: as text it sorts before
+    every time of that day (SQLite), as a time it is that day's midnight (Postgres)."""
+    dates = [a for a in others if _DATE_ONLY.fullmatch(string_value(a) or "")]
+    if not dates or (pg_time := col.parent) is None:
+        return False
+    if isinstance(parent, exp.Between):
+        return dates[-1] is parent.args.get("high")
+    flipped = parent.this is not col
+    upper = (exp.LTE, exp.GT) if not flipped else (exp.GTE, exp.LT)
+    return isinstance(pg_time, (exp.EQ, *upper))
 
 
 def _mapped_projection(node: exp.Column, ctx: Ctx, info: ColumnInfo) -> None:
@@ -149,19 +168,16 @@ def _rowid(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
 
 
 def _dq_string(node: exp.Column, ctx: Ctx) -> exp.Expression | None:
-    """SQLite reads a double-quoted word as a string when no column has that name."""
+    """SQLite reads a double-quoted word as a string when no column has that name. Without the
+    schema that cannot be decided: a word that does not look like a name is flagged."""
     name = node.name
-    if ctx.complete:
-        known = ctx.names | {c for t in ctx.tables.values() for c in t.columns}
-        known |= {t.name.lower() for t in ctx.tables.values()}
-        is_string = name.lower() not in known
-    elif not _IDENT.fullmatch(name):
-        is_string = True
-    else:
-        if name.lower() not in ctx.names:
+    if not ctx.complete:
+        if not _IDENT.fullmatch(name) and name.lower() not in ctx.names:
             ctx.flag("dq-ambiguous", node, text=name)
         return None
-    if not is_string:
+    known = ctx.names | {c for t in ctx.tables.values() for c in t.columns}
+    known |= {t.name.lower() for t in ctx.tables.values()}
+    if name.lower() in known:
         return None
     ctx.flag("dq-string", f'"{name}"', fixed=True, text=name)
     return exp.Literal.string(name)
@@ -285,6 +301,8 @@ def _collate(node: exp.Collate, ctx: Ctx) -> exp.Expression | None:
 
 
 def _numeric_float(node: exp.Expression, operands: list, ctx: Ctx) -> None:
+    if node.find_ancestor(exp.Round):
+        return  # rounded: the float error is gone on the SQLite side too
     for op in operands:
         classes = ctx.classes(op)
         if classes and ctx.pg_type(op) == "numeric" and "real" in classes:
@@ -432,22 +450,22 @@ RULES = {
     exp.Avg: _sum_avg,
     exp.DPipe: _dpipe,
     exp.GroupConcat: _group_concat,
-    exp.Least: _least_greatest,
-    exp.Greatest: _least_greatest,
+    exp.Least: least_greatest,
+    exp.Greatest: least_greatest,
     exp.Cast: _cast,
-    exp.Anonymous: _anonymous,
-    exp.Date: _date,
-    exp.TimeToStr: _time_to_str,
-    exp.CurrentTimestamp: _current,
-    exp.CurrentDate: _current,
-    exp.CurrentTime: _current,
-    exp.Typeof: _typeof,
-    exp.Substring: _substring,
-    exp.Rand: _rand,
+    exp.Anonymous: anonymous,
+    exp.Date: date,
+    exp.TimeToStr: time_to_str,
+    exp.CurrentTimestamp: current,
+    exp.CurrentDate: current,
+    exp.CurrentTime: current,
+    exp.Typeof: typeof,
+    exp.Substring: substring,
+    exp.Rand: rand,
     exp.If: _if,
     exp.Limit: _limit,
-    exp.JSONExtract: _json,
-    exp.JSONExtractScalar: _json,
-    exp.CurrentVersion: _no_function("sqlite_version"),
-    exp.Hex: _no_function("hex"),
+    exp.JSONExtract: json_func,
+    exp.JSONExtractScalar: json_func,
+    exp.CurrentVersion: no_function("sqlite_version"),
+    exp.Hex: no_function("hex"),
 }

@@ -38,7 +38,7 @@ def check_selects(tree: exp.Expression, ctx: Ctx) -> None:
         _order_text(sel, ctx)
     upper = [a.alias for a in tree.find_all(exp.Alias)
              if a.alias != a.alias.lower() and isinstance(a.parent, exp.Select)]
-    if upper and tree is not None and isinstance(tree, exp.Query):
+    if upper and isinstance(tree, exp.Query):
         ctx.flag("alias-case", ", ".join(upper), alias=", ".join(upper))
     if re.search(r"\bifnull\s*\(", masked(ctx.text), re.I):
         ctx.flag("ifnull", "ifnull()", fixed=True)
@@ -66,9 +66,13 @@ def _bare_columns(sel: exp.Select, ctx: Ctx) -> None:
     group = sel.args.get("group")
     if not group and not any(_aggregated(p) for p in projections):
         return
-    grouped = {g.sql(dialect="sqlite").lower() for g in (group.expressions if group else [])}
-    grouped_names = {g.name.lower() for g in (group.expressions if group else [])
-                     if isinstance(g, exp.Column)}
+    keys = list(group.expressions) if group else []
+    for i, g in enumerate(keys):  # GROUP BY 2 means the second output column
+        n = g.this if isinstance(g, exp.Literal) and not g.is_string else None
+        if n and n.isdigit() and 0 < int(n) <= len(projections):
+            keys[i] = projections[int(n) - 1]
+    grouped = {g.sql(dialect="sqlite").lower() for g in keys}
+    grouped_names = {g.name.lower() for g in keys if isinstance(g, exp.Column)}
     bare = []
     for alias_node, proj in zip(sel.expressions, projections, strict=True):
         if _aggregated(proj) or isinstance(proj, (exp.Star, exp.Literal)):

@@ -19,13 +19,12 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from . import rules, statements
+from . import DRIVERS, rules, statements
 from .catalog import Catalog
 from .context import Ctx, remember
 from .sqltext import code_start, double_quoted, find_params, first_keyword
 from .traps import Trap, make, worst
 
-DRIVERS = ("asyncpg", "psycopg", "node-postgres", "neon")
 _DDL_COMMAND = re.compile(
     r"\s*(CREATE\s+(UNIQUE\s+|TEMP\s+|TEMPORARY\s+|VIRTUAL\s+)*(TABLE|INDEX|VIEW|TRIGGER)"
     r"|ALTER\s+TABLE|DROP\s+(TABLE|INDEX|VIEW|TRIGGER))\b", re.I)
@@ -130,6 +129,8 @@ def _sentinels(sql: str) -> tuple[str, list]:
 
 def translate(sql: str, driver: str = "asyncpg", catalog: Catalog | None = None) -> Translation:
     """Translate one SQLite statement (leading comments allowed) for ``driver``."""
+    if driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {', '.join(DRIVERS)}, got {driver!r}")
     sql = sql[code_start(sql):].strip()
     text, params = _sentinels(sql)
     original = sql
@@ -145,7 +146,7 @@ def translate(sql: str, driver: str = "asyncpg", catalog: Catalog | None = None)
     if isinstance(tree, exp.Command):
         tr = Translation(original, "ddl" if _DDL_COMMAND.match(original) else "other", False,
                          None, traps=[make("unparsed", original[:60])])
-        tr.postgres, tr.params = _placeholders_text(original, params, driver)
+        tr.postgres, tr.params = _placeholders_text(original, driver)
         return tr
     ctx = Ctx(tree, catalog, double_quoted(text), text)
     remember(tree)
@@ -165,12 +166,30 @@ def _first_line(exc: Exception) -> str:
 
 
 def _identifiers(tree: exp.Expression, policy: str) -> None:
-    """Postgres names are the SQLite names ASCII-lower-cased (or preserved, then quoted)."""
+    """Postgres names are the SQLite names ASCII-lower-cased (or preserved, then quoted); a
+    name that is a keyword in Postgres (``user``, ``order``...) is quoted, else ``user`` would
+    mean current_user."""
     for ident in tree.find_all(exp.Identifier):
         if policy == "preserve":
             ident.set("quoted", True)
-        else:
-            ident.set("this", ident.name.translate(_LOWER))
+            continue
+        ident.set("this", ident.name.translate(_LOWER))
+        if ident.name in PG_KEYWORDS:
+            ident.set("quoted", True)
+
+
+# Postgres reserved key words, and those that can only be function or type names
+_KEYWORDS = """
+all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+collate collation column concurrently constraint create cross current_catalog current_date
+current_role current_schema current_time current_timestamp current_user default deferrable desc
+distinct do else end except false fetch for foreign freeze from full grant group having ilike in
+initially inner intersect into is isnull join lateral leading left like limit localtime
+localtimestamp natural not notnull null offset on only or order outer overlaps placing primary
+references returning right select session_user similar some symmetric system_user table
+tablesample then to trailing true union unique user using variadic verbose when where window
+with"""
+PG_KEYWORDS = frozenset(_KEYWORDS.split())
 
 
 _LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
@@ -224,16 +243,10 @@ def _sort_traps(traps: list[Trap], text: str) -> list[Trap]:
     return sorted(traps, key=pos)
 
 
-def _placeholders_text(original: str, params: list, driver: str) -> tuple[str, list[str]]:
+def _placeholders_text(original: str, driver: str) -> tuple[str, list[str]]:
     """Placeholders for text that could not be parsed (offsets are relative to the statement)."""
     params = find_params(original)
     text = original
     for k, p in reversed(list(enumerate(params))):
         text = text[:p.start] + f"__PARAM{k}__" + text[p.end:]
     return _substitute(text, params, driver, None)
-
-
-def known_driver(driver: str) -> str:
-    if driver not in DRIVERS:
-        raise ValueError(driver)
-    return driver

@@ -1,0 +1,206 @@
+"""Operations: metrics through the phases, health endpoints, signals, the single-instance lock."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
+from .test_crash import _writing_backend, big_app_db, write_backlog
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def metric(m: dict[str, float], name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return m.get(f"{name}{{{want}}}" if labels else name, 0.0)
+
+
+async def test_metrics_move_through_snapshot_streaming_error_and_cutover(tmp_path, target_dsn):
+    db = tmp_path / "app.db"
+    big_app_db(db, 300_000)
+    port = free_port()
+    daemon = Daemon(db, target_dsn, "--metrics-addr", f"127.0.0.1:{port}", "--log-level", "debug")
+    try:
+        async def in_snapshot():
+            try:
+                m = scrape(port)
+            except OSError:
+                return False
+            return metric(m, "replicator_state", state="snapshot") == 1 and \
+                metric(m, "replicator_snapshot_rows_total", table="events") > 0
+
+        await wait_for(in_snapshot, 60, "a scrape during the snapshot", daemon)
+        assert http_status(port, "/healthz") == 200 and http_status(port, "/readyz") == 503
+        await wait_caught_up(target_dsn, db, daemon)
+
+        async def streaming():
+            m = scrape(port)
+            return metric(m, "replicator_state", state="streaming") == 1 and \
+                metric(m, "replicator_backlog_changes") == 0
+
+        await wait_for(streaming, 30, "streaming metrics", daemon)
+        before = scrape(port)
+        assert metric(before, "replicator_snapshot_rows_total", table="readings") == 300_000
+        assert metric(before, "replicator_snapshot_tables_remaining") == 0
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+        conn.execute("UPDATE users SET name = 'x' WHERE id <= 10")
+        conn.execute("DELETE FROM orders WHERE id <= 3")
+        await wait_caught_up(target_dsn, db, daemon)
+
+        async def applied():
+            m = scrape(port)
+            return metric(m, "replicator_changes_applied_total", table="users", op="update") == 10 \
+                and metric(m, "replicator_changes_applied_total", table="orders", op="delete") == 3
+
+        await wait_for(applied, 30, "changes counted", daemon)
+        m = scrape(port)
+        assert metric(m, "replicator_lag_seconds") == 0 and metric(m, "replicator_up") == 1
+        assert metric(m, "replicator_apply_batch_seconds_count") >= 1
+        assert metric(m, "replicator_last_apply_timestamp_seconds") > time.time() - 60
+        assert http_status(port, "/readyz") == 200
+        # An error the daemon cannot follow: a dropped table.
+        conn.execute("DROP TABLE scratch")
+
+        async def errored():
+            m = scrape(port)
+            return metric(m, "replicator_state", state="error") == 1 and \
+                metric(m, "replicator_errors_total", kind="drift") >= 1
+
+        await wait_for(errored, 30, "error metrics", daemon)
+        assert http_status(port, "/readyz") == 503
+        assert cli("status", "--source", str(db), "--target", target_dsn, "--check").returncode == 1
+        conn.execute("CREATE TABLE scratch (v REAL)")  # put it back: the daemon recovers
+
+        async def recovered():
+            return metric(scrape(port), "replicator_state", state="streaming") == 1
+
+        await wait_for(recovered, 60, "recovery", daemon)
+        assert cli("status", "--source", str(db), "--target", target_dsn, "--check").returncode == 0
+        conn.close()
+        cli("cutover", "--source", str(db), "--target", target_dsn, check=True)
+        assert daemon.wait(30) == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill9()
+    await compare_all(db, target_dsn, expect_quarantined={})
+
+
+async def test_sigterm_mid_batch_commits_the_batch_and_resumes_exactly(tmp_path, target_dsn):
+    db = tmp_path / "app.db"
+    big_app_db(db, 150_000)
+    daemon = Daemon(db, target_dsn)
+    await wait_caught_up(target_dsn, db, daemon)
+    assert daemon.stop() == 0
+    write_backlog(db, 80_000, seed=9)
+    daemon = Daemon(db, target_dsn, "--log-level", "debug")
+    await wait_for(lambda: _writing_backend(target_dsn), 60, "a batch mid-transaction", daemon)
+    t0 = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    events = [e["event"] for e in daemon.events()]
+    assert "stopping" in events and "replicator_stopped" in events
+    batches = [e["cursor"] for e in daemon.events() if e["event"] == "batch_applied"]
+    # The batch in flight was finished and committed, whole: the cursor is that batch's end.
+    assert batches and (await pg_state(target_dsn))["cursor"] == batches[-1]
+    print(f"SIGTERM to exit with the batch committed: {time.monotonic() - t0:.2f}s")
+    daemon = Daemon(db, target_dsn)
+    try:
+        await daemon.started()
+        await wait_caught_up(target_dsn, db, daemon)
+    finally:
+        assert daemon.stop() == 0
+    await compare_all(db, target_dsn, expect_quarantined={})
+
+
+async def test_sigterm_during_the_snapshot_stops_cleanly_and_resumes(tmp_path, target_dsn):
+    db = tmp_path / "app.db"
+    big_app_db(db, 400_000)
+    daemon = Daemon(db, target_dsn)
+
+    async def copying():
+        st = await pg_state(target_dsn)
+        return st is not None and st["state"] == "snapshot" and any(
+            e["event"] == "table_copied" and e["table"] == "orders" for e in daemon.events())
+
+    await wait_for(copying, 60, "the snapshot under way", daemon)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+    assert any(e["event"] == "snapshot_interrupted" for e in daemon.events())
+    daemon = Daemon(db, target_dsn)
+    try:
+        await wait_caught_up(target_dsn, db, daemon)
+        assert any(e["event"] == "table_resume" for e in daemon.events())
+    finally:
+        assert daemon.stop() == 0
+    await compare_all(db, target_dsn, expect_quarantined={})
+
+
+async def test_a_second_signal_forces_exit(tmp_path, target_dsn):
+    db = tmp_path / "app.db"
+    big_app_db(db, 150_000)
+    daemon = Daemon(db, target_dsn)
+    await wait_caught_up(target_dsn, db, daemon)
+    assert daemon.stop() == 0
+    write_backlog(db, 120_000, seed=4)
+    cursor = (await pg_state(target_dsn))["cursor"]
+    daemon = Daemon(db, target_dsn)
+    await wait_for(lambda: _writing_backend(target_dsn), 60, "a batch mid-transaction", daemon)
+    daemon.proc.send_signal(signal.SIGTERM)  # the first waits for the batch in flight ...
+    await asyncio.sleep(0.1)
+    daemon.proc.send_signal(signal.SIGTERM)  # ... the second does not
+    assert daemon.wait(10) == 1
+    assert any(e["event"] == "forced_exit" for e in daemon.events())
+    assert (await pg_state(target_dsn))["cursor"] == cursor  # the batch never committed
+
+
+async def _state_is(dsn: str, want: str) -> bool:
+    st = await pg_state(dsn)
+    return st is not None and st["state"] == want
+
+
+async def test_a_second_daemon_on_the_same_source_or_target_refuses_to_start(chinook, target_dsn,
+                                                                              tmp_path):
+    first = Daemon(chinook, target_dsn)
+    try:
+        await wait_streaming(target_dsn, first)
+        out = cli("run", "--source", str(chinook), "--target", target_dsn, "--metrics-addr", "off")
+        assert out.returncode == 3 and re.search(r"already running for .*chinook", out.stderr)
+        other = tmp_path / "other.sqlite"
+        other.write_bytes(chinook.read_bytes())
+        out = cli("run", "--source", str(other), "--target", target_dsn, "--metrics-addr", "off")
+        assert out.returncode == 3 and "already replicating into" in out.stderr
+        first.assert_alive()
+    finally:
+        first.stop()
