@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, embedded, log
+from .queries import cli as queries_cli
 from .dsn import TargetDSN, parse_target
 from .errors import EXIT_RUNTIME, EXIT_USAGE, ReplicatorError
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embedded", help="manage the embedded local Postgres")
     p.add_argument("action", choices=["start", "stop", "dsn"])
     p.add_argument("--dir", type=Path, help="its home directory")
+    queries_cli.add_parsers(sub)
     return parser
 
 
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "embedded":
             return _embedded(args)
+        if args.command in queries_cli.COMMANDS:
+            return asyncio.run(queries_cli.dispatch(args))
         cfg = load_config(args)
         log.configure(level=cfg.log_level, fmt=cfg.log_format)
         return asyncio.run(dispatch(args, cfg)) or 0
