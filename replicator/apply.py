@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -41,6 +41,18 @@ class TableTarget:
 
 
 @dataclass
+class Page:
+    """One page of log entries, grouped by table, with the current rows they name."""
+
+    keys: dict[str, list[tuple]]
+    rows: dict[str, list[tuple]]
+    last_seq: int
+
+
+RowReader = Callable[[TablePlan, Sequence[tuple]], Awaitable[list[tuple]]]
+
+
+@dataclass
 class BatchResult:
     high: int
     entries: int = 0
@@ -59,36 +71,52 @@ class Applier:
         self.tables = tables
         self.track_dirty = track_dirty  # after a full verification: remember what changes
 
-    async def apply(self, txn: ReadTxn, cursor: int) -> BatchResult:
-        """Apply entries (cursor, txn.high]; the caller commits and advances the cursor."""
-        result = BatchResult(high=txn.high)
-        async for page in txn.entries(cursor):
-            if result.oldest_ts is None:
-                result.oldest_ts = page[0][1]
-            keys: dict[str, dict[tuple, None]] = defaultdict(dict)
-            for seq, _ts, tbl, op, *k in page:
-                target = self.tables.get(tbl)
-                if target is None:
-                    raise DriftError(
-                        f"the change log names table {tbl!r}, which is not replicated (renamed?)"
-                    )
-                result.entries += 1
-                if not target.streaming or seq <= target.snapshot_seq:
-                    continue
-                width = len(target.plan.key_columns) or 1
-                keys[tbl][tuple(k[:width])] = None
-                result.ops[(tbl, op)] += 1
-            for tbl, tkeys in keys.items():
-                await self._apply_table(txn, self.tables[tbl], list(tkeys), result)
-                if self.track_dirty:
-                    await state.mark_dirty(self.pg, tbl, [key_to_json(k) for k in tkeys], page[-1][0])
+    async def apply(self, txn: ReadTxn, cursor: int, result: BatchResult | None = None) -> BatchResult:
+        """Apply entries (cursor, txn.high] page by page while the read transaction stays open
+        (large catch-ups); the caller commits and advances the cursor."""
+        result = result or BatchResult(high=txn.high)
+        async for entries in txn.entries(cursor):
+            page = await self._read_page(txn, entries, result)
+            await self.write_page(page, result, txn.rows)
         return result
 
+    async def read_all(self, txn: ReadTxn, cursor: int, result: BatchResult) -> list[Page]:
+        """Everything the batch needs from SQLite, so the read transaction can end before any
+        Postgres work (a long read would pin the WAL and starve checkpoints)."""
+        return [await self._read_page(txn, entries, result) async for entries in txn.entries(cursor)]
+
+    async def _read_page(self, txn: ReadTxn, entries: list[tuple], result: BatchResult) -> Page:
+        if result.oldest_ts is None:
+            result.oldest_ts = entries[0][1]
+        keys: dict[str, dict[tuple, None]] = defaultdict(dict)
+        for seq, _ts, tbl, op, *k in entries:
+            target = self.tables.get(tbl)
+            if target is None:
+                raise DriftError(
+                    f"the change log names table {tbl!r}, which is not replicated (renamed?)"
+                )
+            result.entries += 1
+            if not target.streaming or seq <= target.snapshot_seq:
+                continue
+            width = len(target.plan.key_columns) or 1
+            keys[tbl][tuple(k[:width])] = None
+            result.ops[(tbl, op)] += 1
+        page = Page(keys={t: list(k) for t, k in keys.items()}, rows={}, last_seq=entries[-1][0])
+        for tbl, tkeys in page.keys.items():
+            page.rows[tbl] = await txn.rows(self.tables[tbl].plan, tkeys)
+        return page
+
+    async def write_page(self, page: Page, result: BatchResult, reread: RowReader) -> None:
+        for tbl, tkeys in page.keys.items():
+            await self._apply_table(self.tables[tbl], tkeys, page.rows[tbl], result, reread)
+            if self.track_dirty:
+                await state.mark_dirty(self.pg, tbl, [key_to_json(k) for k in tkeys], page.last_seq)
+
     async def _apply_table(
-        self, txn: ReadTxn, target: TableTarget, keys: list[tuple], result: BatchResult
+        self, target: TableTarget, keys: list[tuple], raw: list[tuple], result: BatchResult,
+        reread: RowReader,
     ) -> None:
         plan = target.plan
-        raw = await txn.rows(plan, keys)
         good, bad = convert_rows(plan, raw, safe=True)
         for _k, _r, column, reason, key in bad:
             if plan.column(column).policy == "fail":
@@ -99,7 +127,7 @@ class Applier:
         deleted = await self._delete_keys(target, keys)
         resync = await self._reconcile_unique(target, good)
         if resync:
-            extra_good, extra_bad = convert_rows(plan, await txn.rows(plan, resync), safe=True)
+            extra_good, extra_bad = convert_rows(plan, await reread(plan, resync), safe=True)
             if extra_good:
                 _log.warning(
                     "unique_clash_resync", table=plan.name, rows=len(extra_good),

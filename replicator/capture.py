@@ -155,7 +155,7 @@ def _log_key_columns(conn: sqlite3.Connection) -> int:
     return sum(1 for c in cols if c.startswith("k") and c[1:].isdigit())
 
 
-def install(conn: sqlite3.Connection, tables: Iterable[Table]) -> dict[str, str]:
+def install(conn: sqlite3.Connection, tables: Iterable[Table], *, attempts: int = 50) -> dict[str, str]:
     """Create the log and meta tables and each table's triggers, atomically and idempotently.
 
     Only triggers that are missing or differ are (re)created, so a restart changes nothing in
@@ -184,7 +184,7 @@ def install(conn: sqlite3.Connection, tables: Iterable[Table]) -> dict[str, str]
         )
         return {t.name: _install_table(c, t, existing) for t in tables}
 
-    result = with_write(conn, work)
+    result = with_write(conn, work, attempts=attempts)
     _log.debug("capture_installed", tables=len(tables))
     return result  # type: ignore[return-value]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, embedded, log
-from .queries import cli as queries_cli
 from .dsn import TargetDSN, parse_target
 from .errors import EXIT_RUNTIME, EXIT_USAGE, ReplicatorError
+from .queries import cli as queries_cli
 
 _log = log.get("cli")
 

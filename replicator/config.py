@@ -46,11 +46,13 @@ class Config:
     embedded_dir: Path | None = None
     busy_timeout_ms: int = 5000
     poll_interval: float = 0.25
+    batch_interval: float = 0.1
     force_polling: bool = False
     snapshot_method: str = "copy"
     backup: bool = True
     backup_dir: Path | None = None
     batch_page: int = 20000
+    prefetch_limit: int = 20000
     prune_chunk: int = 5000
     identifiers: str = "lower"
     on_bad_value: str = "quarantine"
@@ -62,6 +64,7 @@ class Config:
     log_format: str = "auto"
     summary_interval: float = 30.0
     tls_verify: bool = True
+    pooled: bool | None = None  # None: decide from the host name (-pooler)
     connect_timeout: float = 15.0
     drain_timeout: float = 30.0
     verify_interval: float = 6 * 3600.0
@@ -97,6 +100,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("source", "state_dir"): ("state_dir", str, None),
     ("source", "busy_timeout_ms"): ("busy_timeout_ms", int, lambda v: 0 <= v <= 600_000),
     ("source", "poll_interval"): ("poll_interval", (int, float), lambda v: 0.01 <= v <= 60),
+    ("source", "batch_interval"): ("batch_interval", (int, float), lambda v: 0 <= v <= 60),
     ("source", "force_polling"): ("force_polling", bool, None),
     ("source", "snapshot_method"): ("snapshot_method", str, ("copy", "direct")),
     ("source", "backup"): ("backup", bool, None),
@@ -106,9 +110,11 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("target", "embedded_dir"): ("embedded_dir", str, None),
     ("target", "connect_timeout"): ("connect_timeout", (int, float), lambda v: 1 <= v <= 600),
     ("target", "tls_verify"): ("tls_verify", bool, None),
+    ("target", "pooled"): ("pooled", bool, None),
     ("target", "identifiers"): ("identifiers", str, ("lower", "preserve")),
     ("replication", "batch_page"): ("batch_page", int, lambda v: 100 <= v <= 1_000_000),
     ("replication", "prune_chunk"): ("prune_chunk", int, lambda v: 1 <= v <= 1_000_000),
+    ("replication", "prefetch_limit"): ("prefetch_limit", int, lambda v: 0 <= v <= 10_000_000),
     ("replication", "on_bad_value"): ("on_bad_value", str, BAD_VALUE_POLICIES),
     ("replication", "include"): ("include", list, None),
     ("replication", "exclude"): ("exclude", list, None),

@@ -13,10 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import log, metrics
 from .config import Config, parse_addr
 from .dsn import TargetDSN
-from .errors import EXIT_OK, ReplicatorError
+from .errors import EXIT_OK, ReplicatorError, is_retryable_pg
 from .service import Done, Replicator
 from .snapshot import Interrupted
 from .tail import Watcher
+from .target import backoff
 
 _log = log.get("daemon")
 
@@ -132,7 +133,7 @@ async def _main(
     if not st.info.get("snapshot_done"):
         health.state = "snapshot"
     try:
-        await rep.snapshot_phase()
+        await _snapshot_with_retries(rep, stop)
     except Interrupted as exc:
         _log.info("snapshot_interrupted", table=str(exc), detail="resumes from the last chunk")
         return EXIT_OK
@@ -154,6 +155,26 @@ async def _main(
         return EXIT_OK
     _log.info("replicator_stopped", cursor=rep.cursor)
     return EXIT_OK
+
+
+async def _snapshot_with_retries(rep: Replicator, stop: asyncio.Event, attempts: int = 12) -> None:
+    """The snapshot resumes from its last committed chunk, so a dropped connection (Neon
+    suspending or restarting the compute) only costs a reconnect."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await rep.snapshot_phase()
+            return
+        except Exception as exc:
+            if not is_retryable_pg(exc) or attempt == attempts or stop.is_set():
+                raise
+            metrics.ERRORS.labels("target").inc()
+            delay = backoff(attempt)
+            _log.warning("snapshot_retry", attempt=attempt, delay=round(delay, 2),
+                         error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+            with contextlib.suppress(Exception):
+                await rep.reconnect()
+                metrics.TARGET_RECONNECTS.inc()
 
 
 async def _snapshot_gauges(cfg: Config, health: Health) -> None:

@@ -23,6 +23,7 @@ class ReplicatorError(Exception):
     exit_code = EXIT_RUNTIME
     retryable = False
     kind = "runtime"
+    fatal = False  # the daemon stops instead of retrying
 
 
 class ConfigError(ReplicatorError):
@@ -43,6 +44,12 @@ class SourceError(ReplicatorError):
     """Something about the SQLite file stops replication (replaced, corrupt, log missing)."""
 
     kind = "source"
+
+
+class SourceReplaced(SourceError):
+    """The file under the daemon is not the one it was replicating: stop, do not retry."""
+
+    fatal = True
 
 
 class TargetError(ReplicatorError):
@@ -108,3 +115,29 @@ def is_busy_sqlite(exc: BaseException) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return False
+
+
+POOLER_HINT = (
+    "the target behaves like a transaction-mode pooler (PgBouncer, a Neon -pooler endpoint): "
+    "prepared statements and session state do not survive between transactions. Use the direct "
+    "endpoint (drop -pooler from the host), or set target.pooled = true"
+)
+
+
+def pooler_symptom(exc: BaseException) -> bool:
+    """26000 (prepared statement does not exist) / 42P05 (already exists): named statements were
+    lost or shared between clients, which only a transaction pooler does."""
+    return getattr(exc, "sqlstate", None) in ("26000", "42P05")
+
+
+def startup_message(exc: BaseException, what: str) -> str | None:
+    """A clear message for a Postgres refusal while setting up, or None."""
+    sqlstate = getattr(exc, "sqlstate", "") or ""
+    if sqlstate == "42501":
+        return (f"{what}: permission denied ({exc}); the role needs CREATE on the database (for "
+                "schema _replicator) and on the target schema, as Neon's owner role has")
+    if pooler_symptom(exc):
+        return f"{what}: {POOLER_HINT}"
+    if sqlstate == "25006":
+        return f"{what}: the target is read-only (a standby or a read replica endpoint)"
+    return None

@@ -13,7 +13,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,16 @@ from .census import census
 from .config import Config
 from .dsn import TargetDSN
 from .errors import (
+    POOLER_HINT,
     ReplicatorError,
     SourceError,
+    SourceReplaced,
     StartupError,
     StateError,
     is_busy_sqlite,
     is_retryable_pg,
+    pooler_symptom,
+    startup_message,
 )
 from .schema import ROWID_COLUMN, TablePlan, check_names, plan_table, text_census_columns
 from .source import Table, inspect, open_source, qi
@@ -39,11 +43,24 @@ from .target import backoff, connect, ensure_schema, qualified
 
 _log = log.get("service")
 APPLY_LOCK = "hashtext('_replicator.apply')"
+_RESTORED = ("source: the change log ends at {high} but {cursor} changes were already applied: the "
+             "file was restored from an older copy. Replication stopped; start again (uninstall, "
+             "then run) with a fresh target")
 DAEMON_LOCK = "hashtext('_replicator.daemon')"
 
 
 class Done(Exception):
     """Cutover completed: the daemon stops cleanly."""
+
+
+@dataclass
+class _LoopState:
+    started: bool = False
+    errors: int = 0
+    applied: int = 0
+    caught_up: bool = False
+    last_summary: float = field(default_factory=time.monotonic)
+    turn_started: float = 0.0
 
 
 class Replicator:
@@ -64,6 +81,7 @@ class Replicator:
         self.source_id: str | None = None
         self._lock_file: Any = None
         self.backup: str | None = None
+        self.identity: tuple[int, int] | None = None
         self._daemon_lock = False
 
     # -- opening and closing -------------------------------------------------------------------
@@ -72,21 +90,32 @@ class Replicator:
         self.writer = open_source(
             self.cfg.source, readonly=readonly_source, busy_timeout_ms=self.cfg.busy_timeout_ms
         )
+        self.identity = source_identity(self.cfg.source)
         self.pg = await self._connect()
-        await state.ensure(self.pg)
-        await ensure_schema(self.pg, self.schema)
+        try:
+            await state.ensure(self.pg)
+            await ensure_schema(self.pg, self.schema)
+        except asyncpg.PostgresError as exc:
+            message = startup_message(exc, "target")
+            if message:
+                raise StartupError(message) from None
+            raise
 
-    async def _connect(self) -> asyncpg.Connection:
-        return await connect(
-            self.target, timeout=self.cfg.connect_timeout, tls_verify=self.cfg.tls_verify
-        )
+    @property
+    def pooled(self) -> bool:
+        return self.cfg.pooled if self.cfg.pooled is not None else self.target.pooled
+
+    async def _connect(self, retry_for: float = 60.0) -> asyncpg.Connection:
+        target = replace(self.target, pooled=self.pooled)
+        return await connect(target, timeout=self.cfg.connect_timeout, tls_verify=self.cfg.tls_verify,
+                             retry_for=retry_for)
 
     async def reconnect(self) -> None:
         if self.pg is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pg.close(), 2)
             self.pg.terminate()
-        self.pg = await self._connect()
+        self.pg = await self._connect(retry_for=0)  # one attempt: the caller's loop backs off
         if self._daemon_lock:
             await self._take_pg_lock()
         _log.info("target_reconnected", target=self.target.masked)
@@ -126,6 +155,11 @@ class Replicator:
 
     async def _take_pg_lock(self) -> None:
         assert self.pg is not None
+        if self.pooled:
+            # A session lock behind a transaction pooler belongs to whichever server connection
+            # ran it; only the file lock guards against a second daemon here.
+            _log.warning("no_target_lock", why="pooled endpoint: session advisory locks do not hold")
+            return
         if not await self.pg.fetchval(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})"):
             raise StartupError(
                 f"another replicator is already replicating into {self.target.masked} "
@@ -153,12 +187,18 @@ class Replicator:
         tables = self.wanted(inspect(self.writer).tables)
         check_names(tables, self.cfg)  # before anything is written anywhere
         if self.mode == "run":
-            if not capture.installed(self.writer) and self.cfg.backup:
+            first = not capture.installed(self.writer)
+            if first:
+                await asyncio.to_thread(_quick_check, self.writer, self.cfg.source)
+            if first and self.cfg.backup:
                 from .backup import make_backup  # before the first write to the file, ever
 
                 path = await asyncio.to_thread(make_backup, self.cfg.source, self.cfg.backup_path)
                 self.backup = str(path)
-            results = await asyncio.to_thread(capture.install, self.writer, tables)
+            try:
+                results = await asyncio.to_thread(capture.install, self.writer, tables, attempts=3)
+            except sqlite3.OperationalError as exc:
+                raise StartupError(_write_refused(exc, self.cfg.source)) from None
             changed = [n for n, r in results.items() if r != "kept"]
             if changed:
                 _log.info("capture_installed", tables=changed)
@@ -321,7 +361,10 @@ class Replicator:
     async def step(self) -> BatchResult | None:
         """One turn of the loop: follow drift, then apply everything visible, then prune."""
         assert self.tail is not None
+        self._check_identity()
         version, high = await self.tail.quick()
+        if high < self.cursor:
+            raise SourceReplaced(_RESTORED.format(high=high, cursor=self.cursor))
         if version != self.schema_version:
             await self.handle_drift()
         if self.fenced:
@@ -340,19 +383,30 @@ class Replicator:
             if st.state == "done":
                 raise Done()
             self.cursor = st.cursor
+            tracking = bool(st.info.get("last_verify", {}).get("full"))
+            applier = Applier(self.pg, self.targets, track_dirty=tracking)
+            result = BatchResult(high=self.cursor)
+            pages: list = []
             async with self.tail.read() as txn:
                 if txn.schema_version != self.schema_version:
                     return None  # the next step follows the drift first
-                result = BatchResult(high=self.cursor)
-                if txn.high > self.cursor:
-                    tracking = bool(st.info.get("last_verify", {}).get("full"))
-                    result = await Applier(self.pg, self.targets, track_dirty=tracking).apply(
-                        txn, self.cursor)
-                    await state.set_cursor(self.pg, txn.high)
-                    await self._table_stats(result)
-                renumbered = await self._check_rowids(txn)
-                if st.state == "error":
-                    await state.set_state(self.pg, "streaming")
+                if txn.high < self.cursor:
+                    raise SourceReplaced(_RESTORED.format(high=txn.high, cursor=self.cursor))
+                result.high = max(txn.high, self.cursor)
+                if txn.high - self.cursor > self.cfg.prefetch_limit:
+                    await applier.apply(txn, self.cursor, result)  # large catch-up: page by page
+                elif txn.high > self.cursor:
+                    pages = await applier.read_all(txn, self.cursor, result)
+                fingerprints = await self._sqlite_rowids(txn)
+            # The read transaction is over: Postgres work no longer pins the SQLite WAL.
+            for page in pages:
+                await applier.write_page(page, result, self._fresh_rows)
+            if result.high > self.cursor:
+                await state.set_cursor(self.pg, result.high)
+                await self._table_stats(result)
+            renumbered = await self._check_rowids(fingerprints)
+            if st.state == "error":
+                await state.set_state(self.pg, "streaming")
         for name in renumbered:
             await self.resnapshot(name, "rowids differ from the target (VACUUM renumbered them)")
         self.cursor = result.high
@@ -365,16 +419,27 @@ class Replicator:
         await self.prune()
         return result
 
-    async def _check_rowids(self, txn) -> list[str]:
-        """After applying everything up to ``txn.high``, a rowid-keyed table must hold the same
+    async def _fresh_rows(self, plan: TablePlan, keys) -> list[tuple]:
+        """Rows read in a new short read transaction (unique-clash re-reads after the batch's)."""
+        assert self.tail is not None
+        async with self.tail.read() as txn:
+            return await txn.rows(plan, keys)
+
+    async def _sqlite_rowids(self, txn) -> dict[str, tuple[int, int]]:
+        out = {}
+        for name in sorted(self.rowid_check):
+            tgt = self.targets.get(name)
+            if tgt is not None and tgt.plan.rowid_keyed:
+                out[name] = await txn.rowid_fingerprint(tgt.plan)
+        return out
+
+    async def _check_rowids(self, fingerprints: dict[str, tuple[int, int]]) -> list[str]:
+        """After applying everything up to the batch's end, a rowid-keyed table must hold the same
         rowids on both sides; VACUUM renumbering shows up as a different count or sum."""
         assert self.pg is not None
         out = []
-        for name in sorted(self.rowid_check):
-            tgt = self.targets.get(name)
-            if tgt is None or not tgt.plan.rowid_keyed:
-                continue
-            src = await txn.rowid_fingerprint(tgt.plan)
+        for name, src in fingerprints.items():
+            tgt = self.targets[name]
             table = qualified(self.schema, tgt.plan.pg_name)
             row = await self.pg.fetchrow(
                 f"SELECT count(*) + (SELECT count(*) FROM {state.SCHEMA}.quarantine WHERE tbl = $1),"
@@ -534,52 +599,85 @@ class Replicator:
     # -- the loop --------------------------------------------------------------------------------
 
     async def stream(self, stop: asyncio.Event, watcher: Watcher | None = None) -> None:
-        """Apply changes until ``stop`` is set or cutover is done (raises Done)."""
-        assert self.pg is not None
+        """Apply changes until ``stop`` is set or cutover is done (raises Done). Every Postgres
+        or SQLite failure is classified: retried with backoff, or (fatal) raised."""
         self.tail = Tail(self.cfg.source, self.cfg.busy_timeout_ms, self.cfg.batch_page)
         await self.tail.open()
-        await state.set_state(self.pg, "streaming")
-        metrics.set_state("streaming")
-        last = await self.pg.fetchval(f"SELECT extract(epoch FROM updated_at) FROM {state.SCHEMA}.state")
-        metrics.LAST_APPLY.set(float(last or 0))
-        metrics.CURSOR.set(self.cursor)
-        errors = 0
-        last_summary = time.monotonic()
-        applied_since = 0
-        caught_up = bool((await state.load(self.pg)).info.get("caught_up_at"))  # type: ignore[union-attr]
+        loop = _LoopState()
         while not stop.is_set():
             try:
-                result = await self.step()
-                applied_since += result.entries if result else 0
-                if errors:
-                    _log.info("recovered", after_errors=errors)
-                    metrics.set_state("streaming")
-                    await state.set_state(self.pg, "streaming")
-                errors = 0
+                result = await self._turn(loop)
             except Done:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified and counted
-                errors += 1
-                delay = await self._on_error(exc, errors)
+                if isinstance(exc, ReplicatorError) and exc.fatal:
+                    await self._on_error(exc, 1)
+                    raise
+                loop.errors += 1
+                delay = await self._on_error(exc, loop.errors)
                 with contextlib.suppress(Exception):
                     await self.update_gauges()  # lag keeps growing while Postgres is away
                 await _sleep_or_stop(stop, delay)
                 continue
-            await self.update_gauges()
-            if not caught_up and metrics.BACKLOG._value.get() == 0:
-                caught_up = await self._record_caught_up()
-            if time.monotonic() - last_summary >= self.cfg.summary_interval:
-                _log.info(
-                    "summary", applied=applied_since, cursor=self.cursor,
-                    lag_seconds=round(metrics.LAG_SECONDS._value.get(), 3),
-                    backlog=int(metrics.BACKLOG._value.get()),
-                )
-                last_summary, applied_since = time.monotonic(), 0
             if result is None or not await self._more():
                 if watcher is not None:
                     await watcher.wait(self.cfg.poll_interval, stop)
                 else:
                     await _sleep_or_stop(stop, self.cfg.poll_interval)
+            # Leave the file alone between batches: with a busy writer, back-to-back reads would
+            # keep a reader in the WAL almost all the time, and SQLite could never restart it.
+            await _sleep_or_stop(stop, max(0.0, self.cfg.batch_interval - (time.monotonic() - loop.turn_started)))
+
+    async def _turn(self, loop: _LoopState) -> BatchResult | None:
+        assert self.pg is not None
+        loop.turn_started = time.monotonic()
+        if not loop.started:
+            await self._start_streaming(loop)
+        result = await self.step()
+        loop.applied += result.entries if result else 0
+        if loop.errors:
+            _log.info("recovered", after_errors=loop.errors)
+            metrics.set_state("streaming")
+            await state.set_state(self.pg, "streaming")
+            loop.errors = 0
+        await self.update_gauges()
+        if not loop.caught_up and metrics.BACKLOG._value.get() == 0:
+            loop.caught_up = await self._record_caught_up()
+        if time.monotonic() - loop.last_summary >= self.cfg.summary_interval:
+            _log.info("summary", applied=loop.applied, cursor=self.cursor,
+                      lag_seconds=round(metrics.LAG_SECONDS._value.get(), 3),
+                      backlog=int(metrics.BACKLOG._value.get()))
+            loop.last_summary, loop.applied = time.monotonic(), 0
+        return result
+
+    async def _start_streaming(self, loop: _LoopState) -> None:
+        assert self.pg is not None
+        st = await state.load(self.pg)
+        assert st is not None
+        if st.state in ("done", "cutover"):
+            await self._check_done()
+        else:
+            await state.set_state(self.pg, "streaming")
+            metrics.set_state("streaming")
+        last = await self.pg.fetchval(f"SELECT extract(epoch FROM updated_at) FROM {state.SCHEMA}.state")
+        metrics.LAST_APPLY.set(float(last or 0))
+        metrics.CURSOR.set(self.cursor)
+        loop.caught_up = bool(st.info.get("caught_up_at"))
+        loop.started = True
+
+    def _check_identity(self) -> None:
+        if self.identity is None:
+            return
+        try:
+            now = source_identity(self.cfg.source)
+        except FileNotFoundError:
+            raise SourceReplaced(f"source: {self.cfg.source} disappeared under the daemon") from None
+        if now != self.identity:
+            raise SourceReplaced(
+                f"source: {self.cfg.source} was replaced under the daemon (another file now has "
+                "its name, e.g. restored from a backup). Changes made to the old file after the "
+                "last applied batch cannot be read. Replication stopped; check the file and start "
+                "again (uninstall, then run)")
 
     async def _record_caught_up(self) -> bool:
         """The first time the backlog left by the snapshot is gone: a timing for the report."""
@@ -598,6 +696,8 @@ class Replicator:
         return high > self.cursor
 
     async def _on_error(self, exc: BaseException, errors: int) -> float:
+        if pooler_symptom(exc) and not self.pooled:
+            exc = StartupError(f"target: {POOLER_HINT}")
         if is_retryable_pg(exc) and not isinstance(exc, ReplicatorError):
             metrics.ERRORS.labels("target").inc()
             _log.warning("target_error", error=f"{type(exc).__name__}: {exc}", attempt=errors)
@@ -649,6 +749,34 @@ class Replicator:
     async def open_tail(self) -> None:
         self.tail = Tail(self.cfg.source, self.cfg.busy_timeout_ms, self.cfg.batch_page)
         await self.tail.open()
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a corrupt file before writing anything to it."""
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        raise StartupError(f"source: {path} is damaged ({'; '.join(rows)}); nothing was written. "
+                           "Repair it (sqlite3 .recover) before migrating")
+
+
+def _write_refused(exc: sqlite3.OperationalError, path: Path) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return (f"source: cannot write to {path} or its directory ({text}); the replicator must "
+                "install its capture triggers there. `replicator copy` needs no write access")
+    if "locked" in text or "busy" in text:
+        return (f"source: {path} stayed locked by another connection ({text}); the replicator "
+                "waits busy_timeout_ms for its short writes. Retry when the long write is over")
+    return f"source: cannot install capture in {path}: {text}"
+
+
+def source_identity(path: Path) -> tuple[int, int]:
+    """The file's identity: replacing or restoring it under the daemon changes (dev, inode)."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def _has_sequence(conn: sqlite3.Connection) -> bool:

@@ -27,7 +27,7 @@ import asyncpg
 from . import ddl, log, metrics, state
 from .census import TableCensus
 from .convert import convert_rows, select_list
-from .errors import BadValueError, StartupError
+from .errors import BadValueError, SourceError, StartupError
 from .schema import ROWID_COLUMN, TablePlan
 from .source import qi
 from .target import qualified, table_exists
@@ -196,9 +196,9 @@ class TableCopier:
                     if self.progress:
                         self.progress(self.plan.name, rows, max(self.total, rows))
                 break
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 if safe or "decode" not in str(exc).lower():
-                    raise
+                    raise SourceError(f"source: table {self.plan.name!r} cannot be read: {exc}") from None
                 # Invalid UTF-8 somewhere ahead: re-read the rest with TEXT taken as bytes.
                 _log.info("snapshot_safe_mode", table=self.plan.name, reason=str(exc)[:120])
                 safe = True

@@ -24,7 +24,8 @@ CHINOOK = ROOT / "examples" / "chinook.sqlite"
 class PgEnv:
     """Creates databases on the test server; hands out owner (non-superuser) DSNs."""
 
-    def __init__(self, admin_dsn: str, owner: str, owner_password: str | None):
+    def __init__(self, admin_dsn: str, owner: str, owner_password: str | None, home=None):
+        self.home = home  # the embedded server's home (None with TEST_DATABASE_URL)
         self.admin_dsn = admin_dsn
         self.owner = owner
         self.owner_password = owner_password
@@ -63,7 +64,7 @@ def pg_env():
         settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
                   "max_connections": "200"},
     )
-    yield PgEnv(emb.admin_dsn, embedded.OWNER_ROLE, emb.owner_password)
+    yield PgEnv(emb.admin_dsn, embedded.OWNER_ROLE, emb.owner_password, home)
     embedded.stop(home)
     shutil.rmtree(home, ignore_errors=True)
 
