@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -56,7 +57,7 @@ async def connect(
     while True:
         try:
             return await asyncpg.connect(**kwargs)
-        except _FATAL_CONNECT as exc:
+        except (*_FATAL_CONNECT, ssl.SSLCertVerificationError) as exc:
             raise StartupError(_connect_message(target, exc)) from None
         except Exception as exc:  # noqa: BLE001 - classified below
             retryable = is_retryable_pg(exc) or isinstance(exc, asyncpg.PostgresError) and (
@@ -80,6 +81,9 @@ def _connect_message(target: TargetDSN, exc: BaseException) -> str:
         hint = " (check the user and password)"
     elif isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
         hint = f" (database {target.database!r} does not exist)"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        hint = (" (the server's certificate does not verify: give its CA with sslrootcert=..., or "
+                "for a test server set target.tls_verify = false)")
     elif isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError)):
         hint = " (is the host reachable and the port right?)"
     return f"target: cannot connect to {target.masked}: {detail}{hint}"
