@@ -214,3 +214,54 @@ def sample_key(conn: sqlite3.Connection, table: Table, where: str) -> list | Non
         f"SELECT {', '.join(exprs)} FROM {qi(table.name)} WHERE {where} LIMIT 1"
     ).fetchone()
     return list(row) if row else None
+
+
+_ORDER = ("blob", "integer", "null", "real", "text")  # typeof() names in sort order
+
+
+def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None
+                 ) -> TableCensus:
+    """The census the snapshot needs, at a fraction of the cost of ``census``: which storage
+    classes each column holds (min/max of typeof(), then exact counts only where a column mixes
+    classes), plus the checks a column's declared type asks for. NUL bytes are not looked for
+    (None): a text column copied as-is that holds one fails its COPY chunk, which is then
+    converted again value by value."""
+    from .schema import type_hint
+
+    text_columns = text_columns or set()
+    conn.create_aggregate("_replicator_text_census", 1, _TextCensus)
+    exprs = ["count(*)"]
+    for col in table.columns:
+        q, hint = qi(col.name), type_hint(col.declared)
+        exprs += [f"count({q})", f"min(typeof({q}))", f"max(typeof({q}))",
+                  f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))" if hint == "bool" else "NULL",
+                  f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})"
+                  if hint in ("datetime", "date") else "NULL",
+                  f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})"
+                  if hint in ("datetime", "date") else "NULL",
+                  f"_replicator_text_census(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END)"
+                  if col.name in text_columns else "NULL"]
+    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+    rows, out, mixed = int(row[0]), {}, []
+    for i, col in enumerate(table.columns):
+        count, lo, hi, int01, unix, julian, text = row[1 + i * 7 : 1 + (i + 1) * 7]
+        span = [] if lo is None else [c for c in _ORDER[_ORDER.index(lo):_ORDER.index(hi) + 1] if c != "null"]
+        counts = dict.fromkeys((*CLASSES, "null"), 0)
+        counts["null"] = rows - int(count)
+        if len(span) == 1:
+            counts[span[0]] = int(count)
+        elif span:
+            mixed.append((col.name, span))
+        t = json.loads(text) if text else None
+        out[col.name] = ColumnCensus(
+            counts=counts, nul_text=None, bad_utf8=None, max_bytes=0, int_beyond_2_53=0,
+            int_01=int(int01 or 0), int_unix=int(unix or 0), real_julian=int(julian or 0),
+            text_tags=t["tags"] if t else None, datetime_formats=t["formats"] if t else None,
+        )
+    if mixed:
+        exprs = [f"sum(typeof({qi(name)}) = '{c}')" for name, span in mixed for c in span]
+        values = iter(conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone())
+        for name, span in mixed:
+            for c in span:
+                out[name].counts[c] = int(next(values) or 0)
+    return TableCensus(rows=rows, columns=out)

@@ -21,7 +21,7 @@ import asyncpg
 
 from . import capture, ddl, drift, log, metrics, snapshot, state
 from .apply import Applier, BatchResult, TableTarget, record_metrics
-from .census import census
+from .census import quick_census
 from .config import Config
 from .dsn import TargetDSN
 from .errors import (
@@ -290,7 +290,7 @@ class Replicator:
         assert self.pg is not None
         known = (await state.tables(self.pg)).get(table.name)
         cen = await asyncio.to_thread(
-            census, frozen.conn, table, text_columns=text_census_columns(table))
+            quick_census, frozen.conn, table, text_columns=text_census_columns(table))
         resume = (
             known is not None and known.status == state.COPYING and frozen.path is not None
             and known.snapshot_seq == frozen.mark
@@ -526,7 +526,7 @@ class Replicator:
             try:
                 live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
                 cen = await asyncio.to_thread(
-                    census, frozen.conn, live, text_columns=text_census_columns(live))
+                    quick_census, frozen.conn, live, text_columns=text_census_columns(live))
                 plan = plan_table(live, cen, self.cfg)
                 plan = await snapshot.prepare_table(
                     self.pg, plan, self.schema, live.sql, owned=await self._owned()
@@ -553,7 +553,7 @@ class Replicator:
         frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
         try:
             cen = await asyncio.to_thread(
-                census, frozen.conn, table, text_columns=text_census_columns(table))
+                quick_census, frozen.conn, table, text_columns=text_census_columns(table))
             defaults = {
                 n: frozen.conn.execute(f"SELECT {table.column(n).default or 'NULL'}").fetchone()[0]
                 for n in names

@@ -111,6 +111,10 @@ def open_frozen_direct(source: Path, busy_timeout_ms: int) -> Frozen:
     return Frozen(conn=conn, mark=mark, path=None)
 
 
+_UNSTORABLE_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError,
+                    asyncpg.exceptions.UntranslatableCharacterError)
+
+
 class Interrupted(Exception):
     """A stop was requested between two committed chunks; the copy resumes on the next run."""
 
@@ -145,11 +149,13 @@ class TableCopier:
         self.project = write_projection(plan)
         self.use_rowid = bool(plan.rowid_name)
 
-    def chunk_rows(self) -> int:
-        if not self.census:
-            return 10_000
-        est = sum(max(c.max_bytes, 8) for c in self.census.columns.values()) or 8
-        return max(100, min(MAX_CHUNK_ROWS, CHUNK_BYTES // est))
+    @staticmethod
+    def rows_for_budget(sample: list[tuple]) -> int:
+        """Rows per chunk so a chunk holds about CHUNK_BYTES, from the size of a first sample:
+        a table of 1 MB BLOBs and a table of small integers need very different chunks."""
+        size = sum(len(v) if isinstance(v, (str, bytes)) else 8 for row in sample for v in row)
+        per_row = max(1, size // max(1, len(sample)))
+        return max(100, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row))
 
     def _query(self, safe: bool, after: int | None, offset: int) -> tuple[str, tuple]:
         sel = select_list(self.plan, safe)
@@ -164,12 +170,13 @@ class TableCopier:
     def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple]]:
         sql, params = self._query(safe, after, offset)
         cur = self.frozen.conn.execute(sql, params)
-        n = self.chunk_rows()
+        n = 1000
         while True:
             rows = cur.fetchmany(n)
             if not rows:
                 return
             yield rows
+            n = self.rows_for_budget(rows[:200]) if n == 1000 else n
 
     async def run(
         self,
@@ -189,7 +196,12 @@ class TableCopier:
                     if self.stop is not None and self.stop.is_set() and per_chunk_txn:
                         raise Interrupted(self.plan.name)  # committed chunks resume next time
                     good, bad, last = self._convert(chunk, safe)
-                    await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
+                    try:
+                        await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
+                    except _UNSTORABLE_TEXT:
+                        # A NUL byte in a column copied as-is: convert this chunk value by value.
+                        good, bad, last = self._convert(chunk, safe, checked=True)
+                        await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     after = last if last is not None else after
                     rows += len(chunk)
                     quarantined += len(bad)
@@ -212,8 +224,10 @@ class TableCopier:
                 return
             yield chunk
 
-    def _convert(self, chunk: list[tuple], safe: bool) -> tuple[list, list, int | None]:
-        good, bad = convert_rows(self.plan, chunk, safe=safe, census=self.census)
+    def _convert(self, chunk: list[tuple], safe: bool, checked: bool = False
+                 ) -> tuple[list, list, int | None]:
+        census = None if checked else self.census
+        good, bad = convert_rows(self.plan, chunk, safe=safe, census=census)
         if self.project is not None:
             good = [self.project(r) for r in good]
         return good, bad, chunk[-1][0]
@@ -223,8 +237,7 @@ class TableCopier:
     ) -> None:
         if bad:
             self._check_policy(bad)
-        txn = self.pg.transaction() if per_chunk_txn else contextlib.nullcontext()
-        async with txn:
+        async with self.pg.transaction():  # a transaction, or a savepoint inside the caller's
             if good:
                 await self.pg.copy_records_to_table(
                     self.plan.pg_name, schema_name=self.schema, columns=self.columns, records=good

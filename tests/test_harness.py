@@ -147,17 +147,30 @@ async def test_cut_during_copy_aborts_the_copy(proxy, target_dsn):
     direct = await asyncpg.connect(target_dsn)
     await direct.execute("CREATE TABLE t (id int, v text)")
     conn = await asyncpg.connect(proxy.dsn_for(target_dsn))
-    rows = [(i, "x" * 200) for i in range(50_000)]
-    proxy.cut_during_copy(after=2)
+    sent = []
+
+    async def chunks():
+        # Small paced chunks: one CopyData each. (asyncpg's copy_records_to_table can hang for
+        # ever when the link dies while its 512 KiB writes are flow-control paused: asyncpg
+        # waits on ``writing_allowed``, which connection_lost never sets; give it a timeout.)
+        for n in range(20):
+            sent.append(n)
+            yield "".join(f"{n * 100 + i}\tx{'y' * 50}\n" for i in range(100)).encode()
+            await asyncio.sleep(0.02)
+
+    proxy.cut_during_copy(after=3)
     with pytest.raises(BROKEN):
-        await conn.copy_records_to_table("t", records=rows)
+        await conn.copy_to_table("t", source=chunks(), timeout=30)
     conn.terminate()
-    assert await direct.fetchval("SELECT count(*) FROM t") == 0
-    assert proxy.stats()["copy_cuts"] == 1
+    assert len(sent) >= 3  # asyncpg goes on pulling the source after the link died
+    assert await direct.fetchval("SELECT count(*) FROM t") == 0  # the COPY rolled back
+    stats = proxy.stats()
+    assert stats["copy_cuts"] == 1 and stats["pending_copy_cuts"] == 0
     conn = await asyncpg.connect(proxy.dsn_for(target_dsn))  # the next COPY is untouched
-    await conn.copy_records_to_table("t", records=rows[:1000])
+    await conn.copy_records_to_table("t", records=[(i, "x" * 200) for i in range(20_000)],
+                                     timeout=30)
     await conn.close()
-    assert await direct.fetchval("SELECT count(*) FROM t") == 1000
+    assert await direct.fetchval("SELECT count(*) FROM t") == 20_000
     await direct.close()
 
 
