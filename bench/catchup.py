@@ -4,12 +4,16 @@
 
 Runs the daemon until it streams, stops it, writes the backlog (updates, inserts, deletes in
 1000-row transactions), starts the daemon again and times how long the backlog takes to apply.
+``bench/run.py catchup`` uses ``measure()`` below and adds two anchors measured in the same run:
+the rate at which the app wrote the backlog into SQLite, and a statement-by-statement replay of
+the same changes into a clone of the target (one connection, 1000 statements per transaction).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -17,19 +21,32 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start(db: Path, dsn: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "replicator", "run", "--source", str(db), "--target", dsn,
-         "--metrics-addr", "off", "--log-format", "json"],
-        stdout=open(log, "a"), stderr=subprocess.STDOUT, cwd=ROOT,  # noqa: SIM115
-    )
+def start(db: Path, dsn: str, log: Path, extra: list[str] | None = None):
+    """The daemon as a subprocess (a bench ``Child`` when available: it measures peak RSS)."""
+    argv = [sys.executable, "-m", "replicator", "run", "--source", str(db), "--target", dsn,
+            "--metrics-addr", "off", "--log-format", "json", *(extra or [])]
+    try:
+        from common import Child
+    except ImportError:
+        return subprocess.Popen(argv, stdout=open(log, "a"), stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: SIM115
+    return Child(argv, log=log)
+
+
+def stop(proc: Any) -> Any:
+    if hasattr(proc, "terminate") and hasattr(proc, "result"):
+        return proc.terminate(90)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(90)
+    return None
 
 
 async def cursor(dsn: str) -> tuple[str, int]:
@@ -53,7 +70,11 @@ def high_water(db: Path) -> int:
         conn.close()
 
 
-def write_backlog(db: Path, changes: int, seed: int = 5) -> int:
+def write_backlog(db: Path, changes: int, seed: int = 5,
+                  record: list | None = None) -> int:
+    """Mixed changes (50% updates, 30% inserts, 20% deletes) in 1000-change transactions.
+
+    With ``record``, appends one list of (postgres sql, args) per transaction, for the replay."""
     rng = random.Random(seed)
     conn = sqlite3.connect(db, isolation_level=None)
     max_order = conn.execute("SELECT max(id) FROM orders").fetchone()[0]
@@ -61,22 +82,134 @@ def write_backlog(db: Path, changes: int, seed: int = 5) -> int:
     done = 0
     while done < changes:
         conn.execute("BEGIN")
+        txn: list = []
         for _ in range(1000):
             r = rng.random()
             if r < 0.5:
-                conn.execute("UPDATE orders SET status = ?, amount = ? WHERE id = ?",
-                             (rng.choice(["paid", "shipped"]), round(rng.uniform(1, 99), 2),
-                              rng.randint(1, max_order)))
+                args = (rng.choice(["paid", "shipped"]), round(rng.uniform(1, 99), 2),
+                        rng.randint(1, max_order))
+                conn.execute("UPDATE orders SET status = ?, amount = ? WHERE id = ?", args)
+                txn.append(("UPDATE orders SET status = $1, amount = $2 WHERE id = $3",
+                            (args[0], Decimal(repr(args[1])), args[2])))
             elif r < 0.8:
                 max_event += 1
-                conn.execute("INSERT INTO events VALUES (?, ?, 'bench', '{}', ?, ?)",
-                             (max_event, rng.randint(1, 1000), int(time.time()), rng.random()))
+                args = (max_event, rng.randint(1, 1000), int(time.time()), rng.random())
+                conn.execute("INSERT INTO events VALUES (?, ?, 'bench', '{}', ?, ?)", args)
+                txn.append(("INSERT INTO events VALUES ($1, $2, 'bench', '{}', $3, $4)", args))
             else:
-                conn.execute("DELETE FROM events WHERE id = ?", (rng.randint(1, max_event),))
+                args = (rng.randint(1, max_event),)
+                conn.execute("DELETE FROM events WHERE id = ?", args)
+                txn.append(("DELETE FROM events WHERE id = $1", args))
             done += 1
         conn.execute("COMMIT")
+        if record is not None:
+            record.append(txn)
     conn.close()
     return done
+
+
+async def replay(dsn: str, txns: list) -> float:
+    """The naive anchor: the same statements, one round trip each, 1000 per transaction."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        stmts = {sql: await conn.prepare(sql) for txn in txns[:1] for sql, _ in txn}
+        t0 = time.monotonic()
+        for txn in txns:
+            async with conn.transaction():
+                for sql, args in txn:
+                    st = stmts.get(sql) or stmts.setdefault(sql, await conn.prepare(sql))
+                    await st.fetch(*args)
+        return time.monotonic() - t0
+    finally:
+        await conn.close()
+
+
+def exited(proc: Any) -> bool:
+    if isinstance(proc, subprocess.Popen):
+        return proc.poll() is not None
+    return bool(proc.poll())
+
+
+async def wait_streaming(dsn: str, proc: Any, timeout: float = 1800) -> None:
+    deadline = time.monotonic() + timeout
+    while (await cursor(dsn))[0] != "streaming":
+        if exited(proc):
+            raise RuntimeError("the daemon exited before streaming")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the daemon did not reach streaming")
+        await asyncio.sleep(0.2)
+
+
+async def drain(db: Path, dsn: str, log: Path, goal: int, extra: list[str] | None = None
+                ) -> dict[str, Any]:
+    """Start the daemon and time until the target cursor reaches ``goal``."""
+    conn = await asyncpg.connect(dsn)  # one polling connection (no reconnect cost per poll)
+    try:
+        base = await conn.fetchval("SELECT cursor FROM _replicator.state")
+        t0 = time.monotonic()
+        proc = start(db, dsn, log, extra)
+        while True:
+            cur = await conn.fetchval("SELECT cursor FROM _replicator.state")
+            if cur >= goal:
+                end_wall = time.time()
+                break
+            if exited(proc):
+                raise RuntimeError(f"the daemon exited during the drain; see {log}")
+            await asyncio.sleep(0.02)
+        seconds = time.monotonic() - t0
+    finally:
+        await conn.close()
+    res = stop(proc)
+    started = last_event_time(log, "replicator_started")
+    return {"seconds": seconds, "after_started_s": (end_wall - started) if started else None,
+            "daemon_maxrss_mb": round(res.maxrss_mb, 1) if res else None}
+
+
+def last_event_time(log: Path, event: str) -> float | None:
+    """Unix time of the last ``event`` in the daemon's JSON log."""
+    from datetime import datetime
+
+    when = None
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                rec = json.loads(line)
+                if rec.get("event") == event:
+                    when = datetime.fromisoformat(rec["timestamp"].replace("Z", "+00:00")).timestamp()
+    return when
+
+
+async def measure(db: Path, dsn: str, changes: int, log: Path, *, seed: int = 5,
+                  replay_dsn_factory: Any = None, extra: list[str] | None = None) -> dict[str, Any]:
+    """One catch-up measurement on a database the daemon has already snapshotted (or not: then
+    the first start does the snapshot, untimed). ``replay_dsn_factory(template_db)`` returns a DSN
+    of a clone of the target taken while the daemon is stopped (for the replay anchor)."""
+    proc = start(db, dsn, log, extra)
+    await wait_streaming(dsn, proc)
+    # Let it settle into streaming (the first batch after the snapshot) before stopping.
+    await asyncio.sleep(1.0)
+    stop(proc)
+    record: list = [] if replay_dsn_factory else None  # type: ignore[assignment]
+    t0 = time.monotonic()
+    written = write_backlog(db, changes, seed=seed, record=record)
+    app_seconds = time.monotonic() - t0
+    goal = high_water(db)
+    backlog = goal - (await cursor(dsn))[1]
+    replay_dsn = replay_dsn_factory() if replay_dsn_factory else None
+    d = await drain(db, dsn, log, goal, extra)
+    out = {"changes_written": written, "log_entries": backlog, "seconds": round(d["seconds"], 3),
+           "changes_per_s": round(backlog / d["seconds"]),
+           "after_started_s": round(d["after_started_s"], 3) if d["after_started_s"] else None,
+           "daemon_maxrss_mb": d["daemon_maxrss_mb"],
+           "app_write_seconds": round(app_seconds, 3),
+           "app_changes_per_s": round(written / app_seconds)}
+    if d["after_started_s"]:
+        out["changes_per_s_after_start"] = round(backlog / d["after_started_s"])
+    if replay_dsn:
+        secs = await replay(replay_dsn, record)
+        out["replay_seconds"] = round(secs, 3)
+        out["replay_changes_per_s"] = round(written / secs)
+    return out
 
 
 async def main() -> None:
@@ -86,24 +219,9 @@ async def main() -> None:
     ap.add_argument("--changes", type=int, default=100_000)
     args = ap.parse_args()
     log = args.db.with_suffix(".catchup.log")
-    proc = start(args.db, args.target, log)
-    while (await cursor(args.target))[0] != "streaming":
-        await asyncio.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-    written = write_backlog(args.db, args.changes)
-    goal = high_water(args.db)
-    backlog = goal - (await cursor(args.target))[1]
-    t0 = time.monotonic()
-    proc = start(args.db, args.target, log)
-    while (await cursor(args.target))[1] < goal:
-        await asyncio.sleep(0.05)
-    seconds = time.monotonic() - t0
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-    print(json.dumps({"changes_written": written, "log_entries": backlog,
-                      "seconds": round(seconds, 2), "changes_per_s": round(backlog / seconds)}))
+    print(json.dumps(await measure(args.db, args.target, args.changes, log)))
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     asyncio.run(main())

@@ -49,6 +49,7 @@ class Config:
     batch_interval: float = 0.1
     force_polling: bool = False
     snapshot_method: str = "copy"
+    snapshot_workers: int = max(1, min(8, os.cpu_count() or 1))
     backup: bool = True
     backup_dir: Path | None = None
     batch_page: int = 20000
@@ -103,6 +104,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("source", "batch_interval"): ("batch_interval", (int, float), lambda v: 0 <= v <= 60),
     ("source", "force_polling"): ("force_polling", bool, None),
     ("source", "snapshot_method"): ("snapshot_method", str, ("copy", "direct")),
+    ("source", "snapshot_workers"): ("snapshot_workers", int, lambda v: 1 <= v <= 64),
     ("source", "backup"): ("backup", bool, None),
     ("source", "backup_dir"): ("backup_dir", str, None),
     ("target", "url"): ("target_url", str, None),

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from . import capture, ddl, drift, log, metrics, snapshot, state
+from . import capture, ddl, drift, log, metrics, parallel, snapshot, state
 from .apply import Applier, BatchResult, TableTarget, record_metrics
 from .census import quick_census
 from .config import Config
@@ -69,6 +69,7 @@ class Replicator:
         self.schema = cfg.target_schema
         self.progress = progress
         self.stop: asyncio.Event | None = None  # set by the daemon: a signal stops the snapshot
+        self.census_rows: dict[str, int] = {}
         self.pg: asyncpg.Connection | None = None
         self.writer: sqlite3.Connection | None = None
         self.tail: Tail | None = None
@@ -249,9 +250,8 @@ class Replicator:
             tables = [t for t in self.wanted(fschema.tables) if t.name not in done]
             metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
             started = time.monotonic()
-            for table in tables:
-                await self._snapshot_table(frozen, table)
-                metrics.SNAPSHOT_TABLES_REMAINING.dec()
+            items = await self._prepare_all(frozen, tables)
+            await parallel.Coordinator(self, frozen, self.cfg.snapshot_workers).run(items)
             await state.merge_info(self.pg, snapshot_seconds=round(time.monotonic() - started, 3))
         finally:
             frozen.close()
@@ -266,6 +266,54 @@ class Replicator:
         if frozen.path is not None:
             frozen.path.unlink(missing_ok=True)
         await self._load_targets()
+
+    async def _prepare_all(self, frozen: snapshot.Frozen, tables: list[Table]) -> list:
+        """Census (in threads: SQLite works outside the GIL), plan, create, split into units."""
+        censuses = await asyncio.gather(*(self._census(frozen, t) for t in tables))
+        known = await state.tables(self.pg)  # type: ignore[arg-type]
+        items = []
+        for table, cen in zip(tables, censuses, strict=True):
+            self.census_rows[table.name] = cen.rows
+            k = known.get(table.name)
+            if k is not None and k.status == state.COPYING and frozen.path is not None \
+                    and k.snapshot_seq == frozen.mark:
+                _log.info("table_resume", table=table.name, rows_done=await self._rows_done(table.name))
+                items.append((k.plan, cen))
+                continue
+            items.append((await self._create(frozen, table, cen), cen))
+        return items
+
+    async def _census(self, frozen: snapshot.Frozen, table: Table):
+        if frozen.path is None:  # one read transaction: one connection, one census at a time
+            return await asyncio.to_thread(quick_census, frozen.conn, table,
+                                           text_columns=text_census_columns(table))
+
+        def run():
+            own = snapshot.open_frozen_copy(frozen.path)
+            try:
+                return quick_census(own.conn, table, text_columns=text_census_columns(table))
+            finally:
+                own.close()
+
+        return await asyncio.to_thread(run)
+
+    async def _rows_done(self, name: str) -> int:
+        assert self.pg is not None
+        return int(await self.pg.fetchval(
+            f"SELECT coalesce(sum(rows), 0) FROM {state.SCHEMA}.units WHERE tbl = $1", name))
+
+    async def _create(self, frozen: snapshot.Frozen, table: Table, cen) -> TablePlan:
+        assert self.pg is not None
+        plan = plan_table(table, cen, self.cfg)
+        lo, hi = await asyncio.to_thread(parallel.rowid_bounds, frozen, plan)
+        units = parallel.split(table.name, cen.rows, lo, hi, self.cfg.snapshot_workers)
+        async with self.pg.transaction():
+            plan = await snapshot.prepare_table(
+                self.pg, plan, self.schema, table.sql, owned=await self._owned()
+            )
+            await state.update_table(self.pg, table.name, snapshot_seq=frozen.mark)
+            await parallel.register_units(self.pg, units)
+        return plan
 
     async def _frozen(self, st: state.State) -> snapshot.Frozen:
         if self.cfg.snapshot_method == "direct":
@@ -285,37 +333,6 @@ class Replicator:
         assert self.pg is not None
         await state.merge_info(self.pg, snapshot_file=str(path), snapshot_mark=frozen.mark)
         return frozen
-
-    async def _snapshot_table(self, frozen: snapshot.Frozen, table: Table) -> None:
-        assert self.pg is not None
-        known = (await state.tables(self.pg)).get(table.name)
-        cen = await asyncio.to_thread(
-            quick_census, frozen.conn, table, text_columns=text_census_columns(table))
-        resume = (
-            known is not None and known.status == state.COPYING and frozen.path is not None
-            and known.snapshot_seq == frozen.mark
-        )
-        if resume:
-            assert known is not None
-            plan, after, rows = known.plan, known.resume_after, known.rows_copied
-            _log.info("table_resume", table=table.name, rows_done=rows)
-        else:
-            plan, after, rows = plan_table(table, cen, self.cfg), None, 0
-            async with self.pg.transaction():
-                plan = await snapshot.prepare_table(
-                    self.pg, plan, self.schema, table.sql, owned=await self._owned()
-                )
-                await state.update_table(self.pg, table.name, snapshot_seq=frozen.mark)
-        copier = snapshot.TableCopier(
-            self.pg, frozen, plan, self.schema, census=cen, progress=self.progress, stop=self.stop
-        )
-        result = await copier.run(resume_after=after, done_rows=rows)
-        status = "copied" if self.mode == "copy" else state.STREAMING
-        await snapshot.finish_table(
-            self.pg, plan, self.schema, status=status, mark=frozen.mark,
-            seconds=result.seconds, rows=result.rows,
-        )
-        _log.info("table_copied", table=table.name, **snapshot.describe(result))
 
     async def final_phase(self) -> list[dict[str, Any]]:
         """Constraints, views, app triggers, sequences: what cutover (or the end of ``copy``)

@@ -26,10 +26,10 @@ import asyncpg
 
 from . import ddl, log, metrics, state
 from .census import TableCensus
-from .convert import convert_rows, select_list
+from .convert import convert_rows, row_converter, select_list
 from .errors import BadValueError, SourceError, StartupError
 from .schema import ROWID_COLUMN, TablePlan
-from .source import qi
+from .source import KEY_ALIAS, qi
 from .target import qualified, table_exists
 
 _log = log.get("snapshot")
@@ -119,6 +119,17 @@ class Interrupted(Exception):
     """A stop was requested between two committed chunks; the copy resumes on the next run."""
 
 
+@dataclass(frozen=True)
+class Unit:
+    """A part of a table copied on its own (a rowid range; the whole table when lo is None),
+    with its progress recorded in ``_replicator.units`` chunk by chunk."""
+
+    table: str
+    id: int
+    lo: int | None
+    hi: int | None
+
+
 @dataclass
 class CopyResult:
     rows: int
@@ -139,15 +150,25 @@ class TableCopier:
         census: TableCensus | None,
         progress: ProgressFn | None = None,
         stop: asyncio.Event | None = None,
+        unit: Unit | None = None,
+        should_stop=None,
     ):
         self.pg, self.frozen, self.plan, self.schema = pg, frozen, plan, schema
         self.census = census
         self.progress = progress
         self.stop = stop
+        self.unit = unit
+        self.should_stop = should_stop  # a callable checked between chunks (worker processes)
         self.total = census.rows if census else 0
         self.columns = write_columns(plan)
         self.project = write_projection(plan)
         self.use_rowid = bool(plan.rowid_name)
+        # When the census proves every column needs no conversion, rows go from SQLite's
+        # fetchmany straight into the binary COPY, with no Python work per row.
+        self.passthrough = census is not None and self.project is None and \
+            row_converter(plan, census) is tuple
+        self.alias_at = next((i for i, c in enumerate(plan.columns)
+                              if plan.key_kind == KEY_ALIAS and c.name in plan.key_columns), None)
 
     @staticmethod
     def rows_for_budget(sample: list[tuple]) -> int:
@@ -159,13 +180,23 @@ class TableCopier:
 
     def _query(self, safe: bool, after: int | None, offset: int) -> tuple[str, tuple]:
         sel = select_list(self.plan, safe)
+        if self.passthrough and not safe:
+            # (columns[, rowid]): exactly the COPY layout; the rowid is last, or is the alias.
+            sel = ", ".join(qi(c.name) for c in self.plan.columns)
+            if self.use_rowid and self.alias_at is None:
+                sel += f", {self.plan.rowid_name}"
+        else:
+            sel = f"{self.plan.rowid_name or 'NULL'}, {sel}" if self.use_rowid else f"NULL, {sel}"
         table = qi(self.plan.name)
         if self.use_rowid:
             rid = self.plan.rowid_name
-            return (f"SELECT {rid}, {sel} FROM {table} WHERE {rid} > ? ORDER BY {rid}",
-                    (after if after is not None else -(2**63),))
+            lo = after if after is not None else (
+                self.unit.lo if self.unit and self.unit.lo is not None else -(2**63))
+            hi = self.unit.hi if self.unit and self.unit.hi is not None else 2**63 - 1
+            return (f"SELECT {sel} FROM {table} WHERE {rid} > ? AND {rid} <= ? "
+                    f"ORDER BY {rid}", (lo, hi))
         order = ", ".join(qi(k) for k in self.plan.key_columns) or "1"
-        return (f"SELECT NULL, {sel} FROM {table} ORDER BY {order} LIMIT -1 OFFSET ?", (offset,))
+        return (f"SELECT {sel} FROM {table} ORDER BY {order} LIMIT -1 OFFSET ?", (offset,))
 
     def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple]]:
         sql, params = self._query(safe, after, offset)
@@ -193,14 +224,18 @@ class TableCopier:
         while True:
             try:
                 async for chunk in self._iter_chunks(safe, after, rows):
-                    if self.stop is not None and self.stop.is_set() and per_chunk_txn:
+                    stopping = (self.stop is not None and self.stop.is_set()) or (
+                        self.should_stop is not None and self.should_stop())
+                    if stopping and per_chunk_txn:
                         raise Interrupted(self.plan.name)  # committed chunks resume next time
-                    good, bad, last = self._convert(chunk, safe)
+                    fast = self.passthrough and not safe
+                    good, bad, last = self._as_is(chunk) if fast else self._convert(chunk, safe)
                     try:
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     except _UNSTORABLE_TEXT:
                         # A NUL byte in a column copied as-is: convert this chunk value by value.
-                        good, bad, last = self._convert(chunk, safe, checked=True)
+                        raw = self._standard(chunk) if fast else chunk
+                        good, bad, last = self._convert(raw, safe, checked=True)
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     after = last if last is not None else after
                     rows += len(chunk)
@@ -217,12 +252,38 @@ class TableCopier:
         return CopyResult(rows=rows, quarantined=quarantined, seconds=time.monotonic() - started)
 
     async def _iter_chunks(self, safe: bool, after: int | None, offset: int):
+        """Chunks, the next one read (in a thread) while the current one is being written."""
         it = self._chunks(safe, after, offset)
-        while True:
-            chunk = await asyncio.to_thread(next, it, None)
-            if chunk is None:
-                return
-            yield chunk
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, it, None))
+        try:
+            while True:
+                chunk = await ahead
+                if chunk is None:
+                    return
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, it, None))
+                yield chunk
+        finally:
+            # Never leave a read running on the connection (the caller may start another).
+            with contextlib.suppress(BaseException):
+                await ahead
+
+    def _as_is(self, chunk: list[tuple]) -> tuple[list, list, int | None]:
+        """The passthrough layout: rows are already what COPY takes (minus a trailing rowid)."""
+        if not self.use_rowid:
+            return chunk, [], None
+        if self.alias_at is not None:
+            return chunk, [], chunk[-1][self.alias_at]
+        if self.plan.rowid_keyed:
+            return chunk, [], chunk[-1][-1]
+        return [r[:-1] for r in chunk], [], chunk[-1][-1]
+
+    def _standard(self, chunk: list[tuple]) -> list[tuple]:
+        """A passthrough chunk back in the (rowid, *columns) layout the converters read."""
+        if not self.use_rowid:
+            return [(None, *r) for r in chunk]
+        if self.alias_at is not None:
+            return [(r[self.alias_at], *r) for r in chunk]
+        return [(r[-1], *r[:-1]) for r in chunk]
 
     def _convert(self, chunk: list[tuple], safe: bool, checked: bool = False
                  ) -> tuple[list, list, int | None]:
@@ -245,11 +306,18 @@ class TableCopier:
             if bad:
                 await state.quarantine_put(self.pg, self.plan.name, [b[:4] for b in bad])
                 metrics.QUARANTINED.labels(self.plan.name).inc(len(bad))
-            if per_chunk_txn:
+            if self.unit is not None:
+                await self.pg.execute(
+                    f"UPDATE {state.SCHEMA}.units SET after = $3, rows = $4, "
+                    "quarantined = quarantined + $5 WHERE tbl = $1 AND unit = $2",
+                    self.unit.table, self.unit.id, last, rows_done, len(bad),
+                )
+            elif per_chunk_txn:
                 await state.update_table(
                     self.pg, self.plan.name, resume_after=last, rows_copied=rows_done
                 )
-        metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(len(good))
+        if self.unit is None:  # units are counted from their committed progress
+            metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(len(good))
 
     def _check_policy(self, bad: list) -> None:
         for _k, _r, column, reason, key in bad:

@@ -58,6 +58,17 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.quarantine (
     last_seen       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tbl, key)
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.units (
+    tbl             text NOT NULL,
+    unit            int NOT NULL,
+    lo              bigint,
+    hi              bigint,
+    after           bigint,
+    rows            bigint NOT NULL DEFAULT 0,
+    quarantined     bigint NOT NULL DEFAULT 0,
+    done            boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (tbl, unit)
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.dirty (
     tbl             text NOT NULL,
     key             jsonb NOT NULL,

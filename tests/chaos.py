@@ -37,7 +37,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .helpers import ROOT, Daemon, cli, compare_all, log_high_water, pg_state, wait_caught_up
+from .helpers import (
+    ROOT,
+    Daemon,
+    cli,
+    compare_all,
+    log_high_water,
+    pg_state,
+    wait_caught_up,
+    wait_for,
+)
 
 
 class ChaosFailure(AssertionError):
@@ -77,12 +86,13 @@ def start_writer(source: Path, workdir: Path, seed: int, pause: float,
                  midway: tuple[int, int]) -> tuple[subprocess.Popen, Path]:
     report = workdir / f"writer-{seed}.json"
     report.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.chaos", "writer", str(source), "--seed", str(seed),
-         "--pause", str(pause), "--report", str(report),
-         "--midway", f"{midway[0]},{midway[1]}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "writer.stderr", "w"),  # noqa: SIM115
-    )
+    with open(workdir / "writer.stderr", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.chaos", "writer", str(source), "--seed", str(seed),
+             "--pause", str(pause), "--report", str(report),
+             "--midway", f"{midway[0]},{midway[1]}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+        )
     return proc, report
 
 
@@ -111,7 +121,7 @@ def _writer_main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--pause", type=float, default=0.005)
     ap.add_argument("--report", required=True)
-    ap.add_argument("--midway", default="400,1500", help="op counts of ADD COLUMN, CREATE TABLE")
+    ap.add_argument("--midway", default="300,900", help="op counts of ADD COLUMN, CREATE TABLE")
     args = ap.parse_args(argv)
     add_at, create_at = (int(x) for x in args.midway.split(","))
     stop = False
@@ -163,8 +173,8 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 async def run_async(source: Path, target_dsn: str, kills: int, seed: int, workdir: Path, *,
                     min_delay: float = 0.2, max_delay: float = 3.0, pause: float = 0.005,
-                    midway: tuple[int, int] = (400, 1500), catch_up_timeout: float = 180,
-                    progress=None) -> dict[str, Any]:
+                    midway: tuple[int, int] = (300, 900), catch_up_timeout: float = 180,
+                    snapshot_share: float = 0.25, progress=None) -> dict[str, Any]:
     source, workdir = Path(source), Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -184,34 +194,60 @@ async def run_async(source: Path, target_dsn: str, kills: int, seed: int, workdi
     writer, report = start_writer(source, workdir, seed, pause, midway)
     daemon: Daemon | None = None
     try:
+        snapshot_quota = max(1, round(kills * snapshot_share))
         for n in range(1, kills + 1):
             daemon = Daemon(source, target_dsn, log=workdir / f"daemon-{n:03d}.log")
             started = time.monotonic()
-            delay = rng.uniform(min_delay, max_delay)
-            while time.monotonic() - started < delay:
+
+            def check_alive(daemon: Daemon = daemon, n: int = n) -> None:
                 if daemon.proc.poll() is not None:
                     raise fail(f"daemon #{n} (restart after {n - 1} kills) exited "
                                f"{daemon.proc.returncode} on its own", daemon)
                 if writer.poll() is not None:
                     raise fail(f"the writer died (exit {writer.returncode}): "
                                f"{_tail(workdir / 'writer.stderr')}")
+
+            if sum(k["state"] == "snapshot" for k in kill_log) >= snapshot_quota:
+                # Enough kills landed in the snapshot: let this one finish it, kill while streaming.
+                deadline = time.monotonic() + catch_up_timeout
+                while (st := await pg_state(target_dsn)) is None or st["state"] != "streaming":
+                    check_alive()
+                    if time.monotonic() > deadline:
+                        raise fail(f"daemon #{n} did not reach streaming in {catch_up_timeout}s "
+                                   f"(state {st})", daemon)
+                    await asyncio.sleep(0.1)
+                started = time.monotonic()
+            delay = rng.uniform(min_delay, max_delay)
+            while time.monotonic() - started < delay:
+                check_alive()
                 await asyncio.sleep(0.02)
             st = await pg_state(target_dsn)
+            check_alive()
             daemon.kill9()
             state = st["state"] if st else "none"
+            up = any(e.get("event") == "replicator_started" for e in daemon.events())
             kill_log.append({"n": n, "after_s": round(time.monotonic() - started, 2),
-                             "state": state, "cursor": st["cursor"] if st else None})
-            say(f"kill {n}/{kills}: {state} after {kill_log[-1]['after_s']}s")
+                             "state": state, "cursor": st["cursor"] if st else None,
+                             "daemon_started": up})
+            say(f"kill {n}/{kills}: {state} after {kill_log[-1]['after_s']}s"
+                f"{'' if up else ' (daemon still starting)'}")
             if state == "error":
                 raise fail(f"target state 'error' before kill #{n}: {st['error']}", daemon)
 
         say("final daemon: catching up under the writer")
         daemon = Daemon(source, target_dsn, log=workdir / "daemon-final.log")
         caught = time.monotonic()
+        mark = log_high_water(source)  # the writer keeps writing: catch up to a fixed mark first
+
+        async def reached_mark() -> bool:
+            st = await pg_state(target_dsn)
+            return st is not None and st["state"] == "streaming" and st["cursor"] >= mark
+
         try:
-            await wait_caught_up(target_dsn, source, daemon, timeout=catch_up_timeout)
+            await wait_for(reached_mark, catch_up_timeout, f"cursor >= {mark}", daemon)
         except AssertionError as exc:
             raise fail(f"the final daemon did not catch up: {str(exc)[:300]}", daemon) from None
+        summary["catch_up_under_writer_s"] = round(time.monotonic() - caught, 1)
         writer_report = stop_writer(writer, report)
         summary["writer"] = {"ops": sum(writer_report["ops"].values()),
                              "by_kind": writer_report["ops"], "midway": writer_report["midway"],
@@ -224,7 +260,7 @@ async def run_async(source: Path, target_dsn: str, kills: int, seed: int, workdi
             await wait_caught_up(target_dsn, source, daemon, timeout=catch_up_timeout)
         except AssertionError as exc:
             raise fail(f"the final daemon did not catch up: {str(exc)[:300]}", daemon) from None
-        summary["catch_up_s"] = round(time.monotonic() - caught, 1)
+        summary["catch_up_total_s"] = round(time.monotonic() - caught, 1)
         say("cutover")
         out = cli("cutover", "--source", str(source), "--target", target_dsn, "--json", timeout=300)
         if out.returncode != 0:
@@ -245,14 +281,17 @@ async def run_async(source: Path, target_dsn: str, kills: int, seed: int, workdi
         if writer.poll() is None:
             writer.kill()
             writer.wait(10)
-        if daemon is not None and daemon.proc.poll() is None:
-            daemon.kill9()
+        if daemon is not None:
+            if daemon.proc.poll() is None:
+                daemon.kill9()
+            daemon.fh.close()  # a daemon that died on its own still holds its log open
     states = Counter(k["state"] for k in kill_log)
     summary.update({
         "kills_survived": len(kill_log),
         "kills_in_snapshot": states.get("snapshot", 0),
         "kills_in_streaming": states.get("streaming", 0),
         "kills_before_snapshot": states.get("none", 0) + states.get("new", 0),
+        "kills_before_daemon_logged_start": sum(not k["daemon_started"] for k in kill_log),
         "kill_states": dict(states),
         "writer_ops": summary["writer"]["ops"],
         "final_cursor": st["cursor"],
@@ -262,7 +301,8 @@ async def run_async(source: Path, target_dsn: str, kills: int, seed: int, workdi
         "exact": True,
         "elapsed_s": round(time.monotonic() - t0, 1),
     })
-    summary["kills"] = [f"{k['n']}:{k['state']}@{k['after_s']}s" for k in kill_log]
+    summary["kills"] = [f"{k['n']}:{k['state']}@{k['after_s']}s{'' if k['daemon_started'] else '*'}"
+                        for k in kill_log]  # *: killed before it logged replicator_started
     return summary
 
 

@@ -59,7 +59,7 @@ async def test_metrics_move_through_snapshot_streaming_error_and_cutover(tmp_pat
             except OSError:
                 return False
             return metric(m, "replicator_state", state="snapshot") == 1 and \
-                metric(m, "replicator_snapshot_rows_total", table="events") > 0
+                metric(m, "replicator_snapshot_rows_total", table="readings") > 0
 
         await wait_for(in_snapshot, 60, "a scrape during the snapshot", daemon)
         assert http_status(port, "/healthz") == 200 and http_status(port, "/readyz") == 503

@@ -1,0 +1,314 @@
+"""Render the benchmark JSON in bench/out/ as tables (terminal) and as bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from common import BENCH, OUT, ROOT, table
+
+ORDER = ["snapshot", "catchup", "lag", "overhead", "verify", "scaling"]
+
+
+def _cmd(argv: list[str]) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return (p.stdout or p.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"({exc})"
+
+
+def machine(server_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    lscpu = _cmd(["lscpu"])
+    model = re.search(r"Model name:\s*(.+)", lscpu)
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    du = shutil.disk_usage(BENCH)
+    df = _cmd(["df", "-h", str(BENCH)]).splitlines()
+    git = _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _cmd(["git", "-C", str(ROOT), "status", "--porcelain", "--", "replicator", "triggers"])
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "lscpu_flags_hypervisor": "hypervisor" in lscpu,
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "disk": df[-1] if df else "",
+        "disk_free_gb": round(du.free / 1e9, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "pgloader": _cmd(["pgloader", "--version"]).splitlines()[0],
+        "psql": _cmd(["psql", "--version"]),
+        "replicator_commit": git,
+        "replicator_uncommitted_files": len([x for x in dirty.splitlines() if x.strip()]),
+        "loadavg": os.getloadavg(),
+    }
+    if server_info:
+        info["postgres"] = server_info
+    return info
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**NOT met**")
+
+
+def f(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def sec_snapshot(d: dict[str, Any]) -> tuple[str, list[tuple[str, str, bool | None]]]:
+    rows = []
+    for tool, label in (("ceiling", "raw COPY ceiling (3 parallel `\\copy` + keys/indexes)"),
+                        ("pgloader", "pgloader 3.6.7, defaults"),
+                        ("replicator", "`replicator copy` (wall, incl. process start)")):
+        if tool in d:
+            t = d[tool]
+            rows.append([label, f(t["median_s"]), f"{f(t['min_s'])}–{f(t['max_s'])}",
+                         f(t["rows_per_s"]), f(t["peak_mb"], 0)])
+    if "replicator" in d:
+        rows.append(["`replicator copy`, time it logs (`seconds`)", f(d["replicator"].get("logged_median_s")),
+                     "", "", ""])
+    text = [f"{d['rows']:,} rows, median of {d['reps']} rounds (tools interleaved, rotating order).", "",
+            table(["tool", "median s", "range s", "rows/s", "peak RSS MB"], rows), ""]
+    targets = []
+    if "ratio_replicator_over_ceiling" in d:
+        r1, r2 = d["ratio_replicator_over_ceiling"], d["ratio_pgloader_over_replicator"]
+        text += [table(["ratio", "of medians", "median of per-round ratios", "target"], [
+            ["replicator / ceiling", f(r1), f(d["paired_replicator_over_ceiling"]), "≤ 1.30"],
+            ["pgloader / replicator", f(r2), f(d["paired_pgloader_over_replicator"]), "≥ 2.50"],
+            ["pgloader / ceiling", f(d["ratio_pgloader_over_ceiling"]), "", ""],
+        ]), ""]
+        targets += [("snapshot ≤ 1.3× raw-COPY ceiling", f"{r1:.2f}×", r1 <= 1.3),
+                    ("snapshot ≥ 2.5× faster than pgloader", f"{r2:.2f}×", r2 >= 2.5)]
+    peak = d["replicator"]["peak_mb"]
+    targets.append((f"snapshot peak memory < 256 MB ({d['rows']:,} rows)", f"{peak:.0f} MB", peak < 256))
+    chk = d.get("check", {})
+    if "ceiling_equals_replicator" in chk:
+        text.append(f"Content check (round 1): ceiling and replicator databases hold identical rows "
+                    f"(count + md5 sum per table): **{chk['ceiling_equals_replicator']}**.")
+    runs = d.get("runs", {})
+    if runs.get("replicator"):
+        r = runs["replicator"][0]
+        per = ", ".join(f"{t} {v['seconds']} s" for t, v in r.get("tables", {}).items())
+        text.append(f"Replicator phases (round 1, from its log): online-backup copy of the file "
+                    f"{r.get('backup_copy_s')} s; per table: {per}; wall {r['seconds']:.2f} s vs logged "
+                    f"{r.get('logged_seconds')} s.")
+    if runs.get("ceiling"):
+        c = runs["ceiling"][0]["tables"]
+        text.append("Ceiling per table (round 1): " + ", ".join(
+            f"{t} COPY {v['copy_s']} s + indexes {v['indexes_s']} s" for t, v in c.items()) + ".")
+    if runs.get("pgloader"):
+        p = runs["pgloader"][0]
+        text.append(f"pgloader phases (round 1, its own summary): COPY {p.get('copy_phase_s')} s, "
+                    f"indexes {p.get('index_phase_s')} s, total {p.get('logged_seconds')} s.")
+    return "\n".join(text), targets
+
+
+def sec_catchup(d: dict[str, Any]) -> tuple[str, list]:
+    rows, targets = [], []
+    for size, s in d["sizes"].items():
+        rows.append([f(int(size)), f(s["log_entries"]), f(s["changes_per_s"]),
+                     f(s.get("changes_per_s_after_start")), f(s.get("app_changes_per_s")),
+                     f(s.get("replay_changes_per_s")), f(s.get("ratio_vs_replay")),
+                     f(s.get("daemon_peak_mb"), 0)])
+        targets.append((f"catch-up ≥ 20,000 changes/s ({int(size):,} changes)",
+                        f"{s['changes_per_s']:,}/s", s["changes_per_s"] >= 20000))
+    text = [f"Database {d['rows']:,} rows; mixed backlog (50% UPDATE orders, 30% INSERT events, "
+            f"20% DELETE events) written in 1000-change transactions while the daemon was stopped; "
+            f"then the daemon is started and timed until the target cursor reaches the log's high-water "
+            f"mark. Median of {d['reps']} per size.", "",
+            table(["changes", "log entries", "drain changes/s (from process start)",
+                   "changes/s after `replicator_started`", "anchor: app wrote to SQLite /s",
+                   "anchor: statement replay into PG /s", "drain / replay", "daemon peak MB"], rows)]
+    return "\n".join(text), targets
+
+
+def sec_lag(d: dict[str, Any]) -> tuple[str, list]:
+    rows, targets = [], []
+    for label, v in d["variants"].items():
+        app = v["app"]
+        rows.append([label, f(app.get("rate"), 0), f(v["rows_observed"]), f(v["lag_p50_s"], 3),
+                     f(v["lag_p90_s"], 3), f(v["lag_p99_s"], 3), f(v["lag_max_s"], 3),
+                     f(v.get("steady_p99_s"), 3), f(v["poll_error_bound_p99_ms"], 1),
+                     f(v["batches_seen"]), f(v.get("round_trips_per_batch")), f(v["daemon_maxrss_mb"], 0)])
+    text = [f"App: one INSERT per transaction into `lagprobe` at ~{d['rate']:.0f}/s for {d['seconds']:.0f} s "
+            f"(WAL, synchronous=NORMAL), each row carrying `time.time()` at write; observer polls Postgres "
+            f"every ~5 ms and records now − t_write (same host clock). Database: {d['rows']:,} rows + lagprobe.",
+            "", table(["variant", "app rows/s", "rows", "p50 s", "p90 s", "p99 s", "max s",
+                       "p99 after 2 s warm-up", "poll error bound p99 ms", "batches",
+                       "round trips/batch", "daemon peak MB"], rows), ""]
+    rtt = d.get("rtt", {})
+    text.append(f"Local Postgres round trip (`SELECT 1`, asyncpg): median {rtt.get('median_ms')} ms, "
+                f"p90 {rtt.get('p90_ms')} ms.")
+    base = d["variants"].get("default")
+    if base:
+        targets += [("lag p99 ≤ 1 s (local Postgres, ~500 tx/s)", f"{base['lag_p99_s']:.3f} s",
+                     base["lag_p99_s"] <= 1.0),
+                    ("lag p50 ≤ 0.2 s (local Postgres)", f"{base['lag_p50_s']:.3f} s",
+                     base["lag_p50_s"] <= 0.2)]
+    for label, v in d["variants"].items():
+        if v.get("rtt_ms_added") and base:
+            added = v["rtt_ms_added"]
+            k50 = (v["lag_p50_s"] - base["lag_p50_s"]) * 1000 / added
+            text.append(
+                f"With {added:g} ms RTT added between the daemon and Postgres (variant `{label}`): p50 "
+                f"{v['lag_p50_s']:.3f} s vs {base['lag_p50_s']:.3f} s locally, i.e. +{(v['lag_p50_s'] - base['lag_p50_s']) * 1000:.0f} ms "
+                f"≈ {k50:.1f} × RTT at the median; the proxy counted "
+                f"{v.get('round_trips_per_batch', '?')} request/response turns per batch (all the daemon's "
+                f"queries during the run, divided by the batches seen). For Neon, add roughly "
+                f"k × RTT to the local figures, with k ≈ the round trips per batch on the critical "
+                f"path (measured here: {k50:.1f} at p50) and RTT the client→Neon round trip "
+                f"(typically 1–5 ms in the same cloud region, 20–100 ms across regions).")
+    return "\n".join(text), targets
+
+
+def sec_overhead(d: dict[str, Any]) -> tuple[str, list]:
+    text, targets = [], []
+    for sync, m in d["modes"].items():
+        rows = []
+        for kind in ("insert", "insert_uniq", "update", "delete", "insert_x100", "update_x100"):
+            k = m.get(kind)
+            if not k:
+                continue
+            rows.append([kind, f(k["without_mean_us"], 1), f(k["with_mean_us"], 1),
+                         f(k["ratio_paired_rounds_mean"]), f(k["without_median_us"], 1),
+                         f(k["with_median_us"], 1), f(k["ratio_paired_rounds"]),
+                         f(k["without_p99_us"], 0), f(k["with_p99_us"], 0)])
+        text += [f"**journal_mode={d['journal_mode']}, synchronous={sync}** ({m['n_single']} single-row "
+                 f"transactions per block, {m['n_multi']} for ×100; {d['rounds']} rounds A/B alternating):", "",
+                 table(["transaction", "without µs (mean)", "with µs (mean)", "ratio (mean)",
+                        "without µs (median)", "with µs (median)", "ratio (median)",
+                        "without p99 µs", "with p99 µs"], rows), ""]
+        singles = [m[k]["ratio_paired_rounds_mean"] for k in ("insert", "insert_uniq", "update", "delete") if k in m]
+        worst = max(singles)
+        targets.append((f"capture overhead ≤ 1.5× on single-row writes (synchronous={sync})",
+                        f"worst {worst:.2f}× (insert {m['insert']['ratio_paired_rounds_mean']:.2f}, "
+                        f"update {m['update']['ratio_paired_rounds_mean']:.2f})", worst <= 1.5))
+    return "\n".join(text), targets
+
+
+def sec_verify(d: dict[str, Any]) -> tuple[str, list]:
+    v = d["runs"]["verify"]
+    rows = [["`replicator verify --json` (rows_per_s it reports)", f(d["verify_rows_per_s"]),
+             f(d["verify_peak_mb"], 0)],
+            ["`replicator verify`, rows / wall time incl. process start", f(d["verify_rows_per_s_wall"]), ""],
+            ["anchor: read both sides into Python values, no comparison", f(d["anchor_rows_per_s"]),
+             f(d["anchor_peak_mb"], 0)]]
+    per = ", ".join(f"{t} {s} s" for t, s in v[0]["tables"].items())
+    text = [f"{d['rows']:,} rows after a `replicator copy`; median of {d['reps']} (interleaved).", "",
+            table(["what", "rows/s", "peak MB"], rows), "",
+            f"verify / anchor time ratio: {d['ratio_verify_over_anchor_time']}×. Per table (run 1): {per}; "
+            f"mode `{v[0].get('mode')}`."]
+    ok = d["verify_rows_per_s"] >= 300_000
+    return "\n".join(text), [("verify ≥ 300,000 rows/s", f"{d['verify_rows_per_s']:,}/s", ok)]
+
+
+def sec_scaling(d: dict[str, Any]) -> tuple[str, list]:
+    rows, targets = [], []
+    base = d["sizes"].get(str(d.get("base_rows"))) or next(iter(d["sizes"].values()))
+    for size, s in d["sizes"].items():
+        r = s["replicator"]
+        per_m = r["median_s"] / (int(size) / 1e6)
+        rows.append([f(int(size)), f(r["median_s"]), f(r["rows_per_s"]), f(per_m),
+                     f(per_m / (base["replicator"]["median_s"] / (base["rows"] / 1e6))),
+                     f(r["peak_mb"], 0),
+                     f(s.get("ceiling", {}).get("median_s")), f(s.get("ratio_replicator_over_ceiling")),
+                     f(s.get("pgloader", {}).get("median_s")), f(s.get("ratio_pgloader_over_replicator")),
+                     f(s.get("pgloader", {}).get("peak_mb"), 0)])
+    text = [f"`replicator copy` at each size (median of {d['reps']} per size; the anchors in the same run).", "",
+            table(["rows", "replicator s", "rows/s", "s per M rows", "vs 1x (per row)", "peak MB",
+                   "ceiling s", "repl/ceiling", "pgloader s", "pgloader/repl", "pgloader peak MB"], rows), ""]
+    peaks = [s["replicator"]["peak_mb"] for s in d["sizes"].values()]
+    targets.append(("peak memory < 256 MB at every size", f"max {max(peaks):.0f} MB "
+                    f"({', '.join(f'{int(k):,}: {v['replicator']['peak_mb']:.0f}' for k, v in d['sizes'].items())})",
+                    max(peaks) < 256))
+    big = max(d["sizes"], key=int)
+    if int(big) > base["rows"]:
+        b = d["sizes"][big]["replicator"]
+        lin = (b["median_s"] / (int(big) / 1e6)) / (base["replicator"]["median_s"] / (base["rows"] / 1e6))
+        mem = b["peak_mb"] / base["replicator"]["peak_mb"]
+        targets.append((f"time linear in rows (per-row cost at {int(big):,} within 1.25× of {base['rows']:,})",
+                        f"{lin:.2f}×", lin <= 1.25))
+        targets.append((f"memory flat (peak at {int(big):,} within 1.25× of {base['rows']:,})",
+                        f"{mem:.2f}×", mem <= 1.25))
+    if not any(int(k) >= 10 * base["rows"] for k in d["sizes"]):
+        text.append("The 10× size was not run (use `--with-10x`).")
+    return "\n".join(text), targets
+
+
+SECTIONS = {"snapshot": sec_snapshot, "catchup": sec_catchup, "lag": sec_lag,
+            "overhead": sec_overhead, "verify": sec_verify, "scaling": sec_scaling}
+
+
+def render_one(name: str, data: dict[str, Any]) -> tuple[str, list]:
+    return SECTIONS[name](data)
+
+
+def write_results() -> Path:
+    mach = load("machine") or {}
+    parts = ["# Benchmark results", "",
+             "Generated by `python bench/run.py ... --write-results` from the JSON in `bench/out/` "
+             "(re-render without running: `python bench/run.py results`). See `bench/README.md` for "
+             "what each benchmark does.", "", "## Machine", ""]
+    pg = mach.get("postgres", {})
+    parts.append(table(["item", "value"], [
+        ["date", mach.get("date")], ["CPU", mach.get("cpu_model")],
+        ["cores", mach.get("cores")], ["RAM", f"{mach.get('ram_gb')} GB"],
+        ["disk (df -h bench/)", f"`{mach.get('disk')}`"],
+        ["kernel", mach.get("kernel")], ["Python", mach.get("python")],
+        ["SQLite (Python's)", mach.get("sqlite")],
+        ["Postgres (embedded, private to the run)", pg.get("server_version")],
+        ["Postgres settings", ", ".join(f"{k}={v}" for k, v in pg.items() if k != "server_version")],
+        ["pgloader", mach.get("pgloader")], ["psql", mach.get("psql")],
+        ["replicator commit", f"{mach.get('replicator_commit')} (+{mach.get('replicator_uncommitted_files')} "
+                              "uncommitted files in replicator/ or triggers/ at run time)"],
+        ["load average at start", mach.get("loadavg")],
+    ]))
+    parts += ["", "The machine is shared: other jobs ran during these measurements. Anchors and the "
+              "replicator were measured in the same run, interleaved, and ratios are the figures to "
+              "trust; absolute times move with the load. Each section notes when it ran.", ""]
+    all_targets = []
+    body = []
+    for name in ORDER:
+        d = load(name)
+        if d is None:
+            body += [f"## {name}", "", "_not run yet_", ""]
+            continue
+        text, targets = render_one(name, d)
+        all_targets += [(name, *t) for t in targets]
+        load_note = d.get("loadavg_before"), d.get("loadavg_after")
+        body += [f"## {name}", "", f"_run finished {d.get('finished_at')}; load average before/after "
+                 f"{load_note[0]} / {load_note[1]}; command `{d.get('command', '')}`_", "", text, ""]
+    parts += ["## Targets (issue 7)", "",
+              table(["benchmark", "target", "measured", "verdict"],
+                    [[n, t, m, verdict(ok)] for n, t, m, ok in all_targets]), "",
+              "Targets not listed were not measured. Notes and oddities: see the end of this file.", ""]
+    parts += body
+    notes = BENCH / "NOTES.md"
+    if notes.exists():
+        parts += ["## Notes", "", notes.read_text().strip(), ""]
+    path = BENCH / "RESULTS.md"
+    path.write_text("\n".join(str(p) for p in parts) + "\n")
+    return path

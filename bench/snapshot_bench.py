@@ -1,0 +1,279 @@
+"""Snapshot benchmark: `replicator copy` against two anchors run side by side into the same server.
+
+* ceiling: raw ``COPY FROM`` of pre-exported CSV files, 3 tables in parallel (3 psql sessions,
+  ``\\copy``), each followed by that table's keys and indexes from the replicator's own DDL
+  (``plan --emit-sql``: 002_keys_and_indexes.sql). Tables are created beforehand (not timed)
+  from 001_tables.sql, so the ceiling loads exactly the types the replicator creates.
+* pgloader with its defaults (it creates its own tables and indexes).
+* replicator copy (wall time including process start; the time it logs is reported too).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from common import (
+    DATA, LOGS, PY, REPLICATOR, Child, Server, asyncio_run, med, rnd, run, say, with_db,
+)
+
+TABLE_RE = re.compile(r'CREATE TABLE "public"\."([^"]+)" \((.*?)\n\);', re.S)
+COL_RE = re.compile(r'^\s+"([^"]+)"', re.M)
+TARGET_RE = re.compile(r'"public"\."([^"]+)"')
+PSQL_TIME_RE = re.compile(r"^Time: ([\d.]+) ms", re.M)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+def emitted_sql(db: Path) -> Path:
+    """The replicator's own target DDL for ``db`` (`plan --emit-sql`), cached next to the data."""
+    folder = DATA / f"{db.stem}.sql"
+    if not (folder / "002_keys_and_indexes.sql").exists():
+        say(f"replicator plan --emit-sql {folder.name}")
+        run([*REPLICATOR, "plan", "--source", db, "--emit-sql", folder], check=False,
+            log=LOGS / "plan.log")
+        if not (folder / "002_keys_and_indexes.sql").exists():
+            raise RuntimeError(f"plan --emit-sql wrote nothing to {folder}; see {LOGS / 'plan.log'}")
+    return folder
+
+
+def ddl_tables(sql_dir: Path) -> dict[str, list[str]]:
+    """Table -> column names, in the order of 001_tables.sql."""
+    text = (sql_dir / "001_tables.sql").read_text()
+    return {m.group(1): COL_RE.findall(m.group(2)) for m in TABLE_RE.finditer(text)}
+
+
+def index_statements(sql_dir: Path) -> dict[str, list[str]]:
+    """Table -> its statements from 002_keys_and_indexes.sql (primary key first, as written)."""
+    body = "\n".join(
+        line for line in (sql_dir / "002_keys_and_indexes.sql").read_text().splitlines()
+        if not line.startswith("--")
+    )
+    out: dict[str, list[str]] = {}
+    for stmt in (s.strip() for s in body.split(";")):
+        if stmt:
+            m = TARGET_RE.search(stmt)
+            if not m:
+                raise RuntimeError(f"cannot tell the table of: {stmt}")
+            out.setdefault(m.group(1), []).append(stmt + ";")
+    return out
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return "\\x" + v.hex()
+    if isinstance(v, float):
+        return repr(v)
+    return v
+
+
+def export_csv(db: Path, sql_dir: Path) -> dict[str, Path]:
+    """Each table as Postgres-compatible CSV (not timed; cached): floats via repr(), NULL as an
+    unquoted empty field (every other field quoted), BLOBs as \\x-hex bytea text."""
+    import sqlite3
+
+    folder = DATA / f"{db.stem}.csv"
+    tables = ddl_tables(sql_dir)
+    files = {t: folder / f"{t}.csv" for t in tables}
+    if (folder / ".ok").exists():
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"exporting CSV for the raw-COPY ceiling into {folder.name} (not timed, one-off)")
+    t0 = time.monotonic()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    sqlite_names = {n.lower(): n for (n,) in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type='table'")}
+    try:
+        for table, cols in tables.items():
+            src = sqlite_names[table]
+            sel = ", ".join(f'"{c}"' for c in cols)
+            cur = conn.execute(f'SELECT {sel} FROM "{src}" ORDER BY rowid')
+            with open(files[table], "w", newline="") as fh:
+                w = csv.writer(fh, quoting=csv.QUOTE_NOTNULL, lineterminator="\n")
+                while rows := cur.fetchmany(10000):
+                    w.writerows([tuple(_csv_value(v) for v in r) for r in rows])
+    finally:
+        conn.close()
+    (folder / ".ok").write_text(json.dumps({"seconds": round(time.monotonic() - t0, 1)}))
+    say(f"exported in {time.monotonic() - t0:.1f}s")
+    return files
+
+
+# --------------------------------------------------------------------------- the three tools
+
+
+def run_ceiling(server: Server, db: Path, sql_dir: Path, dbname: str) -> dict[str, Any]:
+    files = export_csv(db, sql_dir)
+    indexes = index_statements(sql_dir)
+    dsn = server.fresh(dbname)
+    run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", sql_dir / "001_tables.sql"],
+        log=LOGS / "ceiling.log")
+    server.checkpoint()
+    scripts = []
+    for table, path in files.items():
+        script = DATA / f"{db.stem}.csv" / f"{table}.load.sql"
+        script.write_text(
+            "\\timing on\n"
+            f"\\copy \"public\".\"{table}\" FROM '{path}' WITH (FORMAT csv)\n"
+            + "\n".join(indexes.get(table, [])) + "\n"
+        )
+        scripts.append((table, script))
+    t0 = time.monotonic()
+    children = [(t, Child(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", s],
+                          log=LOGS / "ceiling.log")) for t, s in scripts]
+    results = [(t, c.wait(3600)) for t, c in children]
+    wall = time.monotonic() - t0
+    per_table = {}
+    for t, r in results:
+        if r.rc != 0:
+            raise RuntimeError(f"ceiling: psql for {t} exited {r.rc}: {r.tail()}")
+        times = [float(x) / 1000 for x in PSQL_TIME_RE.findall(r.stdout)]
+        per_table[t] = {"copy_s": rnd(times[0]) if times else None,
+                        "indexes_s": rnd(sum(times[1:])), "wall_s": rnd(r.seconds)}
+    return {"seconds": wall, "maxrss_mb": max(r.maxrss_mb for _t, r in results),
+            "tables": per_table, "dsn_db": dbname}
+
+
+PGLOADER_ROW_RE = re.compile(r"^\s*(.+?)\s{2,}(\d+)\s+(\d+)\s+(?:([\d.]+ [kMG]?B)\s+)?([\d.]+)s\s*$", re.M)
+
+
+def run_pgloader(server: Server, db: Path, dbname: str) -> dict[str, Any]:
+    dsn = server.fresh(dbname)
+    server.checkpoint()
+    log = LOGS / "pgloader.log"
+    res = run(["pgloader", db, dsn], log=log, check=False, timeout=7200)
+    text = res.stdout + "\n" + res.tail(80)
+    phases = {m.group(1).strip(): {"errors": int(m.group(2)), "rows": int(m.group(3)),
+                                   "seconds": float(m.group(5))}
+              for m in PGLOADER_ROW_RE.finditer(text)}
+    total = phases.get("Total import time", {})
+    if res.rc != 0 or total.get("errors", 1) != 0:
+        raise RuntimeError(f"pgloader failed (exit {res.rc}): {text[-3000:]}")
+    return {"seconds": res.seconds, "maxrss_mb": res.maxrss_mb, "rows": total.get("rows"),
+            "logged_seconds": total.get("seconds"),
+            "copy_phase_s": phases.get("COPY Threads Completion", {}).get("seconds"),
+            "index_phase_s": phases.get("Create Indexes", {}).get("seconds"), "dsn_db": dbname}
+
+
+def run_replicator(server: Server, db: Path, dbname: str) -> dict[str, Any]:
+    dsn = server.fresh(dbname)
+    clean_state(db)
+    server.checkpoint()
+    log = LOGS / f"copy-{db.stem}.log"
+    log.write_text("")
+    res = run([*REPLICATOR, "copy", "--source", db, "--target", dsn, "--json", "--log-format", "json"],
+              log=log, timeout=7200, check=False)
+    if res.rc != 0:
+        raise RuntimeError(f"replicator copy exited {res.rc}: {res.tail(30)}")
+    out = json.loads(res.stdout)
+    events = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    tables = {e["table"]: {"seconds": e.get("seconds"), "rows_per_s": e.get("rows_per_s")}
+              for e in events if e.get("event") == "table_copied"}
+    taken = next((e.get("seconds") for e in events if e.get("event") == "snapshot_copy_taken"), None)
+    warnings = [e for e in events if e.get("level") in ("warning", "error")]
+    clean_state(db)
+    return {"seconds": res.seconds, "maxrss_mb": res.maxrss_mb, "rows": out.get("rows"),
+            "logged_seconds": out.get("seconds"), "quarantined": out.get("quarantined"),
+            "state": out.get("state"), "backup_copy_s": taken, "tables": tables,
+            "warnings": warnings[:10], "log": str(log), "dsn_db": dbname}
+
+
+def clean_state(db: Path) -> None:
+    import shutil
+
+    shutil.rmtree(db.with_name(db.name + ".replicator"), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+CHECK_SQL = ("SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint),"
+             " 0)::text AS h FROM {t} AS t")
+
+
+def content_hashes(dsn: str, tables: list[str]) -> dict[str, tuple[int, str]]:
+    async def go() -> dict[str, tuple[int, str]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            out = {}
+            for t in tables:
+                r = await conn.fetchrow(CHECK_SQL.format(t=f'"public"."{t}"'))
+                out[t] = (r["n"], r["h"])
+            return out
+        finally:
+            await conn.close()
+
+    return asyncio_run(go())
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def bench(server: Server, db: Path, rows: int, reps: int, *, anchors: bool = True,
+          check: bool = True) -> dict[str, Any]:
+    """``reps`` rounds; each round runs every tool once, in a rotating order."""
+    sql_dir = emitted_sql(db)
+    tables = list(ddl_tables(sql_dir))
+    if anchors:
+        export_csv(db, sql_dir)
+    tools = ["ceiling", "pgloader", "replicator"] if anchors else ["replicator"]
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
+    checked: dict[str, Any] = {}
+    for rep in range(reps):
+        order = tools[rep % len(tools):] + tools[: rep % len(tools)]
+        for tool in order:
+            name = f"b_{tool}"
+            say(f"snapshot {rows:,} rows, round {rep + 1}/{reps}: {tool}")
+            if tool == "ceiling":
+                r = run_ceiling(server, db, sql_dir, name)
+            elif tool == "pgloader":
+                r = run_pgloader(server, db, name)
+            else:
+                r = run_replicator(server, db, name)
+            say(f"  {tool}: {r['seconds']:.2f}s wall, peak {r['maxrss_mb']:.0f} MB")
+            runs[tool].append(r)
+            if tool == "pgloader" or not (check and rep == 0):
+                server.drop(name)
+        if check and rep == 0:
+            # The ceiling must load exactly what the replicator loads: same rows, same values.
+            rep_h = content_hashes(with_db(server.dsn, "b_replicator"), tables)
+            checked["replicator_rows"] = {t: h[0] for t, h in rep_h.items()}
+            if anchors:
+                ceil_h = content_hashes(with_db(server.dsn, "b_ceiling"), tables)
+                checked["ceiling_equals_replicator"] = ceil_h == rep_h
+                if ceil_h != rep_h:
+                    say(f"WARNING: ceiling content differs from replicator: {ceil_h} vs {rep_h}")
+            for name in ("b_ceiling", "b_replicator"):
+                server.drop(name)
+    return summarize(rows, runs, checked)
+
+
+def summarize(rows: int, runs: dict[str, list[dict]], checked: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": rows, "reps": len(runs["replicator"]), "runs": runs, "check": checked}
+    for tool, rs in runs.items():
+        secs = [r["seconds"] for r in rs]
+        out[tool] = {"median_s": rnd(med(secs)), "min_s": rnd(min(secs)), "max_s": rnd(max(secs)),
+                     "peak_mb": rnd(max(r["maxrss_mb"] for r in rs), 1),
+                     "rows_per_s": round(rows / med(secs))}
+        if tool == "replicator":
+            out[tool]["logged_median_s"] = rnd(med([r["logged_seconds"] or 0 for r in rs]))
+    if "ceiling" in runs:
+        rep = [r["seconds"] for r in runs["replicator"]]
+        ceil = [r["seconds"] for r in runs["ceiling"]]
+        pgl = [r["seconds"] for r in runs["pgloader"]]
+        out["ratio_replicator_over_ceiling"] = rnd(med(rep) / med(ceil), 2)
+        out["ratio_pgloader_over_replicator"] = rnd(med(pgl) / med(rep), 2)
+        out["paired_replicator_over_ceiling"] = rnd(med([a / b for a, b in zip(rep, ceil, strict=True)]), 2)
+        out["paired_pgloader_over_replicator"] = rnd(med([a / b for a, b in zip(pgl, rep, strict=True)]), 2)
+        out["ratio_pgloader_over_ceiling"] = rnd(med(pgl) / med(ceil), 2)
+    return out
+
+
+__all__ = ["bench", "emitted_sql", "export_csv", "PY"]
