@@ -145,7 +145,6 @@ async def drain(db: Path, dsn: str, log: Path, goal: int, extra: list[str] | Non
     """Start the daemon and time until the target cursor reaches ``goal``."""
     conn = await asyncpg.connect(dsn)  # one polling connection (no reconnect cost per poll)
     try:
-        base = await conn.fetchval("SELECT cursor FROM _replicator.state")
         t0 = time.monotonic()
         proc = start(db, dsn, log, extra)
         while True:

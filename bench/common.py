@@ -60,7 +60,7 @@ class Child:
                  cwd: Path = ROOT, stdin: Any = subprocess.DEVNULL):
         self.argv = [str(a) for a in argv]
         self.log = log
-        self._out = tempfile.TemporaryFile()
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _collect
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
         err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
@@ -122,7 +122,8 @@ def run(argv: list, *, log: Path | None = None, env: dict | None = None, timeout
         check: bool = True) -> Measured:
     res = Child(argv, log=log, env=env).wait(timeout)
     if check and res.rc != 0:
-        raise RuntimeError(f"{' '.join(res.argv[:6])} ... exited {res.rc}\n{res.tail()}\n{res.stdout[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(res.argv[:6])} ... exited {res.rc}\n{res.tail()}\n{res.stdout[-2000:]}")
     return res
 
 
@@ -199,8 +200,8 @@ class Server:
         names = ("server_version", "shared_buffers", "max_wal_size", "wal_level", "fsync",
                  "synchronous_commit", "full_page_writes", "maintenance_work_mem", "work_mem",
                  "max_parallel_maintenance_workers", "checkpoint_timeout", "password_encryption")
-        rows = self.admin("SELECT name, setting, unit FROM pg_settings WHERE name = ANY('{%s}')"
-                          % ",".join(names))
+        listed = ",".join(names)
+        rows = self.admin(f"SELECT name, setting, unit FROM pg_settings WHERE name = ANY('{{{listed}}}')")
         return {r["name"]: (r["setting"] + (r["unit"] or "")) for r in rows}
 
     def rtt_ms(self, n: int = 2000) -> dict[str, float]:
@@ -224,9 +225,16 @@ class Server:
 
 
 def asyncio_run(coro: Any) -> Any:
+    """asyncio.run, also from inside a running loop (then in a helper thread, blocking)."""
     import asyncio
+    import concurrent.futures
 
-    return asyncio.run(coro)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 # --------------------------------------------------------------------------- data
@@ -239,7 +247,7 @@ def db_path(rows: int, seed: int = SEED) -> Path:
 def ensure_db(rows: int, seed: int = SEED) -> Path:
     """The generated database for ``rows`` (created once, reused across runs)."""
     path = db_path(rows, seed)
-    if path.exists() and not Path(str(path) + "-wal").exists() and (DATA / (path.name + ".ok")).exists():
+    if path.exists() and (DATA / (path.name + ".ok")).exists():
         return path
     DATA.mkdir(parents=True, exist_ok=True)
     say(f"generating {path.name} ({rows:,} rows; one-off, reused afterwards)")

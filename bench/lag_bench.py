@@ -207,17 +207,17 @@ async def observe(dsn: str, expected_rows: int, app_done, timeout_after_app: flo
 async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, config: str,
                  label: str) -> dict[str, Any]:
     from catchup import exited, start, stop, wait_streaming
-    from common import LOGS, OUT, PY, Child, pct, rnd, say, with_db
+    from common import LOGS, PY, Child, pct, rnd, say
 
     db = prepare_db(src, f"lag-{label}.db")
     dsn = server.fresh(f"b_lag_{label}")
-    cfg = OUT / f"lag-{label}.toml"
+    cfg = LOGS / f"lag-{label}.toml"
     cfg.write_text(config)
     log = LOGS / f"lag-{label}.log"
     log.write_text("")
     proxy_child = None
     daemon_dsn = dsn
-    proxy_out = OUT / f"lag-{label}-proxy.json"
+    proxy_out = LOGS / f"lag-{label}-proxy.json"
     if rtt_ms:
         port = free_port()
         pg_port = int(dsn.rsplit(":", 1)[1].split("/")[0])
@@ -230,7 +230,7 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
     try:
         await wait_streaming(dsn, daemon)
         await asyncio.sleep(2.0)
-        app_out = OUT / f"lag-{label}-app.json"
+        app_out = LOGS / f"lag-{label}-app.json"
         app_out.unlink(missing_ok=True)
         turns0 = _proxy_turns(proxy_child, proxy_out)
         say(f"lag[{label}]: app writing {rate:.0f} rows/s for {seconds:.0f}s"

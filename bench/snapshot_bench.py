@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-
 from common import (
-    DATA, LOGS, PY, REPLICATOR, Child, Server, asyncio_run, med, rnd, run, say, with_db,
+    DATA,
+    LOGS,
+    PY,
+    REPLICATOR,
+    Child,
+    Server,
+    asyncio_run,
+    med,
+    rnd,
+    run,
+    say,
+    with_db,
 )
 
 TABLE_RE = re.compile(r'CREATE TABLE "public"\."([^"]+)" \((.*?)\n\);', re.S)
@@ -141,7 +151,12 @@ def run_ceiling(server: Server, db: Path, sql_dir: Path, dbname: str) -> dict[st
             "tables": per_table, "dsn_db": dbname}
 
 
-PGLOADER_ROW_RE = re.compile(r"^\s*(.+?)\s{2,}(\d+)\s+(\d+)\s+(?:([\d.]+ [kMG]?B)\s+)?([\d.]+)s\s*$", re.M)
+PGLOADER_ROW_RE = re.compile(r"^\s*(.+?)\s{2,}(\S+)\s+(\d+)\s+(?:([\d.]+ [kMG]?B)\s+)?([\d.]+)s\s*$", re.M)
+
+
+def _errors(cell: str) -> int:
+    """pgloader's errors column: a count, or a check mark on the total line when all went well."""
+    return int(cell) if cell.isdigit() else (0 if cell == "✓" else 1)
 
 
 def run_pgloader(server: Server, db: Path, dbname: str) -> dict[str, Any]:
@@ -150,7 +165,7 @@ def run_pgloader(server: Server, db: Path, dbname: str) -> dict[str, Any]:
     log = LOGS / "pgloader.log"
     res = run(["pgloader", db, dsn], log=log, check=False, timeout=7200)
     text = res.stdout + "\n" + res.tail(80)
-    phases = {m.group(1).strip(): {"errors": int(m.group(2)), "rows": int(m.group(3)),
+    phases = {m.group(1).strip(): {"errors": _errors(m.group(2)), "rows": int(m.group(3)),
                                    "seconds": float(m.group(5))}
               for m in PGLOADER_ROW_RE.finditer(text)}
     total = phases.get("Total import time", {})
@@ -217,9 +232,13 @@ def content_hashes(dsn: str, tables: list[str]) -> dict[str, tuple[int, str]]:
 
 
 def bench(server: Server, db: Path, rows: int, reps: int, *, anchors: bool = True,
-          check: bool = True) -> dict[str, Any]:
-    """``reps`` rounds; each round runs every tool once, in a rotating order."""
-    sql_dir = emitted_sql(db)
+          check: bool = True, ddl_from: Path | None = None) -> dict[str, Any]:
+    """``reps`` rounds; each round runs every tool once, in a rotating order.
+
+    ``ddl_from``: take the DDL from another database made by the same generator (`plan` reads
+    every value, which takes minutes at 16M rows); the column types the replicator actually
+    created are compared with it after round 1."""
+    sql_dir = emitted_sql(ddl_from or db)
     tables = list(ddl_tables(sql_dir))
     if anchors:
         export_csv(db, sql_dir)
@@ -246,13 +265,35 @@ def bench(server: Server, db: Path, rows: int, reps: int, *, anchors: bool = Tru
             rep_h = content_hashes(with_db(server.dsn, "b_replicator"), tables)
             checked["replicator_rows"] = {t: h[0] for t, h in rep_h.items()}
             if anchors:
+                ct = column_types(with_db(server.dsn, "b_ceiling"))
+                rt = column_types(with_db(server.dsn, "b_replicator"))
+                checked["ceiling_types_equal_replicator"] = ct == rt
+                if ct != rt:
+                    say(f"WARNING: column types differ: ceiling {ct} vs replicator {rt}")
+            if anchors:
                 ceil_h = content_hashes(with_db(server.dsn, "b_ceiling"), tables)
                 checked["ceiling_equals_replicator"] = ceil_h == rep_h
                 if ceil_h != rep_h:
                     say(f"WARNING: ceiling content differs from replicator: {ceil_h} vs {rep_h}")
             for name in ("b_ceiling", "b_replicator"):
                 server.drop(name)
-    return summarize(rows, runs, checked)
+    out = summarize(rows, runs, checked)
+    out["ddl_from"] = (ddl_from or db).name
+    return out
+
+
+def column_types(dsn: str) -> list[tuple[str, str, str]]:
+    async def go() -> list[tuple[str, str, str]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, ordinal_position")
+            return [tuple(r) for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio_run(go())
 
 
 def summarize(rows: int, runs: dict[str, list[dict]], checked: dict) -> dict[str, Any]:

@@ -67,7 +67,9 @@ class Config:
     tls_verify: bool = True
     pooled: bool | None = None  # None: decide from the host name (-pooler)
     connect_timeout: float = 15.0
+    dead_link_timeout: float = 30.0
     drain_timeout: float = 30.0
+    batch_timeout: float = 300.0
     verify_interval: float = 6 * 3600.0
     verify_rate: float = 20_000.0
     columns: dict[tuple[str, str], ColumnOverride] = field(default_factory=dict)
@@ -111,6 +113,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("target", "schema"): ("target_schema", str, lambda v: 0 < len(v.encode()) <= 63),
     ("target", "embedded_dir"): ("embedded_dir", str, None),
     ("target", "connect_timeout"): ("connect_timeout", (int, float), lambda v: 1 <= v <= 600),
+    ("target", "dead_link_timeout"): ("dead_link_timeout", (int, float), lambda v: 1 <= v <= 3600),
     ("target", "tls_verify"): ("tls_verify", bool, None),
     ("target", "pooled"): ("pooled", bool, None),
     ("target", "identifiers"): ("identifiers", str, ("lower", "preserve")),
@@ -121,6 +124,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("replication", "include"): ("include", list, None),
     ("replication", "exclude"): ("exclude", list, None),
     ("replication", "drain_timeout"): ("drain_timeout", (int, float), lambda v: 0 < v <= 3600),
+    ("replication", "batch_timeout"): ("batch_timeout", (int, float), lambda v: 1 <= v <= 86400),
     ("verify", "interval"): ("verify_interval", (int, float), lambda v: v >= 0),
     ("verify", "rate"): ("verify_rate", (int, float), lambda v: v > 0),
     ("metrics", "addr"): ("metrics_addr", str, None),

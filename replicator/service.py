@@ -31,6 +31,7 @@ from .errors import (
     SourceReplaced,
     StartupError,
     StateError,
+    TargetError,
     is_busy_sqlite,
     is_retryable_pg,
     pooler_symptom,
@@ -109,7 +110,7 @@ class Replicator:
     async def _connect(self, retry_for: float = 60.0) -> asyncpg.Connection:
         target = replace(self.target, pooled=self.pooled)
         return await connect(target, timeout=self.cfg.connect_timeout, tls_verify=self.cfg.tls_verify,
-                             retry_for=retry_for)
+                             retry_for=retry_for, dead_after=self.cfg.dead_link_timeout)
 
     async def reconnect(self) -> None:
         if self.pg is not None:
@@ -388,7 +389,22 @@ class Replicator:
             await self._check_done()
         if high <= self.cursor and not self.rowid_check:
             return None
-        return await self.batch()
+        return await self._bounded_batch()
+
+    async def _bounded_batch(self) -> BatchResult | None:
+        """A batch that does not finish in time means a hung server or a silent link: cut the
+        connection (its statements fail at once, the transaction never commits) and retry."""
+        assert self.pg is not None
+        task = asyncio.ensure_future(self.batch())
+        done, _ = await asyncio.wait({task}, timeout=self.cfg.batch_timeout)
+        if done:
+            return task.result()
+        self.pg.terminate()
+        with contextlib.suppress(BaseException):
+            await task
+        raise TargetError(f"target: a batch took longer than {self.cfg.batch_timeout:.0f}s (a hung "
+                          "server or a silent network); the connection was cut and is retried",
+                          retryable=True)
 
     async def batch(self) -> BatchResult | None:
         assert self.pg is not None and self.tail is not None

@@ -367,13 +367,16 @@ async def finish_table(
     pg: asyncpg.Connection, plan: TablePlan, schema: str, *, status: str, mark: int,
     seconds: float, rows: int,
 ) -> TablePlan:
-    plan = await ddl.snapshot_objects(pg, plan, schema)
+    """Keys, indexes, triggers and the table's status in one transaction: a crash in the middle
+    leaves none of it, so finishing again after a restart starts from a clean table."""
+    async with pg.transaction():
+        plan = await ddl.snapshot_objects(pg, plan, schema)
+        await state.update_table(
+            pg, plan.name, status=status, snapshot_seq=mark, copy_seconds=seconds,
+            rows_copied=rows, resume_after=None, plan=json.dumps(plan.to_json()),
+        )
+        await state.event(pg, "table_copied", plan.name, rows=rows, seconds=round(seconds, 3))
     await pg.execute(f"ANALYZE {qualified(schema, plan.pg_name)}")
-    await state.update_table(
-        pg, plan.name, status=status, snapshot_seq=mark, copy_seconds=seconds,
-        rows_copied=rows, resume_after=None, plan=json.dumps(plan.to_json()),
-    )
-    await state.event(pg, "table_copied", plan.name, rows=rows, seconds=round(seconds, 3))
     return plan
 
 

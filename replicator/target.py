@@ -7,7 +7,9 @@ timeouts) with capped, jittered backoff; authentication and configuration errors
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -30,12 +32,28 @@ _FATAL_CONNECT = (
 )
 
 
+def tune_socket(conn: asyncpg.Connection, dead_after: float) -> None:
+    """Notice a dead link within ``dead_after`` seconds: TCP keepalives while idle, and a user
+    timeout for data that is never acknowledged (a network partition, a vanished compute)."""
+    sock = conn._transport.get_extra_info("socket") if conn._transport else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle = max(1, int(dead_after / 3))
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(1, idle // 2)),
+                            ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", int(dead_after * 1000))):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 async def connect(
     target: TargetDSN,
     *,
     timeout: float = 15.0,
     tls_verify: bool = True,
     retry_for: float = 60.0,
+    dead_after: float = 30.0,
 ) -> asyncpg.Connection:
     """Open one connection, retrying transient failures for up to ``retry_for`` seconds."""
     if target.dropped:
@@ -56,7 +74,9 @@ async def connect(
     attempt = 0
     while True:
         try:
-            return await asyncpg.connect(**kwargs)
+            conn = await asyncpg.connect(**kwargs)
+            tune_socket(conn, dead_after)
+            return conn
         except (*_FATAL_CONNECT, ssl.SSLCertVerificationError) as exc:
             raise StartupError(_connect_message(target, exc)) from None
         except Exception as exc:  # noqa: BLE001 - classified below

@@ -1,0 +1,239 @@
+"""Benchmark runner for issue 7 (snapshot, catch-up, lag, capture overhead, verify, scaling).
+
+    python bench/run.py all --write-results            # everything (10x scaling only with --with-10x)
+    python bench/run.py snapshot --reps 5              # one benchmark
+    python bench/run.py lag overhead --write-results   # several, then regenerate RESULTS.md
+    python bench/run.py results                        # re-render RESULTS.md from bench/out/*.json
+
+Every run starts its own embedded Postgres 17 under a temp home (same settings for every tool) and
+creates a fresh database per tool run. Generated SQLite databases and CSV exports are kept in
+bench/data/ and reused. Raw JSON goes to bench/out/<benchmark>.json (and bench/out/history/).
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import common  # noqa: E402
+from common import LOGS, Server, ensure_db, med, rnd, save, say, scratch_copy  # noqa: E402
+
+BENCHES = ["snapshot", "catchup", "lag", "overhead", "verify", "scaling"]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="+", choices=[*BENCHES, "all", "results"])
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (median reported); default 3")
+    ap.add_argument("--rows", type=int, default=1_600_000, help="the 1x database size (default 1.6M)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--write-results", action="store_true", help="regenerate bench/RESULTS.md at the end")
+    ap.add_argument("--pg-home", type=Path,
+                    help="reuse/keep an embedded Postgres home (default: temp, removed)")
+    g = ap.add_argument_group("snapshot / scaling")
+    g.add_argument("--sizes", default="0.1,1", help="scaling sizes as multiples of --rows (default 0.1,1)")
+    g.add_argument("--with-10x", action="store_true", help="add the 10x size to scaling (16M rows: minutes)")
+    g.add_argument("--scaling-reps", type=int,
+                   help="repetitions per scaling size (default: --reps, 1 for >=10x)")
+    g.add_argument("--no-scaling-anchors", action="store_true", help="scaling: replicator only")
+    g = ap.add_argument_group("catchup")
+    g.add_argument("--changes", default="100000,300000", help="backlog sizes (default 100000,300000)")
+    g.add_argument("--no-replay", action="store_true", help="skip the statement-replay anchor")
+    g = ap.add_argument_group("lag")
+    g.add_argument("--lag-seconds", type=float, default=30)
+    g.add_argument("--lag-rate", type=float, default=500)
+    g.add_argument("--lag-rows", type=int, help="database size for the lag run (default 0.1x)")
+    g.add_argument("--rtt-ms", type=float, default=20, help="RTT added by the proxy variant (0: skip)")
+    g.add_argument("--lag-variants", default="default,verify_off,rtt")
+    g = ap.add_argument_group("overhead")
+    g.add_argument("--overhead-n", type=int, default=2000, help="single-row transactions per block")
+    g.add_argument("--overhead-rows", type=int, help="database size (default --rows)")
+    g.add_argument("--sync", default="NORMAL,FULL", help="synchronous modes (default NORMAL,FULL)")
+    args = ap.parse_args()
+    if "all" in args.what:
+        args.what = BENCHES
+    return args
+
+
+def pg_settings() -> dict[str, str]:
+    """The server settings every tool gets (the embedded defaults; nothing tuned for anyone)."""
+    return {}
+
+
+def run_snapshot(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    import snapshot_bench
+
+    db = ensure_db(a.rows, a.seed)
+    return snapshot_bench.bench(server, db, a.rows, a.reps)
+
+
+def run_catchup(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    import catchup
+
+    src = ensure_db(a.rows, a.seed)
+    db = scratch_copy(src, "catchup.db")
+    dsn = server.fresh("b_catchup")
+    log = LOGS / "catchup.log"
+    log.write_text("")
+
+    def clone() -> str:
+        server.drop("b_replay")
+        server.admin('CREATE DATABASE "b_replay" TEMPLATE "b_catchup" OWNER replicator')
+        server.created.append("b_replay")
+        return common.with_db(server.dsn, "b_replay")
+
+    say("catchup: initial snapshot by the daemon (not timed)")
+    sizes: dict[str, Any] = {}
+    seed = 5
+    for n in _ints(a.changes):
+        runs = []
+        for rep in range(a.reps):
+            seed += 1
+            say(f"catchup: {n:,} changes, run {rep + 1}/{a.reps}")
+            r = asyncio.run(catchup.measure(db, dsn, n, log, seed=seed,
+                                            replay_dsn_factory=None if a.no_replay else clone))
+            say(f"  drained {r['log_entries']:,} entries in {r['seconds']}s = {r['changes_per_s']:,}/s"
+                + (f"; replay {r['replay_changes_per_s']:,}/s" if "replay_changes_per_s" in r else ""))
+            runs.append(r)
+            server.drop("b_replay")
+        s: dict[str, Any] = {"runs": runs}
+        for key in ("log_entries", "changes_per_s", "changes_per_s_after_start", "app_changes_per_s",
+                    "replay_changes_per_s"):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            if vals:
+                s[key] = round(med(vals))
+        s["seconds"] = rnd(med([r["seconds"] for r in runs]))
+        s["daemon_peak_mb"] = max((r["daemon_maxrss_mb"] or 0) for r in runs)
+        if s.get("replay_changes_per_s"):
+            s["ratio_vs_replay"] = rnd(s["changes_per_s"] / s["replay_changes_per_s"], 2)
+        sizes[str(n)] = s
+    server.drop("b_catchup")
+    common.clean_sqlite(db)
+    return {"rows": a.rows, "reps": a.reps, "sizes": sizes}
+
+
+def run_lag(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    import lag_bench
+
+    rows = a.lag_rows or max(1000, a.rows // 10)
+    src = ensure_db(rows, a.seed)
+    rtt = server.rtt_ms()
+    variants = [v.strip() for v in a.lag_variants.split(",") if v.strip()]
+    res = lag_bench.bench(server, src, seconds=a.lag_seconds, rate=a.lag_rate, rtt_ms=a.rtt_ms,
+                          variants=variants)
+    for v in res:
+        common.clean_sqlite(common.DATA / "work" / f"lag-{v}.db")
+    return {"rows": rows, "rate": a.lag_rate, "seconds": a.lag_seconds, "rtt": rtt, "variants": res}
+
+
+def run_overhead(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    import overhead_bench
+
+    rows = a.overhead_rows or a.rows
+    src = ensure_db(rows, a.seed)
+    res = overhead_bench.bench(src, rounds=max(2, a.reps * 2), n_single=a.overhead_n,
+                               synchronous_modes=[s.strip().upper() for s in a.sync.split(",")])
+    common.clean_sqlite(common.DATA / "work" / "overhead.db")
+    return {"rows": rows, **res}
+
+
+def run_verify(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    import verify_bench
+
+    return verify_bench.bench(server, ensure_db(a.rows, a.seed), a.reps)
+
+
+def run_scaling(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    import snapshot_bench
+
+    mults = [float(x) for x in a.sizes.split(",") if x.strip()]
+    if a.with_10x and 10.0 not in mults:
+        mults.append(10.0)
+    sizes = sorted({int(a.rows * m) for m in mults})
+    out: dict[str, Any] = {"base_rows": a.rows, "sizes": {}}
+    for n in sizes:
+        reps = a.scaling_reps or (1 if n >= 10 * a.rows else a.reps)
+        if n == a.rows and "snapshot" in _DONE and not a.scaling_reps:
+            say(f"scaling: {n:,} rows: reusing the snapshot benchmark of this run")
+            out["sizes"][str(n)] = _DONE["snapshot"]
+            continue
+        db = ensure_db(n, a.seed)
+        say(f"scaling: {n:,} rows, {reps} round(s)")
+        # `plan --emit-sql` reads every value (minutes at 16M rows): above 1x, the ceiling uses
+        # the 1x database's DDL (same generator); round 1 checks the types match.
+        base = ensure_db(a.rows, a.seed) if n > a.rows and not a.no_scaling_anchors else None
+        r = snapshot_bench.bench(server, db, n, reps, anchors=not a.no_scaling_anchors, ddl_from=base)
+        out["sizes"][str(n)] = r
+    out["reps"] = a.scaling_reps or a.reps
+    return out
+
+
+_DONE: dict[str, Any] = {}  # results of this invocation (scaling reuses the 1x snapshot)
+
+RUNNERS = {"snapshot": run_snapshot, "catchup": run_catchup, "lag": run_lag,
+           "overhead": run_overhead, "verify": run_verify, "scaling": run_scaling}
+
+
+def main() -> int:
+    a = parse()
+    import results
+
+    if a.what == ["results"]:
+        print(f"wrote {results.write_results()}")
+        return 0
+    LOGS.mkdir(parents=True, exist_ok=True)
+    command = "python bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    server = Server.start(a.pg_home, pg_settings())
+    failed = []
+    try:
+        info = server.info()
+        common.save("machine", results.machine(info))
+        for name in [w for w in a.what if w in RUNNERS]:
+            say(f"=== {name}")
+            before = os.getloadavg()
+            t0 = time.monotonic()
+            try:
+                data = RUNNERS[name](server, a)
+            except Exception as exc:  # keep going: one broken benchmark must not hide the others
+                import traceback
+
+                traceback.print_exc()
+                failed.append(name)
+                say(f"{name} FAILED: {type(exc).__name__}: {exc}")
+                continue
+            data.update({"command": command, "loadavg_before": [round(x, 2) for x in before],
+                         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                         "bench_seconds": round(time.monotonic() - t0, 1)})
+            _DONE[name] = data
+            path = save(name, data)
+            text, targets = results.render_one(name, data)
+            print(f"\n## {name}\n\n{text}\n")
+            for t, m, ok in targets:
+                print(f"  target: {t}: {m} -> {results.verdict(ok).strip('*')}")
+            print(f"\n(raw: {path})\n", flush=True)
+    finally:
+        server.stop()
+    if a.write_results:
+        print(f"wrote {results.write_results()}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
