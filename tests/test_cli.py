@@ -126,3 +126,18 @@ def test_the_example_config_is_valid(monkeypatch):
     monkeypatch.setenv("NEON_DATABASE_URL", "postgresql://u:p@ep-x.neon.tech/db?sslmode=require")
     cfg = config.build(ROOT / "config" / "replicator.example.toml")
     assert cfg.source == Path("/var/lib/app/app.db") and cfg.snapshot_method == "copy"
+
+
+def test_every_metric_is_documented_in_the_readme():
+    from replicator import metrics
+
+    readme = (ROOT / "README.md").read_text()
+    for metric in metrics.REGISTRY.collect():
+        name = metric.name + ("_total" if metric.type == "counter" else "")
+        assert f"`{name}" in readme, f"metric {name} is not in the README's table"
+
+
+def test_every_config_key_is_in_the_example_config():
+    example = (ROOT / "config" / "replicator.example.toml").read_text()
+    for section, key in config._SCHEMA:
+        assert re.search(rf"^#? ?{key} *=", example, re.M), f"{section}.{key} missing from the example"
