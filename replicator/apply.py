@@ -23,7 +23,7 @@ from .errors import BadValueError, DriftError
 from .schema import TablePlan
 from .snapshot import write_columns, write_projection
 from .source import qi
-from .tail import ReadTxn
+from .tail import ReadTxn, RowSet
 from .target import qualified
 
 _log = log.get("apply")
@@ -45,11 +45,11 @@ class Page:
     """One page of log entries, grouped by table, with the current rows they name."""
 
     keys: dict[str, list[tuple]]
-    rows: dict[str, list[tuple]]
+    rows: dict[str, RowSet]
     last_seq: int
 
 
-RowReader = Callable[[TablePlan, Sequence[tuple]], Awaitable[list[tuple]]]
+RowReader = Callable[[TablePlan, Sequence[tuple]], Awaitable[RowSet]]
 
 
 @dataclass
@@ -66,10 +66,11 @@ class BatchResult:
 
 class Applier:
     def __init__(self, pg: asyncpg.Connection, tables: dict[str, TableTarget], *,
-                 track_dirty: bool = False):
+                 track_dirty: bool = False, quarantined: dict[str, bool] | None = None):
         self.pg = pg
         self.tables = tables
         self.track_dirty = track_dirty  # after a full verification: remember what changes
+        self.quarantined = quarantined if quarantined is not None else {}
 
     async def apply(self, txn: ReadTxn, cursor: int, result: BatchResult | None = None) -> BatchResult:
         """Apply entries (cursor, txn.high] page by page while the read transaction stays open
@@ -113,11 +114,11 @@ class Applier:
                 await state.mark_dirty(self.pg, tbl, [key_to_json(k) for k in tkeys], page.last_seq)
 
     async def _apply_table(
-        self, target: TableTarget, keys: list[tuple], raw: list[tuple], result: BatchResult,
+        self, target: TableTarget, keys: list[tuple], raw: RowSet, result: BatchResult,
         reread: RowReader,
     ) -> None:
         plan = target.plan
-        good, bad = convert_rows(plan, raw, safe=True)
+        good, bad = convert_rows(plan, raw.rows, safe=raw.safe)
         for _k, _r, column, reason, key in bad:
             if plan.column(column).policy == "fail":
                 raise BadValueError(
@@ -127,7 +128,8 @@ class Applier:
         deleted = await self._delete_keys(target, keys)
         resync = await self._reconcile_unique(target, good)
         if resync:
-            extra_good, extra_bad = convert_rows(plan, await reread(plan, resync), safe=True)
+            again = await reread(plan, resync)
+            extra_good, extra_bad = convert_rows(plan, again.rows, safe=again.safe)
             if extra_good:
                 _log.warning(
                     "unique_clash_resync", table=plan.name, rows=len(extra_good),
@@ -136,10 +138,14 @@ class Applier:
             good += extra_good
             bad += extra_bad
         await self._insert(target, good)
-        await state.quarantine_put(self.pg, plan.name, [b[:4] for b in bad])
-        bad_keys = {tuple(map(repr, b[4])) for b in bad}
-        cleared = [key_to_json(k) for k in keys if tuple(map(repr, k)) not in bad_keys]
-        await state.quarantine_clear(self.pg, plan.name, cleared)
+        if bad:
+            await state.quarantine_put(self.pg, plan.name, [b[:4] for b in bad])
+        if bad or self.quarantined.get(plan.name):
+            # Rows fixed (or deleted) at the source leave the quarantine.
+            bad_keys = {tuple(map(repr, b[4])) for b in bad}
+            cleared = [key_to_json(k) for k in keys if tuple(map(repr, k)) not in bad_keys]
+            await state.quarantine_clear(self.pg, plan.name, cleared)
+            self.quarantined[plan.name] = True
         if bad:
             metrics.QUARANTINED.labels(plan.name).inc(len(bad))
             _log.warning(
@@ -155,6 +161,8 @@ class Applier:
         """Log keys (SQLite values) as Postgres values; a key that cannot convert is not there."""
         if plan.rowid_keyed:
             return [k for k in keys if type(k[0]) is int]
+        if len(plan.key_plans) == 1 and plan.key_plans[0].conv == "bigint":
+            return [k for k in keys if type(k[0]) is int]  # the common case, without closures
         convs = [converter(c) for c in plan.key_plans]
         out = []
         for key in keys:

@@ -71,6 +71,7 @@ class Replicator:
         self.progress = progress
         self.stop: asyncio.Event | None = None  # set by the daemon: a signal stops the snapshot
         self.census_rows: dict[str, int] = {}
+        self.quarantined: dict[str, bool] = {}  # tables that may have rows in quarantine
         self.pg: asyncpg.Connection | None = None
         self.writer: sqlite3.Connection | None = None
         self.tail: Tail | None = None
@@ -366,6 +367,7 @@ class Replicator:
         assert st is not None
         self.cursor = st.cursor
         self.schema_version = st.schema_version
+        self.quarantined = {t: True for t in await state.quarantine_count(self.pg)}
         self.targets, self.sql = {}, {}
         for name, t in (await state.tables(self.pg)).items():
             self.targets[name] = TableTarget(
@@ -417,7 +419,8 @@ class Replicator:
                 raise Done()
             self.cursor = st.cursor
             tracking = bool(st.info.get("last_verify", {}).get("full"))
-            applier = Applier(self.pg, self.targets, track_dirty=tracking)
+            applier = Applier(self.pg, self.targets, track_dirty=tracking,
+                              quarantined=self.quarantined)
             result = BatchResult(high=self.cursor)
             pages: list = []
             async with self.tail.read() as txn:
@@ -452,7 +455,7 @@ class Replicator:
         await self.prune()
         return result
 
-    async def _fresh_rows(self, plan: TablePlan, keys) -> list[tuple]:
+    async def _fresh_rows(self, plan: TablePlan, keys):
         """Rows read in a new short read transaction (unique-clash re-reads after the batch's)."""
         assert self.tail is not None
         async with self.tail.read() as txn:
@@ -576,6 +579,7 @@ class Replicator:
                 frozen.close()
         self.targets[name] = TableTarget(plan, self.schema, snapshot_seq=frozen.mark)
         self.sql[name] = live.sql
+        self.quarantined[name] = True  # the copy may have quarantined rows
         metrics.RESNAPSHOTS.labels(name).inc()
         _log.info("table_resnapshot", table=name, reason=reason, **snapshot.describe(result))
 

@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 import watchfiles
@@ -133,6 +133,11 @@ class Tail:
         return max(0, high - cursor), oldest, high - low + 1
 
 
+class RowSet(NamedTuple):
+    rows: list[tuple]
+    safe: bool  # TEXT read as bytes plus typeof (see convert.select_list)
+
+
 class ReadTxn:
     def __init__(self, tail: Tail, schema_version: int, high: int):
         self.tail = tail
@@ -181,8 +186,17 @@ class ReadTxn:
             row = await cur.fetchone()
         return int(row[0]), int(row[1])
 
-    async def rows(self, plan: TablePlan, keys: Sequence[tuple]) -> list[tuple]:
-        """Current rows for ``keys`` as ``(rowid, *columns)`` in the safe (typeof-tagged) form."""
+    async def rows(self, plan: TablePlan, keys: Sequence[tuple]) -> RowSet:
+        """Current rows for ``keys`` as ``(rowid, *columns)``; read as-is, or in the safe
+        (typeof-tagged) form when some TEXT is not valid UTF-8."""
+        try:
+            return RowSet(await self._rows(plan, keys, safe=False), safe=False)
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc).lower():
+                raise
+            return RowSet(await self._rows(plan, keys, safe=True), safe=True)
+
+    async def _rows(self, plan: TablePlan, keys: Sequence[tuple], safe: bool) -> list[tuple]:
         conn = self.tail.conn
         assert conn is not None
         if not keys:
@@ -191,7 +205,7 @@ class ReadTxn:
             [plan.rowid_name] if plan.rowid_keyed else [qi(k) for k in plan.key_columns]
         )
         rowid = plan.rowid_name or "NULL"
-        head = f"SELECT {rowid}, {select_list(plan, safe=True)} FROM {qi(plan.name)} WHERE "
+        head = f"SELECT {rowid}, {select_list(plan, safe=safe)} FROM {qi(plan.name)} WHERE "
         width = len(key_exprs)
         per = max(1, MAX_PARAMS // width)
         out: list[tuple] = []
