@@ -53,27 +53,56 @@ class Measured:
         return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
 
 
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 class Child:
-    """A started subprocess whose end is collected with wait4 (its own peak RSS, in MB)."""
+    """A started subprocess, wall-timed, with its own peak RSS in MB.
+
+    Peak RSS comes from GNU time's %M: the ``ru_maxrss`` that wait4 reports for a direct child
+    of this (large) Python process is at least this process' own RSS, because Linux carries the
+    parent's high-water mark into a vfork/exec'd child. Under /usr/bin/time the measured command
+    is forked from a ~2 MB process instead. Signals go to the measured command itself.
+    """
 
     def __init__(self, argv: list[str], *, log: Path | None = None, env: dict | None = None,
                  cwd: Path = ROOT, stdin: Any = subprocess.DEVNULL):
         self.argv = [str(a) for a in argv]
         self.log = log
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _collect
+        self._rss = Path(tempfile.mkstemp(prefix="bench-rss-")[1]) if TIME else None
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
         err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        run_argv = [TIME, "-f", "%M", "-o", str(self._rss), *self.argv] if TIME else self.argv
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=err, env=env, cwd=cwd,
+        self.proc = subprocess.Popen(run_argv, stdout=self._out, stderr=err, env=env, cwd=cwd,
                                      stdin=stdin)
         if log is not None:
             err.close()
         self.result: Measured | None = None
+        self._target: int | None = None if TIME else self.proc.pid
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The measured command's pid (the wrapper's child when wrapped)."""
+        if self._target is None:
+            path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            for _ in range(500):
+                with contextlib.suppress(OSError):
+                    kids = path.read_text().split()
+                    if kids:
+                        self._target = int(kids[0])
+                        break
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.002)
+        return self._target if self._target is not None else self.proc.pid
+
+    def send_signal(self, sig: int) -> None:
+        if self.result is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def poll(self) -> bool:
         """True once the child has exited (collected)."""
@@ -102,15 +131,20 @@ class Child:
         self._out.seek(0)
         out = self._out.read().decode(errors="replace")
         self._out.close()
-        self.result = Measured(self.argv, rc, seconds, ru.ru_maxrss / 1024, out, self.log)
+        maxrss_kb = ru.ru_maxrss
+        if self._rss is not None:
+            lines = [x for x in self._rss.read_text(errors="replace").split() if x.isdigit()]
+            if lines:
+                maxrss_kb = int(lines[-1])
+            self._rss.unlink(missing_ok=True)
+        self.result = Measured(self.argv, rc, seconds, maxrss_kb / 1024, out, self.log)
 
     def terminate(self, timeout: float = 90) -> Measured:
-        if self.result is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGTERM)
         return self.wait(timeout)
 
     def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         with contextlib.suppress(ChildProcessError):

@@ -282,10 +282,8 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
 def _proxy_turns(child, path: Path) -> int | None:
     if child is None:
         return None
-    import os
-
     mtime = path.stat().st_mtime if path.exists() else 0
-    os.kill(child.pid, signal.SIGUSR1)
+    child.send_signal(signal.SIGUSR1)
     for _ in range(200):
         time.sleep(0.01)
         if path.exists() and path.stat().st_mtime != mtime:

@@ -278,7 +278,7 @@ class Replicator:
             self.census_rows[table.name] = cen.rows
             k = known.get(table.name)
             if k is not None and k.status == state.COPYING and frozen.path is not None \
-                    and k.snapshot_seq == frozen.mark:
+                    and k.snapshot_seq == frozen.mark and _same_mapping(k.plan, table, cen, self.cfg):
                 _log.info("table_resume", table=table.name, rows_done=await self._rows_done(table.name))
                 items.append((k.plan, cen))
                 continue
@@ -808,6 +808,14 @@ def _write_refused(exc: sqlite3.OperationalError, path: Path) -> str:
         return (f"source: {path} stayed locked by another connection ({text}); the replicator "
                 "waits busy_timeout_ms for its short writes. Retry when the long write is over")
     return f"source: cannot install capture in {path}: {text}"
+
+
+def _same_mapping(stored: TablePlan, table: Table, cen, cfg: Config) -> bool:
+    """A half-copied table resumes only if the configuration still maps it the same way (an
+    override added after a failure must take effect)."""
+    fresh = plan_table(table, cen, cfg)
+    shape = [(c.name, c.pg_type, c.conv, c.policy) for c in fresh.columns]
+    return shape == [(c.name, c.pg_type, c.conv, c.policy) for c in stored.columns]
 
 
 def source_identity(path: Path) -> tuple[int, int]:

@@ -214,3 +214,19 @@ def test_names_postgres_would_truncate_are_refused_up_front(tmp_path, target_dsn
     assert out.returncode == 2
     conn = sqlite3.connect(db)  # refused before anything was written to SQLite
     assert not conn.execute("SELECT name FROM sqlite_schema WHERE name LIKE '_replicator%'").fetchall()
+
+
+def test_on_bad_value_fail_stops_and_names_the_row(tmp_path, target_dsn):
+    db = tmp_path / "strict.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, 5), (2, "lots"), (3, 7)])
+    conn.commit()
+    conn.close()
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text("[tables.t.columns.qty]\non_bad_value = \"fail\"\n")
+    out = cli("copy", "--source", str(db), "--target", target_dsn, "--config", str(cfg))
+    assert out.returncode == 1
+    assert "table 't', column 'qty', key [2]" in out.stderr and "'lots'" in out.stderr
+    cfg.write_text("[tables.t.columns.qty]\ntype = \"text\"\n")  # the override takes them all
+    cli("copy", "--source", str(db), "--target", target_dsn, "--config", str(cfg), check=True)

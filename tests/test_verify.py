@@ -137,3 +137,23 @@ async def test_the_daemon_verifies_in_the_background_and_records_it(chinook, tar
         assert passes and passes[0]["ok"] and passes[0]["rows"] == 15607
     finally:
         daemon.stop()
+
+
+async def test_a_timestamp_differing_only_in_time_zone_is_a_difference(tmp_path, target_dsn):
+    db = tmp_path / "tz.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, at DATETIME)")
+    conn.executemany("INSERT INTO e VALUES (?, ?)", [(1, "2024-03-10 12:00:00"), (2, "2024-03-11 08:30:00")])
+    conn.commit()
+    conn.close()
+    cli("copy", "--source", str(db), "--target", target_dsn, check=True)
+    assert verify(db, target_dsn)[0] == 0
+    pg = await asyncpg.connect(target_dsn)
+    try:
+        # The same wall-clock time read in another zone: one hour off as an instant.
+        await pg.execute("UPDATE e SET at = (at AT TIME ZONE 'UTC') AT TIME ZONE 'Europe/Paris' "
+                         "WHERE id = 2")
+    finally:
+        await pg.close()
+    code, report = verify(db, target_dsn)
+    assert code == 1 and table(report, "e")["samples"]["different"][0] == {"key": [2], "column": "at"}
