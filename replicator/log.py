@@ -50,7 +50,7 @@ def _scrub_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[st
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     """Configure structlog once per process; ``fmt`` is auto, json or console."""
-    stream = stream or sys.stderr
+    stream = stream or _stream
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     processors: list[Any] = [
@@ -72,6 +72,29 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+class _Stream:
+    """The stream log lines go to; swappable while a progress display owns the terminal."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def write(self, text: str) -> int:
+        return (self.target or sys.stderr).write(text)
+
+    def flush(self) -> None:
+        (self.target or sys.stderr).flush()
+
+    def isatty(self) -> bool:
+        return (self.target or sys.stderr).isatty()
+
+
+_stream = _Stream()
+
+
+def redirect(target: Any) -> None:
+    _stream.target = target
 
 
 def get(name: str | None = None, **bound: Any) -> structlog.stdlib.BoundLogger:

@@ -274,6 +274,8 @@ class Coordinator:
                                            mark=self.frozen.mark, seconds=seconds, rows=int(rows))
         self.plans[name] = plan
         metrics.SNAPSHOT_TABLES_REMAINING.dec()
+        if self.rep.progress:
+            self.rep.progress(name, int(rows), int(rows))
         _log.info("table_copied", table=name, rows=int(rows), quarantined=int(quarantined),
                   seconds=round(seconds, 3), rows_per_s=round(rows / seconds) if seconds else 0)
 

@@ -32,9 +32,15 @@ class TableProgress:
 
     def __enter__(self) -> TableProgress:
         self.progress.start()
+        from . import log
+
+        log.redirect(_ConsoleLines(self.progress.console))  # log lines above the bars
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from . import log
+
+        log.redirect(None)
         self.progress.stop()
 
     def __call__(self, table: str, done: int, total: int) -> None:
@@ -44,3 +50,25 @@ class TableProgress:
         elapsed = self.progress.tasks[task].elapsed or 0
         rate = f"{done / elapsed:,.0f}" if elapsed > 0 else "-"
         self.progress.update(task, completed=done, total=max(total, done), rate=rate)
+
+
+class _ConsoleLines:
+    """A file-like object printing whole lines through rich (keeps the live bars intact)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.buf = console, ""
+
+    def write(self, text: str) -> int:
+        from rich.text import Text
+
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self.console.print(Text.from_ansi(line))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True

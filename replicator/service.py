@@ -358,8 +358,12 @@ class Replicator:
         return results
 
     async def _owned(self) -> set[str]:
+        """SQLite names of tables this replication created, plus the Postgres names of those a
+        previous run created (either may be replaced; nothing else in the target may)."""
         assert self.pg is not None
-        return set(await state.tables(self.pg))
+        st = await state.load(self.pg)
+        previous = set(st.info.get("previously_owned", [])) if st else set()
+        return set(await state.tables(self.pg)) | previous
 
     async def _load_targets(self) -> None:
         assert self.pg is not None

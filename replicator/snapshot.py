@@ -351,7 +351,7 @@ async def prepare_table(
     """(Re)create a table we own; refuse to touch one the replicator did not create. Returns the
     plan as created (translations Postgres refused are moved to notes)."""
     if await table_exists(pg, schema, plan.pg_name):
-        if plan.name not in owned:
+        if plan.name not in owned and plan.pg_name not in owned:
             raise StartupError(
                 f"target: table {qualified(schema, plan.pg_name)} already exists and was not "
                 "created by the replicator; drop it or choose another target schema"

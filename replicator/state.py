@@ -150,13 +150,22 @@ async def init(
     conn: asyncpg.Connection, *, source_id: str | None, source_path: str, mode: str,
     target_schema: str,
 ) -> None:
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.state (source_id, source_path, mode, state, cursor, target_schema) "
-        "VALUES ($1, $2, $3, 'new', 0, $4) ON CONFLICT (id) DO UPDATE SET source_id = $1, "
-        "source_path = $2, mode = $3, state = 'new', cursor = 0, target_schema = $4, "
-        "error = NULL, schema_version = NULL, info = '{}', started_at = now(), updated_at = now()",
-        source_id, source_path, mode, target_schema,
-    )
+    """A fresh start: the previous run's bookkeeping goes, but the names of the tables it
+    created are kept, so this run may replace them (and only them)."""
+    async with conn.transaction():
+        owned = [r[0] for r in await conn.fetch(f"SELECT pg_name FROM {SCHEMA}.tables")]
+        old = await conn.fetchval(f"SELECT info->'previously_owned' FROM {SCHEMA}.state")
+        owned = sorted(set(owned) | set(json.loads(old) if old else []))
+        for table in ("tables", "units", "quarantine", "dirty"):
+            await conn.execute(f"DELETE FROM {SCHEMA}.{table}")
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.state (source_id, source_path, mode, state, cursor, target_schema) "
+            "VALUES ($1, $2, $3, 'new', 0, $4) ON CONFLICT (id) DO UPDATE SET source_id = $1, "
+            "source_path = $2, mode = $3, state = 'new', cursor = 0, target_schema = $4, "
+            "error = NULL, schema_version = NULL, info = '{}', started_at = now(), updated_at = now()",
+            source_id, source_path, mode, target_schema,
+        )
+        await merge_info(conn, previously_owned=owned)
 
 
 async def set_state(
