@@ -70,6 +70,7 @@ class Config:
     dead_link_timeout: float = 30.0
     drain_timeout: float = 30.0
     batch_timeout: float = 300.0
+    follow_drops: bool = False
     verify_interval: float = 6 * 3600.0
     verify_rate: float = 20_000.0
     columns: dict[tuple[str, str], ColumnOverride] = field(default_factory=dict)
@@ -125,6 +126,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("replication", "exclude"): ("exclude", list, None),
     ("replication", "drain_timeout"): ("drain_timeout", (int, float), lambda v: 0 < v <= 3600),
     ("replication", "batch_timeout"): ("batch_timeout", (int, float), lambda v: 1 <= v <= 86400),
+    ("replication", "follow_drops"): ("follow_drops", bool, None),
     ("verify", "interval"): ("verify_interval", (int, float), lambda v: v >= 0),
     ("verify", "rate"): ("verify_rate", (int, float), lambda v: v > 0),
     ("metrics", "addr"): ("metrics_addr", str, None),

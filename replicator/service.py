@@ -19,9 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from . import capture, ddl, drift, log, metrics, parallel, snapshot, state
+from . import capture, log, metrics, state
 from .apply import Applier, BatchResult, TableTarget, record_metrics
-from .census import quick_census
 from .config import Config
 from .dsn import TargetDSN
 from .errors import (
@@ -37,7 +36,9 @@ from .errors import (
     pooler_symptom,
     startup_message,
 )
-from .schema import ROWID_COLUMN, TablePlan, check_names, plan_table, text_census_columns
+from .follow import FollowDrift
+from .initial import InitialCopy
+from .schema import ROWID_COLUMN, TablePlan, check_names
 from .source import Table, inspect, open_source, qi
 from .tail import Tail, Watcher
 from .target import backoff, connect, ensure_schema, qualified
@@ -64,7 +65,7 @@ class _LoopState:
     turn_started: float = 0.0
 
 
-class Replicator:
+class Replicator(InitialCopy, FollowDrift):
     def __init__(self, cfg: Config, target: TargetDSN, *, mode: str = "run", progress=None):
         self.cfg, self.target, self.mode = cfg, target, mode
         self.schema = cfg.target_schema
@@ -231,140 +232,6 @@ class Replicator:
                 "changes are missing. Start again with a fresh target"
             )
 
-    # -- snapshot --------------------------------------------------------------------------------
-
-    async def snapshot_phase(self) -> None:
-        """Copy every table not yet copied, resumably; then set the cursor and start streaming."""
-        assert self.pg is not None
-        st = await state.load(self.pg)
-        assert st is not None
-        done = {n for n, t in (await state.tables(self.pg)).items() if t.status != state.COPYING
-                and t.status != state.PENDING}
-        if st.info.get("snapshot_done"):
-            await self._load_targets()
-            return
-        await state.set_state(self.pg, "snapshot")
-        metrics.set_state("snapshot")
-        frozen = await self._frozen(st)
-        try:
-            fschema = await asyncio.to_thread(inspect, frozen.conn)
-            version = fschema.schema_version
-            tables = [t for t in self.wanted(fschema.tables) if t.name not in done]
-            metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
-            started = time.monotonic()
-            items = await self._prepare_all(frozen, tables)
-            await parallel.Coordinator(self, frozen, self.cfg.snapshot_workers).run(items)
-            await state.merge_info(self.pg, snapshot_seconds=round(time.monotonic() - started, 3))
-        finally:
-            frozen.close()
-        marks = [t.snapshot_seq or 0 for t in (await state.tables(self.pg)).values()]
-        cursor = min(marks) if marks else frozen.mark
-        final = "done" if self.mode == "copy" else "streaming"
-        await state.set_state(self.pg, final, cursor=cursor, schema_version=version)
-        await state.merge_info(self.pg, snapshot_done=True, snapshot_finished_at=time.time())
-        if self.mode == "copy":
-            await self._load_targets()
-            await self.final_phase()
-        if frozen.path is not None:
-            frozen.path.unlink(missing_ok=True)
-        await self._load_targets()
-
-    async def _prepare_all(self, frozen: snapshot.Frozen, tables: list[Table]) -> list:
-        """Census (in threads: SQLite works outside the GIL), plan, create, split into units."""
-        censuses = await asyncio.gather(*(self._census(frozen, t) for t in tables))
-        known = await state.tables(self.pg)  # type: ignore[arg-type]
-        items = []
-        for table, cen in zip(tables, censuses, strict=True):
-            self.census_rows[table.name] = cen.rows
-            k = known.get(table.name)
-            if k is not None and k.status == state.COPYING and frozen.path is not None \
-                    and k.snapshot_seq == frozen.mark and _same_mapping(k.plan, table, cen, self.cfg):
-                _log.info("table_resume", table=table.name, rows_done=await self._rows_done(table.name))
-                items.append((k.plan, cen))
-                continue
-            items.append((await self._create(frozen, table, cen), cen))
-        return items
-
-    async def _census(self, frozen: snapshot.Frozen, table: Table):
-        if frozen.path is None:  # one read transaction: one connection, one census at a time
-            return await asyncio.to_thread(quick_census, frozen.conn, table,
-                                           text_columns=text_census_columns(table))
-
-        def run():
-            own = snapshot.open_frozen_copy(frozen.path)
-            try:
-                return quick_census(own.conn, table, text_columns=text_census_columns(table))
-            finally:
-                own.close()
-
-        return await asyncio.to_thread(run)
-
-    async def _rows_done(self, name: str) -> int:
-        assert self.pg is not None
-        return int(await self.pg.fetchval(
-            f"SELECT coalesce(sum(rows), 0) FROM {state.SCHEMA}.units WHERE tbl = $1", name))
-
-    async def _create(self, frozen: snapshot.Frozen, table: Table, cen) -> TablePlan:
-        assert self.pg is not None
-        plan = plan_table(table, cen, self.cfg)
-        lo, hi = await asyncio.to_thread(parallel.rowid_bounds, frozen, plan)
-        units = parallel.split(table.name, cen.rows, lo, hi, self.cfg.snapshot_workers)
-        async with self.pg.transaction():
-            plan = await snapshot.prepare_table(
-                self.pg, plan, self.schema, table.sql, owned=await self._owned()
-            )
-            await state.update_table(self.pg, table.name, snapshot_seq=frozen.mark)
-            await parallel.register_units(self.pg, units)
-        return plan
-
-    async def _frozen(self, st: state.State) -> snapshot.Frozen:
-        if self.cfg.snapshot_method == "direct":
-            return snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
-        path = self.cfg.state_path / "snapshot.sqlite"
-        recorded = st.info.get("snapshot_mark")
-        if path.exists() and recorded is not None:
-            frozen = snapshot.open_frozen_copy(path)
-            if frozen.mark == recorded and st.info.get("snapshot_file") == str(path):
-                _log.info("snapshot_resume", copy=str(path), mark=frozen.mark)
-                return frozen
-            frozen.close()
-        t0 = time.monotonic()
-        await asyncio.to_thread(snapshot.take_copy, self.cfg.source, path)
-        frozen = snapshot.open_frozen_copy(path)
-        _log.info("snapshot_copy_taken", mark=frozen.mark, seconds=round(time.monotonic() - t0, 3))
-        assert self.pg is not None
-        await state.merge_info(self.pg, snapshot_file=str(path), snapshot_mark=frozen.mark)
-        return frozen
-
-    async def final_phase(self) -> list[dict[str, Any]]:
-        """Constraints, views, app triggers, sequences: what cutover (or the end of ``copy``)
-        adds once no more rows will be replicated. Returns what happened to each object."""
-        assert self.pg is not None and self.writer is not None
-        schema = await asyncio.to_thread(inspect, self.writer)
-        views = ddl.plan_views(schema, self.cfg)
-        sequences = dict(self.writer.execute(
-            "SELECT name, seq FROM sqlite_sequence").fetchall()) if _has_sequence(self.writer) else {}
-        plans = {n: t.plan for n, t in sorted(self.targets.items())}
-        async with self.pg.transaction():
-            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            results = await ddl.final_objects(self.pg, plans, views, self.schema, sequences)
-        results = [r for r in results if r["status"] != "added"]
-        results += await ddl.validate_objects(self.pg, plans, self.schema)
-        await state.merge_info(self.pg, final_objects=results)
-        for plan in plans.values():
-            await self.pg.execute(f"ANALYZE {qualified(self.schema, plan.pg_name)}")
-        failed = [r for r in results if r["status"] not in ("validated", "created", "enabled", "set")]
-        _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
-        return results
-
-    async def _owned(self) -> set[str]:
-        """SQLite names of tables this replication created, plus the Postgres names of those a
-        previous run created (either may be replaced; nothing else in the target may)."""
-        assert self.pg is not None
-        st = await state.load(self.pg)
-        previous = set(st.info.get("previously_owned", [])) if st else set()
-        return set(await state.tables(self.pg)) | previous
-
     async def _load_targets(self) -> None:
         assert self.pg is not None
         st = await state.load(self.pg)
@@ -518,124 +385,6 @@ class Replicator:
             raise Done()
         if st is not None and st.state == "cutover":
             metrics.set_state("cutover")
-
-    # -- drift -----------------------------------------------------------------------------------
-
-    async def handle_drift(self) -> None:
-        assert self.writer is not None
-        schema = await asyncio.to_thread(inspect, self.writer)
-        self.fenced = any(n.startswith("_replicator_f") for n in schema.triggers)
-        capture.check_log(self.writer)
-        known = {n: (t.plan, self.sql[n]) for n, t in self.targets.items()}
-        wanted = {t.name for t in self.wanted(schema.tables)}
-        found = await asyncio.to_thread(
-            drift.detect, self.writer, schema, known, wanted, follow_drops=False
-        )
-        if self.schema_version is not None and not found.empty:
-            _log.info(
-                "schema_drift", new=found.new, add_columns=found.add_columns,
-                recopy=found.recopy, indexes=found.indexes,
-            )
-        for name in found.new:
-            await self.resnapshot(name, "new table")
-            metrics.SCHEMA_CHANGES.labels("new_table").inc()
-        for name, reason in found.recopy.items():
-            await self.resnapshot(name, reason)
-            metrics.SCHEMA_CHANGES.labels("recopy").inc()
-        for name, cols in found.add_columns.items():
-            await self.add_columns(schema.tables[name], cols)
-            metrics.SCHEMA_CHANGES.labels("add_column").inc()
-        for name in found.indexes:
-            await self.refresh_indexes(schema.tables[name])
-            metrics.SCHEMA_CHANGES.labels("indexes").inc()
-        self.rowid_check |= set(found.rowid_check)
-        self.schema_version = schema.schema_version
-        assert self.pg is not None
-        await self.pg.execute(
-            f"UPDATE {state.SCHEMA}.state SET schema_version = $1", schema.schema_version
-        )
-
-    async def resnapshot(self, name: str, reason: str) -> None:
-        """Capture (again) and copy one table from a consistent read of the live file."""
-        assert self.pg is not None and self.writer is not None
-        table = (await asyncio.to_thread(inspect, self.writer)).tables[name]
-        await asyncio.to_thread(capture.install, self.writer, [table])
-        async with self.pg.transaction():
-            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
-            try:
-                live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
-                cen = await asyncio.to_thread(
-                    quick_census, frozen.conn, live, text_columns=text_census_columns(live))
-                plan = plan_table(live, cen, self.cfg)
-                plan = await snapshot.prepare_table(
-                    self.pg, plan, self.schema, live.sql, owned=await self._owned()
-                )
-                result = await snapshot.TableCopier(
-                    self.pg, frozen, plan, self.schema, census=cen
-                ).run(per_chunk_txn=False)
-                plan = await snapshot.finish_table(
-                    self.pg, plan, self.schema, status=state.STREAMING, mark=frozen.mark,
-                    seconds=result.seconds, rows=result.rows,
-                )
-                await state.event(self.pg, "resnapshot", name, reason=reason, rows=result.rows)
-            finally:
-                frozen.close()
-        self.targets[name] = TableTarget(plan, self.schema, snapshot_seq=frozen.mark)
-        self.sql[name] = live.sql
-        self.quarantined[name] = True  # the copy may have quarantined rows
-        metrics.RESNAPSHOTS.labels(name).inc()
-        _log.info("table_resnapshot", table=name, reason=reason, **snapshot.describe(result))
-
-    async def add_columns(self, table: Table, names: list[str]) -> None:
-        """ALTER TABLE ... ADD COLUMN: add them in Postgres, with the value old rows read back."""
-        assert self.pg is not None and self.writer is not None
-        old = self.targets[table.name].plan
-        frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
-        try:
-            cen = await asyncio.to_thread(
-                quick_census, frozen.conn, table, text_columns=text_census_columns(table))
-            defaults = {
-                n: frozen.conn.execute(f"SELECT {table.column(n).default or 'NULL'}").fetchone()[0]
-                for n in names
-            }
-        finally:
-            frozen.close()
-        fresh = plan_table(table, cen, self.cfg)
-        new_cols = [fresh.column(n) for n in names]
-        async with self.pg.transaction():
-            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            for i, col in enumerate(new_cols):
-                new_cols[i] = await ddl.add_column(self.pg, old, col, defaults[col.name], self.schema)
-            plan = replace(old, columns=old.columns + tuple(new_cols))
-            await self._save_plan(plan, table.sql)
-            await state.event(self.pg, "add_columns", table.name, columns=names)
-        self.targets[table.name] = replace(self.targets[table.name], plan=plan)
-        self.sql[table.name] = table.sql
-        _log.info("columns_added", table=table.name, columns=names)
-
-    async def refresh_indexes(self, table: Table) -> None:
-        """CREATE/DROP INDEX in SQLite: the same in Postgres (and the REPLACE guards follow)."""
-        assert self.pg is not None
-        await asyncio.to_thread(capture.install, self.writer, [table])
-        old = self.targets[table.name].plan
-        fresh = plan_table(table, None, self.cfg)
-        async with self.pg.transaction():
-            await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            plan = await ddl.sync_indexes(self.pg, old, fresh.indexes, self.schema)
-            await self._save_plan(plan, table.sql)
-        self.targets[table.name] = replace(self.targets[table.name], plan=plan)
-        _log.info("indexes_refreshed", table=table.name)
-
-    async def _save_plan(self, plan: TablePlan, sql: str) -> None:
-        import json
-
-        assert self.pg is not None
-        await self.pg.execute(
-            f"UPDATE {state.SCHEMA}.tables SET plan = $2::jsonb, sqlite_sql = $3, "
-            "updated_at = now() WHERE name = $1",
-            plan.name, json.dumps(plan.to_json()), sql,
-        )
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -814,12 +563,6 @@ def _write_refused(exc: sqlite3.OperationalError, path: Path) -> str:
     return f"source: cannot install capture in {path}: {text}"
 
 
-def _same_mapping(stored: TablePlan, table: Table, cen, cfg: Config) -> bool:
-    """A half-copied table resumes only if the configuration still maps it the same way (an
-    override added after a failure must take effect)."""
-    fresh = plan_table(table, cen, cfg)
-    shape = [(c.name, c.pg_type, c.conv, c.policy) for c in fresh.columns]
-    return shape == [(c.name, c.pg_type, c.conv, c.policy) for c in stored.columns]
 
 
 def source_identity(path: Path) -> tuple[int, int]:
@@ -828,10 +571,6 @@ def source_identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _has_sequence(conn: sqlite3.Connection) -> bool:
-    return conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'"
-    ).fetchone() is not None
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -134,3 +134,26 @@ async def test_a_renamed_table_is_an_error_not_silent_drift(tmp_path, target_dsn
         await compare_all(db, target_dsn)
     finally:
         daemon.stop()
+
+
+async def test_follow_drops_drops_the_table_in_postgres_too(tmp_path, target_dsn):
+    db = tmp_path / "d.db"
+    make_db(db)
+    daemon = Daemon(db, target_dsn, config="[verify]\ninterval = 0\n[replication]\nfollow_drops = true\n")
+    try:
+        await wait_caught_up(target_dsn, db, daemon)
+        sql(db, "DROP TABLE keep", "INSERT INTO items (name, price) VALUES ('after', 1.0)")
+        await wait_caught_up(target_dsn, db, daemon)
+
+        async def gone():
+            conn = await asyncpg.connect(target_dsn)
+            try:
+                return await conn.fetchval("SELECT to_regclass('public.keep') IS NULL")
+            finally:
+                await conn.close()
+
+        await wait_for(gone, 30, "the table dropped in Postgres", daemon)
+        assert (await pg_state(target_dsn))["state"] == "streaming"
+        await compare_all(db, target_dsn)
+    finally:
+        daemon.stop()
