@@ -165,14 +165,12 @@ def install(conn: sqlite3.Connection, tables: Iterable[Table], *, attempts: int 
     width = max([MIN_KEY_COLUMNS, *(len(t.key_exprs) for t in tables)])
 
     def work(c: sqlite3.Connection) -> dict[str, str]:
-        had_sequence = _has_table(c, "sqlite_sequence")
         if not _has_table(c, LOG_TABLE):
             cols = "".join(f",\n    k{i + 1}" for i in range(width))
             for stmt in split_statements(template("log.sql").format(key_columns=cols)):
                 c.execute(stmt)
             _set_meta(c, "source_id", str(uuid.uuid4()))
             _set_meta(c, "installed_at", time.time())
-            _set_meta(c, "had_sqlite_sequence", int(had_sequence))
             _set_meta(c, "pruned_through", 0)
         for i in range(_log_key_columns(c), width):
             c.execute(f"ALTER TABLE {qi(LOG_TABLE)} ADD COLUMN k{i + 1}")
@@ -244,24 +242,24 @@ def installed(conn: sqlite3.Connection) -> bool:
 
 
 def log_high_water(conn: sqlite3.Connection) -> int:
-    """The highest sequence number ever handed out (pruned or not); 0 when none."""
-    row = conn.execute(
-        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
-        f"coalesce((SELECT max(seq) FROM {qi(LOG_TABLE)}), 0))",
-        (LOG_TABLE,),
-    ).fetchone()
-    return int(row[0])
+    """The highest sequence number ever handed out; 0 when none. Pruning keeps the newest row,
+    so it is the table's maximum."""
+    return int(conn.execute(f"SELECT coalesce(max(seq), 0) FROM {qi(LOG_TABLE)}").fetchone()[0])
 
 
 def prune(conn: sqlite3.Connection, through: int, chunk: int) -> int:
-    """Delete applied log rows (seq <= through) in small write transactions; returns rows deleted."""
+    """Delete applied log rows (seq <= through) in small write transactions; returns rows deleted.
+
+    The newest row is never deleted: SQLite numbers a new row max(seq) + 1, so keeping it is what
+    guarantees that sequence numbers are never handed out twice."""
     total = 0
     while True:
 
         def work(c: sqlite3.Connection) -> int:
             n = c.execute(
                 f"DELETE FROM {qi(LOG_TABLE)} WHERE seq IN (SELECT seq FROM {qi(LOG_TABLE)} "
-                "WHERE seq <= ? ORDER BY seq LIMIT ?)",
+                f"WHERE seq <= ? AND seq < (SELECT max(seq) FROM {qi(LOG_TABLE)}) "
+                "ORDER BY seq LIMIT ?)",
                 (through, chunk),
             ).rowcount
             if n < chunk:
@@ -328,17 +326,12 @@ def _drop_triggers_like(c: sqlite3.Connection, pattern: str) -> int:
 
 
 def uninstall(conn: sqlite3.Connection) -> dict[str, int]:
-    """Remove every replicator object from the file in one transaction.
-
-    SQLite never lets anyone drop ``sqlite_sequence``: if our log created it, it stays, empty.
-    """
+    """Remove every replicator object from the file in one transaction."""
 
     def work(c: sqlite3.Connection) -> dict[str, int]:
         triggers = _drop_triggers_like(c, "\\_replicator%")
         tables = sum(1 for t in (LOG_TABLE, META_TABLE) if _has_table(c, t))
         for stmt in split_statements(template("uninstall.sql")):
-            if "sqlite_sequence" in stmt and not _has_table(c, "sqlite_sequence"):
-                continue
             c.execute(stmt)
         return {"triggers": triggers, "tables": tables}
 

@@ -26,10 +26,7 @@ from .source import _uri_path as uri_path
 
 _log = log.get("tail")
 MAX_PARAMS = 30_000
-_HIGH_SQL = (
-    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0), "
-    f"coalesce((SELECT max(seq) FROM {qi(LOG_TABLE)}), 0))"
-)
+_HIGH_SQL = f"SELECT coalesce(max(seq), 0) FROM {qi(LOG_TABLE)}"  # pruning keeps the newest row
 
 
 class Watcher:
@@ -105,7 +102,7 @@ class Tail:
         try:
             # The first read fixes the snapshot; schema_version comes from that same snapshot.
             version = await self._one("PRAGMA schema_version")
-            high = await self._one(_HIGH_SQL, (LOG_TABLE,))
+            high = await self._one(_HIGH_SQL)
             yield ReadTxn(self, int(version), int(high or 0))
         finally:
             with contextlib.suppress(sqlite3.Error):
@@ -114,7 +111,7 @@ class Tail:
     async def quick(self) -> tuple[int, int]:
         """(schema_version, log high-water mark), read outside any batch: a cheap hint."""
         version = await self._one("PRAGMA schema_version")
-        high = await self._one(_HIGH_SQL, (LOG_TABLE,))
+        high = await self._one(_HIGH_SQL)
         return int(version), int(high or 0)
 
     async def stats(self, cursor: int) -> tuple[int, float | None, int]:

@@ -107,10 +107,7 @@ async def pg_state(dsn: str) -> dict[str, Any] | None:
 def log_high_water(path: Path) -> int:
     conn = sqlite3.connect(path, timeout=30)
     try:
-        row = conn.execute(
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='_replicator_log'),0),"
-            " coalesce((SELECT max(seq) FROM _replicator_log), 0))"
-        ).fetchone()
+        row = conn.execute("SELECT coalesce(max(seq), 0) FROM _replicator_log").fetchone()
         return int(row[0])
     finally:
         conn.close()

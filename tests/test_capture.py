@@ -133,8 +133,8 @@ def test_uninstall_leaves_the_app_schema_byte_identical(db):
     # (nullpk and descpk: their nullable primary keys), 3 fence triggers.
     assert result["triggers"] == 3 * 8 + 2 * 2 + 3 and result["tables"] == 2
     assert schema_rows(conn) == before
-    # sqlite_sequence cannot be dropped by anyone; our row in it is gone.
-    assert conn.execute("SELECT count(*) FROM sqlite_sequence").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'sqlite_sequence'"
+                        ).fetchone()[0] == 0  # nothing left behind, not even sqlite_sequence
 
 
 def test_fence_makes_every_write_fail_loudly(db):
@@ -155,10 +155,15 @@ def test_prune_never_reuses_sequence_numbers(db):
     capture.install(conn, inspect(conn).tables.values())
     for i in range(10):
         conn.execute("INSERT INTO plain VALUES (?, 'x')", (i,))
-    assert capture.prune(conn, 10, chunk=3) == 10
+    # Everything applied: all but the newest row go (SQLite numbers new rows max + 1).
+    assert capture.prune(conn, 10, chunk=3) == 9
     conn.execute("INSERT INTO plain VALUES (100, 'y')")
-    assert conn.execute("SELECT seq FROM _replicator_log").fetchall() == [(11,)]
-    assert capture.read_meta(conn)["pruned_through"] == 10
+    assert conn.execute("SELECT seq FROM _replicator_log").fetchall() == [(10,), (11,)]
+    assert capture.prune(conn, 11, chunk=3) == 1
+    conn.execute("DELETE FROM plain WHERE id = 100")
+    assert conn.execute("SELECT seq FROM _replicator_log").fetchall() == [(11,), (12,)]
+    assert capture.log_high_water(conn) == 12
+    assert capture.read_meta(conn)["pruned_through"] == 11
 
 
 def test_replace_guard_logs_rows_that_replace_deletes_silently(tmp_path):

@@ -1,4 +1,3 @@
 -- Remove every replicator object from the SQLite file (triggers are listed by the caller).
 DROP TABLE IF EXISTS "_replicator_log";
 DROP TABLE IF EXISTS "_replicator_meta";
-DELETE FROM sqlite_sequence WHERE name = '_replicator_log';
