@@ -61,11 +61,16 @@ async def cursor(dsn: str) -> tuple[str, int]:
 
 
 def high_water(db: Path) -> int:
+    """The highest change-log sequence number handed out (the log may or may not use
+    AUTOINCREMENT, i.e. sqlite_sequence may not exist)."""
     conn = sqlite3.connect(db)
     try:
-        return conn.execute(
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name='_replicator_log'),0),"
-            " coalesce((SELECT max(seq) FROM _replicator_log), 0))").fetchone()[0]
+        top = conn.execute('SELECT coalesce(max(seq), 0) FROM "_replicator_log"').fetchone()[0]
+        if conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'").fetchone():
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = '_replicator_log'").fetchone()
+            top = max(top, row[0] if row else 0)
+        return top
     finally:
         conn.close()
 
@@ -161,7 +166,8 @@ async def drain(db: Path, dsn: str, log: Path, goal: int, extra: list[str] | Non
     res = stop(proc)
     started = last_event_time(log, "replicator_started")
     return {"seconds": seconds, "after_started_s": (end_wall - started) if started else None,
-            "daemon_maxrss_mb": round(res.maxrss_mb, 1) if res else None}
+            "daemon_maxrss_mb": round(res.maxrss_mb, 1) if res else None,
+            "daemon_peak_mb": round(res.peak_mb, 1) if res else None}
 
 
 def last_event_time(log: Path, event: str) -> float | None:
@@ -199,7 +205,7 @@ async def measure(db: Path, dsn: str, changes: int, log: Path, *, seed: int = 5,
     out = {"changes_written": written, "log_entries": backlog, "seconds": round(d["seconds"], 3),
            "changes_per_s": round(backlog / d["seconds"]),
            "after_started_s": round(d["after_started_s"], 3) if d["after_started_s"] else None,
-           "daemon_maxrss_mb": d["daemon_maxrss_mb"],
+           "daemon_maxrss_mb": d["daemon_maxrss_mb"], "daemon_peak_mb": d["daemon_peak_mb"],
            "app_write_seconds": round(app_seconds, 3),
            "app_changes_per_s": round(written / app_seconds)}
     if d["after_started_s"]:

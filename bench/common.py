@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,18 @@ class Measured:
     argv: list[str]
     rc: int
     seconds: float
-    maxrss_mb: float
+    maxrss_mb: float          # the largest single process of the tree (exact high-water mark)
     stdout: str = ""
     stderr_path: Path | None = None
+    tree_pss_mb: float = 0.0  # sampled peak of the summed PSS of the process and its descendants
+    tree_rss_mb: float = 0.0  # the same with RSS (counts shared pages once per process)
+    procs: int = 1            # most processes seen at once in the tree
+
+    @property
+    def peak_mb(self) -> float:
+        """Peak memory of the tool: the process tree's summed PSS (workers included), never
+        below the largest single process' exact high-water mark."""
+        return max(self.tree_pss_mb, self.maxrss_mb)
 
     def tail(self, n: int = 20) -> str:
         if not self.stderr_path or not self.stderr_path.exists():
@@ -54,6 +64,36 @@ class Measured:
 
 
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+SAMPLE_S = 0.1
+
+
+def _tree(root: int) -> list[int]:
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    stack += [int(x) for x in fh.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _mem_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in kB; (0, 0) once it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss, pss
 
 
 class Child:
@@ -82,6 +122,20 @@ class Child:
             err.close()
         self.result: Measured | None = None
         self._target: int | None = None if TIME else self.proc.pid
+        self._peak = [0, 0, 1]  # pss kB, rss kB, processes
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        root = self.pid
+        while not self._stop.is_set():
+            pids = _tree(root)
+            mems = [_mem_kb(p) for p in pids]
+            rss, pss = sum(m[0] for m in mems), sum(m[1] for m in mems)
+            self._peak = [max(self._peak[0], pss), max(self._peak[1], rss),
+                          max(self._peak[2], sum(1 for m in mems if m[0]))]
+            self._stop.wait(SAMPLE_S)
 
     @property
     def pid(self) -> int:
@@ -137,7 +191,12 @@ class Child:
             if lines:
                 maxrss_kb = int(lines[-1])
             self._rss.unlink(missing_ok=True)
-        self.result = Measured(self.argv, rc, seconds, maxrss_kb / 1024, out, self.log)
+        self._stop.set()
+        if threading.current_thread() is not self._sampler:
+            self._sampler.join(5)
+        pss, rss, procs = self._peak
+        self.result = Measured(self.argv, rc, seconds, maxrss_kb / 1024, out, self.log,
+                               tree_pss_mb=pss / 1024, tree_rss_mb=rss / 1024, procs=procs)
 
     def terminate(self, timeout: float = 90) -> Measured:
         self.send_signal(signal.SIGTERM)
@@ -235,8 +294,9 @@ class Server:
                  "synchronous_commit", "full_page_writes", "maintenance_work_mem", "work_mem",
                  "max_parallel_maintenance_workers", "checkpoint_timeout", "password_encryption")
         listed = ",".join(names)
-        rows = self.admin(f"SELECT name, setting, unit FROM pg_settings WHERE name = ANY('{{{listed}}}')")
-        return {r["name"]: (r["setting"] + (r["unit"] or "")) for r in rows}
+        rows = self.admin(f"SELECT name, current_setting(name) AS v FROM pg_settings "
+                          f"WHERE name = ANY('{{{listed}}}') ORDER BY name")
+        return {r["name"]: r["v"] for r in rows}
 
     def rtt_ms(self, n: int = 2000) -> dict[str, float]:
         """Round trip of `SELECT 1` on an open connection (owner role)."""

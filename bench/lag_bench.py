@@ -260,6 +260,7 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
         "poll_error_bound_max_ms": rnd(max(polls) * 1000, 2) if polls else None,
         "batches_seen": obs["batches"],
         "daemon_maxrss_mb": round(res.maxrss_mb, 1) if res else None,
+        "daemon_peak_mb": round(res.peak_mb, 1) if res else None,
         "log": str(log),
     }
     # Lag excluding the first 2 s of the app (warm-up).

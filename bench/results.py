@@ -49,11 +49,28 @@ def machine(server_info: dict[str, Any] | None = None) -> dict[str, Any]:
         "psql": _cmd(["psql", "--version"]),
         "replicator_commit": git,
         "replicator_uncommitted_files": len([x for x in dirty.splitlines() if x.strip()]),
-        "loadavg": os.getloadavg(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     if server_info:
         info["postgres"] = server_info
     return info
+
+
+def code_version() -> dict[str, Any]:
+    """Which product code a benchmark measured: HEAD plus a hash of replicator/ and triggers/ as
+    they were on disk (the code is edited while benchmarks run)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    files = sorted([*(ROOT / "replicator").rglob("*.py"), *(ROOT / "triggers").glob("*")])
+    for p in files:
+        if p.is_file():
+            h.update(str(p.relative_to(ROOT)).encode())
+            h.update(p.read_bytes())
+    dirty = _cmd(["git", "-C", str(ROOT), "status", "--porcelain", "--", "replicator", "triggers"])
+    return {"head": _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+            "source_sha1": h.hexdigest()[:12],
+            "uncommitted": [x[3:] for x in dirty.splitlines() if x.strip()]}
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -86,12 +103,17 @@ def sec_snapshot(d: dict[str, Any]) -> tuple[str, list[tuple[str, str, bool | No
         if tool in d:
             t = d[tool]
             rows.append([label, f(t["median_s"]), f"{f(t['min_s'])}–{f(t['max_s'])}",
-                         f(t["rows_per_s"]), f(t["peak_mb"], 0)])
+                         f(t["rows_per_s"]), f(t["peak_mb"], 0), f(t.get("procs")),
+                         f(t.get("single_process_peak_mb"), 0)])
     if "replicator" in d:
         rows.append(["`replicator copy`, time it logs (`seconds`)", f(d["replicator"].get("logged_median_s")),
-                     "", "", ""])
+                     "", "", "", "", ""])
     text = [f"{d['rows']:,} rows, median of {d['reps']} rounds (tools interleaved, rotating order).", "",
-            table(["tool", "median s", "range s", "rows/s", "peak RSS MB"], rows), ""]
+            table(["tool", "median s", "range s", "rows/s", "peak MB (all processes)", "processes",
+                   "largest single process MB"], rows), "",
+            "Peak MB: the tool's process tree, summed PSS sampled every 0.1 s (worker processes "
+            "included; for the ceiling, the three psql clients), never below the largest single "
+            "process' exact high-water mark (GNU time %M).", ""]
     targets = []
     if "ratio_replicator_over_ceiling" in d:
         r1, r2 = d["ratio_replicator_over_ceiling"], d["ratio_pgloader_over_replicator"]
@@ -152,7 +174,8 @@ def sec_lag(d: dict[str, Any]) -> tuple[str, list]:
         rows.append([label, f(app.get("rate"), 0), f(v["rows_observed"]), f(v["lag_p50_s"], 3),
                      f(v["lag_p90_s"], 3), f(v["lag_p99_s"], 3), f(v["lag_max_s"], 3),
                      f(v.get("steady_p99_s"), 3), f(v["poll_error_bound_p99_ms"], 1),
-                     f(v["batches_seen"]), f(v.get("round_trips_per_batch")), f(v["daemon_maxrss_mb"], 0)])
+                     f(v["batches_seen"]), f(v.get("round_trips_per_batch")),
+                     f(v.get("daemon_peak_mb") or v["daemon_maxrss_mb"], 0)])
     text = [f"App: one INSERT per transaction into `lagprobe` at ~{d['rate']:.0f}/s for {d['seconds']:.0f} s "
             f"(WAL, synchronous=NORMAL), each row carrying `time.time()` at write; observer polls Postgres "
             f"every ~5 ms and records now − t_write (same host clock). "
@@ -173,15 +196,18 @@ def sec_lag(d: dict[str, Any]) -> tuple[str, list]:
         if v.get("rtt_ms_added") and base:
             added = v["rtt_ms_added"]
             k50 = (v["lag_p50_s"] - base["lag_p50_s"]) * 1000 / added
+            k99 = (v["lag_p99_s"] - base["lag_p99_s"]) * 1000 / added
             text.append(
-                f"With {added:g} ms RTT added between the daemon and Postgres (variant `{label}`): p50 "
-                f"{v['lag_p50_s']:.3f} s vs {base['lag_p50_s']:.3f} s locally, i.e. +{k50 * added:.0f} ms "
-                f"≈ {k50:.1f} × RTT at the median; the proxy counted "
-                f"{v.get('round_trips_per_batch', '?')} request/response turns per batch (all the daemon's "
-                f"queries during the run, divided by the batches seen). For Neon, add roughly "
-                f"k × RTT to the local figures, with k ≈ the round trips per batch on the critical "
-                f"path (measured here: {k50:.1f} at p50) and RTT the client→Neon round trip "
-                f"(typically 1–5 ms in the same cloud region, 20–100 ms across regions).")
+                f"With {added:g} ms RTT added between the daemon and Postgres (variant `{label}`, "
+                f"delay proxy): p50 {v['lag_p50_s']:.3f} s vs {base['lag_p50_s']:.3f} s locally "
+                f"(+{k50 * added:.0f} ms ≈ {k50:.1f} × RTT), p99 {v['lag_p99_s']:.3f} s vs "
+                f"{base['lag_p99_s']:.3f} s (+{k99 * added:.0f} ms ≈ {k99:.1f} × RTT); batches got "
+                f"bigger and fewer ({v['batches_seen']} vs {base['batches_seen']}). The proxy counted "
+                f"{v.get('round_trips_per_batch', '?')} request/response turns per batch (every query "
+                f"the daemon sent during the run, pruning and bookkeeping included, divided by the "
+                f"batches seen). Estimate for Neon: local lag + about {k50:.0f}–{k99:.0f} × the "
+                f"client→Neon RTT (p50–p99). The RTT to Neon was not measured here; it depends on "
+                f"where the daemon runs relative to the Neon region.")
     return "\n".join(text), targets
 
 
@@ -246,7 +272,7 @@ def sec_scaling(d: dict[str, Any]) -> tuple[str, list]:
             slopes.append((prev[0], n, slope))
         prev = (n, r["median_s"])
         rows.append([f(n), f(r["median_s"]), f(r["rows_per_s"]), f(per_m), f(slope),
-                     f(per_m / base_per), f(r["peak_mb"], 0),
+                     f(per_m / base_per), f(r["peak_mb"], 0), f(r.get("single_process_peak_mb"), 0),
                      f(s.get("ceiling", {}).get("median_s")), f(s.get("ratio_replicator_over_ceiling")),
                      f(s.get("pgloader", {}).get("median_s")), f(s.get("ratio_pgloader_over_replicator")),
                      f(s.get("pgloader", {}).get("peak_mb"), 0)])
@@ -255,8 +281,8 @@ def sec_scaling(d: dict[str, Any]) -> tuple[str, list]:
             "\"marginal s per M rows\" is the slope from the previous size: the per-row cost once the "
             "fixed start-up cost (process start, imports, connection, DDL) is taken out.", "",
             table(["rows", "replicator s", "rows/s", "s per M rows", "marginal s per M rows",
-                   "per-row cost vs 1x", "peak MB", "ceiling s", "repl/ceiling", "pgloader s",
-                   "pgloader/repl", "pgloader peak MB"], rows), ""]
+                   "per-row cost vs 1x", "peak MB (all processes)", "largest process MB", "ceiling s",
+                   "repl/ceiling", "pgloader s", "pgloader/repl", "pgloader peak MB"], rows), ""]
     for size, s in sizes:
         chk = s.get("check", {})
         if "ceiling_types_equal_replicator" in chk:
@@ -321,8 +347,14 @@ def write_results() -> Path:
         text, targets = render_one(name, d)
         all_targets += [(name, *t) for t in targets]
         load_note = d.get("loadavg_before"), d.get("loadavg_after")
+        cv = d.get("code") or {}
+        code = (f"; code {cv.get('head')} + {len(cv.get('uncommitted', []))} uncommitted files "
+                f"(source hash {cv.get('source_sha1')})") if cv else ""
+        if cv.get("changed_during_run"):
+            code += " — **the product code changed on disk during this benchmark**"
         body += [f"## {name}", "", f"_run finished {d.get('finished_at')}; load average before/after "
-                 f"{load_note[0]} / {load_note[1]}; command `{d.get('command', '')}`_", "", text, ""]
+                 f"{load_note[0]} / {load_note[1]}{code}; command `{d.get('command', '')}`_", "",
+                 text, ""]
     parts += ["## Targets (issue 7)", "",
               table(["benchmark", "target", "measured", "verdict"],
                     [[n, t, m, verdict(ok)] for n, t, m, ok in all_targets]), "",

@@ -117,7 +117,7 @@ def run_catchup(server: Server, a: argparse.Namespace) -> dict[str, Any]:
             if vals:
                 s[key] = round(med(vals))
         s["seconds"] = rnd(med([r["seconds"] for r in runs]))
-        s["daemon_peak_mb"] = max((r["daemon_maxrss_mb"] or 0) for r in runs)
+        s["daemon_peak_mb"] = max((r.get("daemon_peak_mb") or r["daemon_maxrss_mb"] or 0) for r in runs)
         if s.get("replay_changes_per_s"):
             s["ratio_vs_replay"] = rnd(s["changes_per_s"] / s["replay_changes_per_s"], 2)
         sizes[str(n)] = s
@@ -205,6 +205,7 @@ def main() -> int:
         for name in [w for w in a.what if w in RUNNERS]:
             say(f"=== {name}")
             before = os.getloadavg()
+            code = results.code_version()
             t0 = time.monotonic()
             try:
                 data = RUNNERS[name](server, a)
@@ -215,7 +216,8 @@ def main() -> int:
                 failed.append(name)
                 say(f"{name} FAILED: {type(exc).__name__}: {exc}")
                 continue
-            data.update({"command": command, "loadavg_before": [round(x, 2) for x in before],
+            code["changed_during_run"] = results.code_version()["source_sha1"] != code["source_sha1"]
+            data.update({"code": code, "command": command, "loadavg_before": [round(x, 2) for x in before],
                          "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                          "bench_seconds": round(time.monotonic() - t0, 1)})
             _DONE[name] = data

@@ -148,10 +148,20 @@ def run_ceiling(server: Server, db: Path, sql_dir: Path, dbname: str) -> dict[st
         per_table[t] = {"copy_s": rnd(times[0]) if times else None,
                         "indexes_s": rnd(sum(times[1:])), "wall_s": rnd(r.seconds)}
     return {"seconds": wall, "maxrss_mb": max(r.maxrss_mb for _t, r in results),
+            "peak_mb": sum(r.peak_mb for _t, r in results), "procs": len(results),
             "tables": per_table, "dsn_db": dbname}
 
 
-PGLOADER_ROW_RE = re.compile(r"^\s*(.+?)\s{2,}(\S+)\s+(\d+)\s+(?:([\d.]+ [kMG]?B)\s+)?([\d.]+)s\s*$", re.M)
+PGLOADER_ROW_RE = re.compile(
+    r"^\s*(.+?)\s{2,}(\S+)\s+(\d+)\s+(?:([\d.]+ [kMG]?B)\s+)?((?:\d+h)?(?:\d+m)?[\d.]+s)\s*$", re.M)
+
+
+def _duration(text: str) -> float:
+    """pgloader's durations: 0.552s, 32.264s, 2m40.772s, 1h2m3.000s."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?([\d.]+)s", text)
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60 + float(m.group(3))
 
 
 def _errors(cell: str) -> int:
@@ -166,12 +176,13 @@ def run_pgloader(server: Server, db: Path, dbname: str) -> dict[str, Any]:
     res = run(["pgloader", db, dsn], log=log, check=False, timeout=7200)
     text = res.stdout + "\n" + res.tail(80)
     phases = {m.group(1).strip(): {"errors": _errors(m.group(2)), "rows": int(m.group(3)),
-                                   "seconds": float(m.group(5))}
+                                   "seconds": _duration(m.group(5))}
               for m in PGLOADER_ROW_RE.finditer(text)}
     total = phases.get("Total import time", {})
     if res.rc != 0 or total.get("errors", 1) != 0:
         raise RuntimeError(f"pgloader failed (exit {res.rc}): {text[-3000:]}")
-    return {"seconds": res.seconds, "maxrss_mb": res.maxrss_mb, "rows": total.get("rows"),
+    return {"seconds": res.seconds, "maxrss_mb": res.maxrss_mb, "peak_mb": res.peak_mb,
+            "tree_rss_mb": res.tree_rss_mb, "procs": res.procs, "rows": total.get("rows"),
             "logged_seconds": total.get("seconds"),
             "copy_phase_s": phases.get("COPY Threads Completion", {}).get("seconds"),
             "index_phase_s": phases.get("Create Indexes", {}).get("seconds"), "dsn_db": dbname}
@@ -194,7 +205,8 @@ def run_replicator(server: Server, db: Path, dbname: str) -> dict[str, Any]:
     taken = next((e.get("seconds") for e in events if e.get("event") == "snapshot_copy_taken"), None)
     warnings = [e for e in events if e.get("level") in ("warning", "error")]
     clean_state(db)
-    return {"seconds": res.seconds, "maxrss_mb": res.maxrss_mb, "rows": out.get("rows"),
+    return {"seconds": res.seconds, "maxrss_mb": res.maxrss_mb, "peak_mb": res.peak_mb,
+            "tree_rss_mb": res.tree_rss_mb, "procs": res.procs, "rows": out.get("rows"),
             "logged_seconds": out.get("seconds"), "quarantined": out.get("quarantined"),
             "state": out.get("state"), "backup_copy_s": taken, "tables": tables,
             "warnings": warnings[:10], "log": str(log), "dsn_db": dbname}
@@ -256,7 +268,8 @@ def bench(server: Server, db: Path, rows: int, reps: int, *, anchors: bool = Tru
                 r = run_pgloader(server, db, name)
             else:
                 r = run_replicator(server, db, name)
-            say(f"  {tool}: {r['seconds']:.2f}s wall, peak {r['maxrss_mb']:.0f} MB")
+            say(f"  {tool}: {r['seconds']:.2f}s wall, peak {r['peak_mb']:.0f} MB "
+                f"({r['procs']} processes; largest single {r['maxrss_mb']:.0f} MB)")
             runs[tool].append(r)
             if tool == "pgloader" or not (check and rep == 0):
                 server.drop(name)
@@ -301,7 +314,9 @@ def summarize(rows: int, runs: dict[str, list[dict]], checked: dict) -> dict[str
     for tool, rs in runs.items():
         secs = [r["seconds"] for r in rs]
         out[tool] = {"median_s": rnd(med(secs)), "min_s": rnd(min(secs)), "max_s": rnd(max(secs)),
-                     "peak_mb": rnd(max(r["maxrss_mb"] for r in rs), 1),
+                     "peak_mb": rnd(max(r["peak_mb"] for r in rs), 1),
+                     "single_process_peak_mb": rnd(max(r["maxrss_mb"] for r in rs), 1),
+                     "procs": max(r.get("procs", 1) for r in rs),
                      "rows_per_s": round(rows / med(secs))}
         if tool == "replicator":
             out[tool]["logged_median_s"] = rnd(med([r["logged_seconds"] or 0 for r in rs]))

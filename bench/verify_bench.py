@@ -76,7 +76,8 @@ def bench(server, db: Path, reps: int) -> dict[str, Any]:
                 if res.rc != 0 or not rep_json.get("ok"):
                     raise RuntimeError(f"verify failed (exit {res.rc}): {res.stdout[-2000:]}")
                 runs["verify"].append({
-                    "wall_s": res.seconds, "maxrss_mb": res.maxrss_mb, "rows": rep_json["rows"],
+                    "wall_s": res.seconds, "maxrss_mb": res.maxrss_mb, "peak_mb": res.peak_mb,
+                    "rows": rep_json["rows"],
                     "logged_seconds": rep_json["seconds"], "rows_per_s": rep_json["rows_per_s"],
                     "mode": rep_json.get("mode"),
                     "tables": {t["table"]: t["seconds"] for t in rep_json["tables"]},
@@ -84,9 +85,10 @@ def bench(server, db: Path, reps: int) -> dict[str, Any]:
             else:
                 res = run([PY, Path(__file__), "readboth", db, dsn], log=LOGS / "verify.log")
                 a = json.loads(res.stdout)
-                runs["anchor"].append({"wall_s": res.seconds, "maxrss_mb": res.maxrss_mb, **a})
+                runs["anchor"].append({"wall_s": res.seconds, "maxrss_mb": res.maxrss_mb,
+                                        "peak_mb": res.peak_mb, **a})
             r = runs[tool][-1]
-            say(f"  {tool}: {r['rows_per_s']:,} rows/s, peak {r['maxrss_mb']:.0f} MB")
+            say(f"  {tool}: {r['rows_per_s']:,} rows/s, peak {r['peak_mb']:.0f} MB")
     server.drop("b_verify")
     clean_state(db)
     v = runs["verify"]
@@ -96,9 +98,9 @@ def bench(server, db: Path, reps: int) -> dict[str, Any]:
         "rows": rows, "reps": reps, "runs": runs,
         "verify_rows_per_s": round(med([x["rows_per_s"] for x in v])),
         "verify_rows_per_s_wall": round(rows / med([x["wall_s"] for x in v])),
-        "verify_peak_mb": rnd(max(x["maxrss_mb"] for x in v), 1),
+        "verify_peak_mb": rnd(max(x["peak_mb"] for x in v), 1),
         "anchor_rows_per_s": round(med([x["rows_per_s"] for x in a])),
-        "anchor_peak_mb": rnd(max(x["maxrss_mb"] for x in a), 1),
+        "anchor_peak_mb": rnd(max(x["peak_mb"] for x in a), 1),
         "ratio_verify_over_anchor_time": rnd(med([x["rows_per_s"] for x in a])
                                              / med([x["rows_per_s"] for x in v]), 2),
     }
