@@ -226,14 +226,18 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     classes), plus the checks a column's declared type asks for. NUL bytes are not looked for
     (None): a text column copied as-is that holds one fails its COPY chunk, which is then
     converted again value by value."""
-    from .schema import type_hint
+    from .schema import affinity, type_hint
 
     text_columns = text_columns or set()
     conn.create_aggregate("_replicator_text_census", 1, _TextCensus)
     exprs = ["count(*)"]
     for col in table.columns:
         q, hint = qi(col.name), type_hint(col.declared)
-        exprs += [f"count({q})", f"min(typeof({q}))", f"max(typeof({q}))",
+        # Where integers and reals commonly mix (NUMERIC affinity, no type), count the integers
+        # now: a mix of just those two then needs no second scan.
+        ints = f"sum(typeof({q}) = 'integer')" if affinity(col.declared) in ("NUMERIC", "BLOB") \
+            else "NULL"
+        exprs += [f"count({q})", f"min(typeof({q}))", f"max(typeof({q}))", ints,
                   f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))" if hint == "bool" else "NULL",
                   f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})"
                   if hint in ("datetime", "date") else "NULL",
@@ -244,12 +248,14 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
     rows, out, mixed = int(row[0]), {}, []
     for i, col in enumerate(table.columns):
-        count, lo, hi, int01, unix, julian, text = row[1 + i * 7 : 1 + (i + 1) * 7]
+        count, lo, hi, ints, int01, unix, julian, text = row[1 + i * 8 : 1 + (i + 1) * 8]
         span = [] if lo is None else [c for c in _ORDER[_ORDER.index(lo):_ORDER.index(hi) + 1] if c != "null"]
         counts = dict.fromkeys((*CLASSES, "null"), 0)
         counts["null"] = rows - int(count)
         if len(span) == 1:
             counts[span[0]] = int(count)
+        elif span == ["integer", "real"] and ints is not None:
+            counts["integer"], counts["real"] = int(ints), int(count) - int(ints)
         elif span:
             mixed.append((col.name, span))
         t = json.loads(text) if text else None

@@ -73,6 +73,7 @@ class Config:
     follow_drops: bool = False
     verify_interval: float = 6 * 3600.0
     verify_rate: float = 20_000.0
+    verify_workers: int = max(1, min(8, os.cpu_count() or 1))
     columns: dict[tuple[str, str], ColumnOverride] = field(default_factory=dict)
 
     @property
@@ -129,6 +130,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("replication", "follow_drops"): ("follow_drops", bool, None),
     ("verify", "interval"): ("verify_interval", (int, float), lambda v: v >= 0),
     ("verify", "rate"): ("verify_rate", (int, float), lambda v: v > 0),
+    ("verify", "workers"): ("verify_workers", int, lambda v: 1 <= v <= 64),
     ("metrics", "addr"): ("metrics_addr", str, None),
     ("metrics", "ready_max_lag"): ("ready_max_lag", (int, float), lambda v: v > 0),
     ("log", "level"): ("log_level", str, ("debug", "info", "warning", "error")),

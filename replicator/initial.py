@@ -61,7 +61,10 @@ class InitialCopy:
 
     async def _prepare_all(self, frozen: snapshot.Frozen, tables: list[Table]) -> list:
         """Census (in threads: SQLite works outside the GIL), plan, create, split into units."""
+        t0 = time.monotonic()
         censuses = await asyncio.gather(*(self._census(frozen, t) for t in tables))
+        _log.info("census_done", tables=len(tables), rows=sum(c.rows for c in censuses),
+                  seconds=round(time.monotonic() - t0, 3))
         known = await state.tables(self.pg)  # type: ignore[arg-type]
         items = []
         for table, cen in zip(tables, censuses, strict=True):

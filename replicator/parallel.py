@@ -176,6 +176,7 @@ class Coordinator:
         self.remaining: dict[str, int] = {}
         self.plans: dict[str, TablePlan] = {}
         self.started: dict[str, float] = {}
+        self.counted: dict[str, int] = {}  # rows already added to the snapshot-rows metric
 
     async def run(self, items: list[tuple[TablePlan, TableCensus | None]]) -> None:
         self.stop_file.unlink(missing_ok=True)
@@ -269,6 +270,7 @@ class Coordinator:
             f"SELECT coalesce(sum(rows), 0), coalesce(sum(quarantined), 0) FROM {state.SCHEMA}.units "
             "WHERE tbl = $1", name))
         seconds = time.monotonic() - self.started[name]
+        self._count(name, int(rows))
         status = "copied" if self.rep.mode == "copy" else state.STREAMING
         plan = await snapshot.finish_table(pg, self.plans[name], self.rep.schema, status=status,
                                            mark=self.frozen.mark, seconds=seconds, rows=int(rows))
@@ -279,18 +281,24 @@ class Coordinator:
         _log.info("table_copied", table=name, rows=int(rows), quarantined=int(quarantined),
                   seconds=round(seconds, 3), rows_per_s=round(rows / seconds) if seconds else 0)
 
+    def _count(self, name: str, rows: int) -> bool:
+        """Bring the snapshot-rows metric up to ``rows`` for ``name``; True if it moved."""
+        before = self.counted.get(name, 0)
+        if rows <= before:
+            return False
+        metrics.SNAPSHOT_ROWS.labels(name).inc(rows - before)
+        self.counted[name] = rows
+        return True
+
     async def _watch_progress(self) -> None:
         """Progress bars and the snapshot-rows metric, from the units' committed progress."""
-        seen: dict[str, int] = {}
         conn = await self.rep._connect(retry_for=5)
         try:
             while True:
                 for name, rows in await conn.fetch(
                         f"SELECT tbl, sum(rows) FROM {state.SCHEMA}.units GROUP BY tbl"):
                     rows = int(rows or 0)
-                    if name in self.plans and rows > seen.get(name, 0):
-                        metrics.SNAPSHOT_ROWS.labels(name).inc(rows - seen.get(name, 0))
-                        seen[name] = rows
+                    if name in self.plans and self._count(name, rows):
                         if self.rep.progress:
                             total = self.rep.census_rows.get(name, rows)
                             self.rep.progress(name, rows, max(total, rows))

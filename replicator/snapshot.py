@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ from .source import KEY_ALIAS, qi
 from .target import qualified, table_exists
 
 _log = log.get("snapshot")
-CHUNK_BYTES = 16 * 1024 * 1024
-MAX_CHUNK_ROWS = 50_000
+CHUNK_BYTES = 8 * 1024 * 1024
+MAX_CHUNK_ROWS = 20_000
 
 ProgressFn = Callable[[str, int, int], None]  # table, rows done, rows total
 
@@ -172,11 +173,13 @@ class TableCopier:
 
     @staticmethod
     def rows_for_budget(sample: list[tuple]) -> int:
-        """Rows per chunk so a chunk holds about CHUNK_BYTES, from the size of a first sample:
-        a table of 1 MB BLOBs and a table of small integers need very different chunks."""
-        size = sum(len(v) if isinstance(v, (str, bytes)) else 8 for row in sample for v in row)
+        """Rows per chunk so a chunk holds about CHUNK_BYTES of Python objects, from the size of a
+        first sample: a table of 1 MB BLOBs and a table of small integers need very different
+        chunks. (A worker holds about three chunks at once: the one being converted and written,
+        its converted rows, and the next one being read.)"""
+        size = sum(sys.getsizeof(row) + sum(map(sys.getsizeof, row)) for row in sample)
         per_row = max(1, size // max(1, len(sample)))
-        return max(100, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row))
+        return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row))
 
     def _query(self, safe: bool, after: int | None, offset: int) -> tuple[str, tuple]:
         sel = select_list(self.plan, safe)

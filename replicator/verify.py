@@ -17,10 +17,14 @@ import contextlib
 import contextvars
 import json
 import math
+import multiprocessing
+import os
 import random
 import sqlite3
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -39,7 +43,7 @@ from .convert import (
     to_sqlite_value,
 )
 from .dsn import TargetDSN
-from .errors import StateError
+from .errors import SourceError, StartupError, StateError, TargetError
 from .schema import ROWID_COLUMN, TablePlan
 from .source import open_source, qi
 from .target import connect, qualified
@@ -50,6 +54,7 @@ _RATE: contextvars.ContextVar[float | None] = contextvars.ContextVar("verify_rat
 CHUNK = 20_000
 MAX_SAMPLES = 5
 MAX_RECHECK = 10_000
+PARALLEL_FROM = 300_000  # rows: below this, starting worker processes costs more than it saves
 
 
 @dataclass
@@ -185,8 +190,9 @@ async def verify(
         unknown = [n for n in names if n not in known]
         if unknown:
             raise StateError(f"verify: not replicated: {', '.join(unknown)}")
-        reports = []
+        by_name: dict[str, TableReport] = {}
         dirty = await _dirty_keys(pg) if changed_only else {}
+        merge = []
         for name in names:
             plan = known[name].plan
             if changed_only:
@@ -196,8 +202,11 @@ async def verify(
             elif sample:
                 rep = await _verify_sample(pg, src, plan, cfg.target_schema, sample)
             else:
-                rep = await _verify_merge(pg, src, plan, cfg.target_schema)
-            reports.append(rep)
+                merge.append(known[name])
+                continue
+            by_name[name] = rep
+        by_name.update(await _merge_all(cfg, target, pg, src, merge))
+        reports = [by_name[n] for n in names]
         await _recheck(pg, src, cfg, reports, known, recheck_rounds)
         rows = sum(r.matched + r.missing + r.different + r.quarantined for r in reports)
         seconds = time.monotonic() - started
@@ -424,6 +433,64 @@ async def _verify_merge(pg, src, plan: TablePlan, schema: str) -> TableReport:
             await ahead  # never leave a read running on the connection
     rep.seconds = time.monotonic() - t0
     return rep
+
+
+async def _merge_all(cfg: Config, target: TargetDSN, pg, src, tables: list) -> dict[str, TableReport]:
+    """Full comparison of ``tables`` (TableState): in worker processes, one table each, when
+    there is enough to compare (a process reads SQLite and decodes Postgres rows at about one
+    core's worth; the GIL keeps threads from doing better); else here, one after the other."""
+    schema = cfg.target_schema
+    rows = sum(t.rows_copied + t.changes_applied for t in tables)
+    workers = min(cfg.verify_workers, len(tables))
+    if workers < 2 or _RATE.get() is not None or rows < PARALLEL_FROM or target.pooled:
+        return {t.name: await _verify_merge(pg, src, t.plan, schema) for t in tables}
+    from . import parallel
+
+    loop = asyncio.get_running_loop()
+    ctx = multiprocessing.get_context("spawn")
+    job = (target, cfg.connect_timeout, cfg.tls_verify, str(cfg.source), cfg.busy_timeout_ms, schema)
+    order = sorted(tables, key=lambda t: -(t.rows_copied + t.changes_applied))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=parallel._worker_init, initargs=(os.getpid(),)) as pool:
+        futures = [loop.run_in_executor(pool, _merge_in_worker, job, t.plan.to_json())
+                   for t in order]
+        try:
+            done = await asyncio.gather(*futures)
+        except parallel.WorkerError as exc:
+            if exc.kind == "target":
+                raise TargetError(exc.message, retryable=exc.retryable) from None
+            raise (StartupError if exc.kind == "startup" else SourceError)(exc.message) from None
+    return {rep.table: rep for rep in done}
+
+
+def _merge_in_worker(job: tuple, plan_json: dict) -> TableReport:
+    """Entry point in a worker process: one table's full comparison."""
+    from . import parallel
+    from .errors import ReplicatorError, is_retryable_pg
+
+    target, timeout, tls_verify, source, busy_ms, schema = job
+    plan = TablePlan.from_json(plan_json)
+
+    async def run() -> TableReport:
+        log.add_secret(target.password)
+        pg = await connect(target, timeout=timeout, tls_verify=tls_verify, retry_for=30)
+        src = open_source(Path(source), readonly=True, busy_timeout_ms=busy_ms)
+        try:
+            return await _verify_merge(pg, src, plan, schema)
+        finally:
+            src.close()
+            with contextlib.suppress(Exception):
+                await pg.close()
+
+    try:
+        return asyncio.run(run())
+    except ReplicatorError as exc:
+        raise parallel.WorkerError(str(exc), exc.retryable, exc.kind) from None
+    except sqlite3.Error as exc:
+        raise parallel.WorkerError(f"source: table {plan.name!r}: {exc}", False, "source") from None
+    except Exception as exc:  # noqa: BLE001 - carried back as text
+        raise parallel.WorkerError(f"{type(exc).__name__}: {log.scrub(str(exc))}",
+                                   is_retryable_pg(exc), "target") from None
 
 
 def _pg_key(side: _Side, raw_key: tuple) -> tuple:

@@ -117,6 +117,24 @@ async def test_metrics_move_through_snapshot_streaming_error_and_cutover(tmp_pat
     await compare_all(db, target_dsn, expect_quarantined={})
 
 
+async def test_the_snapshot_rows_metric_counts_every_row_of_every_table(chinook, target_dsn):
+    """Also tables copied between two progress polls (Chinook's snapshot takes well under one)."""
+    port = free_port()
+    daemon = Daemon(chinook, target_dsn, "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        await wait_streaming(target_dsn, daemon)
+        m = scrape(port)
+        with sqlite3.connect(chinook) as src:
+            names = [r[0] for r in src.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' "
+                "AND name NOT LIKE '\\_replicator%' ESCAPE '\\'")]
+            counts = {n: src.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+        assert len(counts) == 11 and sum(counts.values()) == 15607
+        assert {n: metric(m, "replicator_snapshot_rows_total", table=n) for n in names} == counts
+    finally:
+        daemon.stop()
+
+
 async def test_sigterm_mid_batch_commits_the_batch_and_resumes_exactly(tmp_path, target_dsn):
     db = tmp_path / "app.db"
     big_app_db(db, 150_000)

@@ -157,3 +157,38 @@ async def test_a_timestamp_differing_only_in_time_zone_is_a_difference(tmp_path,
         await pg.close()
     code, report = verify(db, target_dsn)
     assert code == 1 and table(report, "e")["samples"]["different"][0] == {"key": [2], "column": "at"}
+
+
+async def test_tables_compared_in_worker_processes_find_the_same_differences(copied, monkeypatch):
+    """The parallel path (one process per table) reports exactly what the in-process one does."""
+    from replicator import config as rconfig
+    from replicator import verify as rverify
+    from replicator.dsn import parse_target
+
+    db, dsn = copied
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("UPDATE track SET milliseconds = milliseconds + 1 WHERE trackid = 5")
+        await conn.execute("DELETE FROM invoiceline WHERE invoicelineid = 9")
+    finally:
+        await conn.close()
+    cfg = rconfig.build(overrides={"source": str(db), "target_url": dsn, "verify_workers": 2})
+    pools = []
+
+    class Pool(rverify.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs["max_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(rverify, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(rverify, "PARALLEL_FROM", 0)
+    parallel = await rverify.verify(cfg, parse_target(dsn))
+    assert pools == [2]
+    monkeypatch.setattr(rverify, "PARALLEL_FROM", 10**12)
+    serial = await rverify.verify(cfg, parse_target(dsn))
+    assert not parallel["ok"] and parallel["rows"] == serial["rows"] == 15607
+    strip = [{k: v for k, v in t.items() if k != "seconds"} for t in parallel["tables"]]
+    assert strip == [{k: v for k, v in t.items() if k != "seconds"} for t in serial["tables"]]
+    assert [t["table"] for t in parallel["tables"] if not t["ok"]] == ["InvoiceLine", "Track"]
+    track = table(parallel, "Track")
+    assert track["different"] == 1 and track["samples"]["different"][0]["key"] == [5]
