@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 from . import capture, ddl, log, state
 from .config import Config
 from .dsn import TargetDSN
-from .errors import ReplicatorError, StateError
+from .errors import POOLER_HINT, ReplicatorError, StartupError, StateError, pooler_symptom
 from .service import APPLY_LOCK, Replicator
 from .source import LOG_TABLE, qi
-from .target import qualified
+from .target import connect, qualified
 from .verify import verify
 
 _log = log.get("cutover")
@@ -189,8 +190,19 @@ async def _rollback(rep: Replicator, exc: BaseException) -> None:
     await asyncio.to_thread(capture.remove_fence, rep.writer)
     try:
         await state.set_state(rep.pg, "streaming")
-    except Exception as inner:  # noqa: BLE001 - report both
-        raise ReplicatorError(f"cutover failed ({exc}) and the state could not be reset: {inner}") from exc
+    except Exception:  # noqa: BLE001 - the connection itself may be what failed: a fresh one
+        try:
+            rep.pg.terminate()
+            # Unnamed statements only: right whether or not a transaction pooler is in the way.
+            rep.pg = await connect(replace(rep.target, pooled=True), timeout=rep.cfg.connect_timeout,
+                                   tls_verify=rep.cfg.tls_verify, retry_for=10)
+            await state.set_state(rep.pg, "streaming")
+        except Exception as inner:  # noqa: BLE001 - report both
+            raise ReplicatorError(f"cutover failed ({exc}) and the state could not be reset: "
+                                  f"{inner}") from exc
+    if pooler_symptom(exc) and not rep.pooled:
+        raise StartupError(f"cutover: {POOLER_HINT}. Nothing was changed: the fence is lifted and "
+                           "replication goes on") from exc
 
 
 __all__ = ["cutover", "qi"]

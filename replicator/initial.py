@@ -32,6 +32,9 @@ class InitialCopy:
                 and t.status != state.PENDING}
         if st.info.get("snapshot_done"):
             await self._load_targets()
+            ours = self.cfg.state_path / "snapshot.sqlite"
+            if st.info.get("snapshot_file") == str(ours):  # recorded done, cut before the cleanup
+                ours.unlink(missing_ok=True)
             return
         await state.set_state(self.pg, "snapshot")
         metrics.set_state("snapshot")
@@ -50,13 +53,17 @@ class InitialCopy:
         marks = [t.snapshot_seq or 0 for t in (await state.tables(self.pg)).values()]
         cursor = min(marks) if marks else frozen.mark
         final = "done" if self.mode == "copy" else "streaming"
-        await state.set_state(self.pg, final, cursor=cursor, schema_version=version)
-        await state.merge_info(self.pg, snapshot_done=True, snapshot_finished_at=time.time())
+        await self._bounded(self._record_snapshot_done(final, cursor, version), "recording the snapshot")
         if self.mode == "copy":
-            await self._load_targets()
             await self.final_phase()
         if frozen.path is not None:
             frozen.path.unlink(missing_ok=True)
+
+    async def _record_snapshot_done(self, final: str, cursor: int, version: int) -> None:
+        assert self.pg is not None
+        async with self.pg.transaction():
+            await state.set_state(self.pg, final, cursor=cursor, schema_version=version)
+            await state.merge_info(self.pg, snapshot_done=True, snapshot_finished_at=time.time())
         await self._load_targets()
 
     async def _prepare_all(self, frozen: snapshot.Frozen, tables: list[Table]) -> list:

@@ -298,10 +298,9 @@ class Coordinator:
                 for name, rows in await conn.fetch(
                         f"SELECT tbl, sum(rows) FROM {state.SCHEMA}.units GROUP BY tbl"):
                     rows = int(rows or 0)
-                    if name in self.plans and self._count(name, rows):
-                        if self.rep.progress:
-                            total = self.rep.census_rows.get(name, rows)
-                            self.rep.progress(name, rows, max(total, rows))
+                    if name in self.plans and self._count(name, rows) and self.rep.progress:
+                        total = self.rep.census_rows.get(name, rows)
+                        self.rep.progress(name, rows, max(total, rows))
                 await asyncio.sleep(0.5)
         finally:
             await conn.close()

@@ -105,7 +105,8 @@ def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[st
     out = {}
     rejected = [c for c in ("integer", "real", "text", "blob") if c not in _ACCEPTED.get(base, set())]
     if rejected:
-        out["storage class"] = sample_key(conn, table, f"typeof({q}) IN ({', '.join(repr(c) for c in rejected)})")
+        classes = ", ".join(repr(c) for c in rejected)
+        out["storage class"] = sample_key(conn, table, f"typeof({q}) IN ({classes})")
     out["NUL byte"] = sample_key(conn, table, f"typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0")
     out["invalid UTF-8"] = sample_key(
         conn, table, f"typeof({q}) = 'text' AND NOT _replicator_utf8_ok(CAST({q} AS BLOB))")
@@ -208,7 +209,8 @@ def emit_sql(report: dict[str, Any], cfg: Config, folder: Path) -> list[Path]:
         schema = inspect(conn)
         plans: list[TablePlan] = [
             plan_table(schema.tables[t["name"]], census(
-                conn, schema.tables[t["name"]], text_columns=text_census_columns(schema.tables[t["name"]])), cfg)
+                conn, schema.tables[t["name"]],
+                text_columns=text_census_columns(schema.tables[t["name"]])), cfg)
             for t in report["tables"] if "error" not in t
         ]
         views = ddl.plan_views(schema, cfg)
@@ -226,7 +228,8 @@ def emit_sql(report: dict[str, Any], cfg: Config, folder: Path) -> list[Path]:
         "005_views.sql": [v.sql + ";" for v in views if v.sql],
     }
     untranslated = [f"-- {o.kind} {o.name}: {o.error}\n-- {o.original}" for p in plans
-                    for o in p.objects if o.error] + [f"-- view {v.name}: {v.error}" for v in views if v.error]
+                    for o in p.objects if o.error]
+    untranslated += [f"-- view {v.name}: {v.error}" for v in views if v.error]
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, stmts in files.items():

@@ -265,17 +265,21 @@ class Replicator(InitialCopy, FollowDrift):
         return await self._bounded_batch()
 
     async def _bounded_batch(self) -> BatchResult | None:
-        """A batch that does not finish in time means a hung server or a silent link: cut the
-        connection (its statements fail at once, the transaction never commits) and retry."""
+        return await self._bounded(self.batch(), "a batch")
+
+    async def _bounded(self, work, what: str):
+        """Target work that does not finish in time means a hung server or a silent network (TCP
+        keepalives cannot tell when a middlebox still acknowledges): cut the connection (its
+        statements fail at once, an open transaction never commits) and let the loop retry."""
         assert self.pg is not None
-        task = asyncio.ensure_future(self.batch())
+        task = asyncio.ensure_future(work)
         done, _ = await asyncio.wait({task}, timeout=self.cfg.batch_timeout)
         if done:
             return task.result()
         self.pg.terminate()
         with contextlib.suppress(BaseException):
             await task
-        raise TargetError(f"target: a batch took longer than {self.cfg.batch_timeout:.0f}s (a hung "
+        raise TargetError(f"target: {what} took longer than {self.cfg.batch_timeout:.0f}s (a hung "
                           "server or a silent network); the connection was cut and is retried",
                           retryable=True)
 
@@ -416,23 +420,24 @@ class Replicator(InitialCopy, FollowDrift):
                     await _sleep_or_stop(stop, self.cfg.poll_interval)
             # Leave the file alone between batches: with a busy writer, back-to-back reads would
             # keep a reader in the WAL almost all the time, and SQLite could never restart it.
-            await _sleep_or_stop(stop, max(0.0, self.cfg.batch_interval - (time.monotonic() - loop.turn_started)))
+            since = time.monotonic() - loop.turn_started
+            await _sleep_or_stop(stop, max(0.0, self.cfg.batch_interval - since))
 
     async def _turn(self, loop: _LoopState) -> BatchResult | None:
         assert self.pg is not None
         loop.turn_started = time.monotonic()
         if not loop.started:
-            await self._start_streaming(loop)
+            await self._bounded(self._start_streaming(loop), "starting to stream")
         result = await self.step()
         loop.applied += result.entries if result else 0
         if loop.errors:
             _log.info("recovered", after_errors=loop.errors)
             metrics.set_state("streaming")
-            await state.set_state(self.pg, "streaming")
+            await self._bounded(state.set_state(self.pg, "streaming"), "recording the recovery")
             loop.errors = 0
         await self.update_gauges()
         if not loop.caught_up and metrics.BACKLOG._value.get() == 0:
-            loop.caught_up = await self._record_caught_up()
+            loop.caught_up = await self._bounded(self._record_caught_up(), "recording catch-up")
         if time.monotonic() - loop.last_summary >= self.cfg.summary_interval:
             _log.info("summary", applied=loop.applied, cursor=self.cursor,
                       lag_seconds=round(metrics.LAG_SECONDS._value.get(), 3),
@@ -494,6 +499,10 @@ class Replicator(InitialCopy, FollowDrift):
             with contextlib.suppress(Exception):
                 await self.reconnect()
                 metrics.TARGET_RECONNECTS.inc()
+                if self.tail is not None:
+                    # What the target holds is the truth: a commit whose acknowledgement was lost
+                    # (a schema change, a re-copied table) is there even though we saw an error.
+                    await self._bounded(self._load_targets(), "reloading the replication state")
             return backoff(errors)
         if isinstance(exc, sqlite3.OperationalError) and is_busy_sqlite(exc):
             metrics.SQLITE_BUSY_RETRIES.inc()

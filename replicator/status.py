@@ -113,7 +113,7 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         f"state:      {data['state']}" + (f"  (error: {data['error']})" if data.get("error") else ""),
         f"target:     {data['target']}",
-        f"daemon:     {'running, pid ' + str(data['daemon_pid']) if data.get('daemon_pid') else 'not running'}",
+        "daemon:     " + (f"running, pid {data['daemon_pid']}" if data.get("daemon_pid") else "not running"),
         f"lag:        {data['lag_seconds']:.3f} s",
         f"backlog:    {data['backlog_changes']} changes",
     ]

@@ -95,7 +95,8 @@ def _rewrite(node: exp.Expression, columns: dict[str, str], notes: list[str]) ->
     if type(node).__name__ == "LowerHex":
         return exp.Anonymous(this="encode", expressions=[node.this, exp.Literal.string("hex")])
     if isinstance(node, exp.Hex):
-        return exp.Upper(this=exp.Anonymous(this="encode", expressions=[node.this, exp.Literal.string("hex")]))
+        encoded = exp.Anonymous(this="encode", expressions=[node.this, exp.Literal.string("hex")])
+        return exp.Upper(this=encoded)
     if isinstance(node, exp.Typeof):
         raise Untranslatable("typeof() has no Postgres equivalent (pg_typeof names differ)")
     if isinstance(node, exp.Rand):
@@ -301,7 +302,8 @@ def trigger(sql: str, pg_table: str, schema: str, columns: dict[str, str], ident
                 raise Untranslatable(f"WHEN clause: {t.error}")
             cond = t.sql
         for stmt in _statements(m["body"]):
-            raise_ = re.match(r"SELECT\s+RAISE\s*\(\s*(ABORT|FAIL|ROLLBACK)\s*,\s*('(?:[^']|'')*')\s*\)\s*;?$",
+            raise_ = re.match(r"SELECT\s+RAISE\s*\(\s*(ABORT|FAIL|ROLLBACK)\s*,"
+                              r"\s*('(?:[^']|'')*')\s*\)\s*;?$",
                               stmt, re.IGNORECASE)
             if raise_:
                 body.append(f"RAISE EXCEPTION '%', {raise_[2]};")

@@ -90,7 +90,7 @@ async def test_a_partition_is_noticed_and_healed(chinook, target_dsn):
             t0 = time.monotonic()
 
             async def noticed():
-                return any(e["event"] in ("target_error", "replication_error")
+                return any(e["event"] in ("target_error", "replication_error", "snapshot_retry")
                            for e in daemon.events())
 
             await wait_for(noticed, 30, "the dead link noticed", daemon)
@@ -128,7 +128,8 @@ async def test_replication_through_a_transaction_mode_pgbouncer(tmp_path, target
         conn.execute("DELETE FROM users WHERE id % 9 = 0")
         conn.close()
         await wait_caught_up(target_dsn, db, daemon)
-        out = cli("cutover", "--source", str(db), "--target", dsn, "--json", check=True)
+        out = cli("cutover", "--source", str(db), "--target", dsn, "--json", "--config", str(daemon.config),
+                  check=True)
         assert json.loads(out.stdout)["verification"]["ok"]
         assert daemon.wait(30) == 0
     finally:
