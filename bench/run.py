@@ -60,7 +60,8 @@ def parse() -> argparse.Namespace:
     g.add_argument("--rtt-ms", type=float, default=20, help="RTT added by the proxy variant (0: skip)")
     g.add_argument("--lag-variants", default="default,verify_off,rtt")
     g = ap.add_argument_group("overhead")
-    g.add_argument("--overhead-n", type=int, default=2000, help="single-row transactions per block")
+    g.add_argument("--overhead-n", type=int, default=10_000,
+                   help="single-row transactions per block (means carry rare checkpoint stalls: many samples)")
     g.add_argument("--overhead-rows", type=int, help="database size (default --rows)")
     g.add_argument("--sync", default="NORMAL,FULL", help="synchronous modes (default NORMAL,FULL)")
     args = ap.parse_args()
