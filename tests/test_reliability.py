@@ -265,3 +265,23 @@ async def test_a_role_without_privileges_gets_a_clear_error(chinook, pg_env):
     assert "weak-pass-123" not in out.stderr + out.stdout
     conn = sqlite3.connect(chinook)
     assert not conn.execute("SELECT 1 FROM sqlite_schema WHERE name LIKE '_replicator%'").fetchall()
+
+
+async def test_another_file_against_a_used_target_is_refused(chinook, tmp_path, target_dsn):
+    """The target holds chinook's replication; a file that was never captured (another database,
+    or this one restored from before the install) must not continue it."""
+    daemon = Daemon(chinook, target_dsn)
+    try:
+        await wait_caught_up(target_dsn, chinook, daemon)
+    finally:
+        assert daemon.stop() == 0
+    other = tmp_path / "other.sqlite"
+    shutil.copy(Path(__file__).parent.parent / "examples" / "chinook.sqlite", other)
+    before = other.read_bytes()
+    out = cli("run", "--source", str(other), "--target", target_dsn, "--metrics-addr", "off")
+    assert out.returncode == 3, out.stderr
+    assert "holds a replication of" in out.stderr and str(chinook.resolve()) in out.stderr
+    assert other.read_bytes() == before  # nothing installed, no backup taken into it
+    assert not list(tmp_path.glob("other.sqlite.replicator/backups/*"))
+    st = await pg_state(target_dsn)
+    assert st["state"] == "streaming"  # the real replication is untouched
