@@ -13,7 +13,7 @@ from .config import Config
 from .dsn import TargetDSN
 from .errors import ReplicatorError
 from .source import LOG_TABLE, open_source, qi
-from .target import connect
+from .target import connect, qualified
 
 
 def _daemon_pid(cfg: Config) -> int | None:
@@ -76,15 +76,15 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
                 data.update(state=st.state, mode=st.mode, cursor=st.cursor, error=st.error,
                             source_path=st.source_path, info=st.info)
             quarantined = await state.quarantine_count(pg)
-            stats = {r[0]: r[1] for r in await pg.fetch(
-                "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE schemaname = $1",
-                cfg.target_schema)}
+            stats = await _row_counts(pg, cfg.target_schema)
             for name, t in (await state.tables(pg)).items():
+                rows, exact = stats.get(t.pg_name, (None, False))
                 tables[name] = {
                     "status": t.status,
                     "pg_name": t.pg_name,
                     "rows_copied": t.rows_copied,
-                    "rows_estimate": stats.get(t.pg_name),
+                    "rows": rows,
+                    "rows_exact": exact,
                     "changes_applied": t.changes_applied,
                     "quarantined": quarantined.get(name, 0),
                 }
@@ -107,6 +107,25 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
         and data["lag_seconds"] <= cfg.ready_max_lag and "target_error" not in data
     )
     return data
+
+
+EXACT_COUNT_BELOW = 64 << 20  # bytes of table data: below this, count(*) is cheap
+
+
+async def _row_counts(pg, schema: str) -> dict[str, tuple[int, bool]]:
+    """Rows per target table: exact (count(*)) for tables under 64 MB, the planner's estimate
+    (shown with ~) for larger ones. pg_stat's n_live_tup is not used: right after a COPY and an
+    ANALYZE in one transaction it reads twice the real count."""
+    out: dict[str, tuple[int, bool]] = {}
+    for name, estimate, size in await pg.fetch(
+            "SELECT c.relname, c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')", schema):
+        if size < EXACT_COUNT_BELOW or estimate < 0:
+            out[name] = (await pg.fetchval(f"SELECT count(*) FROM {qualified(schema, name)}"), True)
+        else:
+            out[name] = (int(estimate), False)
+    return out
 
 
 def render(data: dict[str, Any]) -> str:
@@ -132,7 +151,8 @@ def render(data: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{'table':30} {'status':10} {'rows':>12} {'changes':>10} {'quar.':>6}  last change")
         for name, t in data["tables"].items():
-            rows = t["rows_estimate"] if t["rows_estimate"] is not None else t["rows_copied"]
+            rows = t["rows"] if t["rows"] is not None else t["rows_copied"]
+            rows = f"{rows}" if t["rows_exact"] or t["rows"] is None else f"~{rows}"
             lines.append(
                 f"{name[:30]:30} {t['status']:10} {rows:>12} {t['changes_applied']:>10} "
                 f"{t['quarantined']:>6}  {t.get('last_change_at') or '-'}"

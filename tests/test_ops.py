@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -131,6 +132,11 @@ async def test_the_snapshot_rows_metric_counts_every_row_of_every_table(chinook,
             counts = {n: src.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
         assert len(counts) == 11 and sum(counts.values()) == 15607
         assert {n: metric(m, "replicator_snapshot_rows_total", table=n) for n in names} == counts
+        # status shows the same rows (pg_stat's n_live_tup read twice the count here)
+        out = cli("status", "--source", str(chinook), "--target", target_dsn, "--json", check=True)
+        shown = json.loads(out.stdout)["tables"]
+        assert {n: (t["rows"], t["rows_exact"]) for n, t in shown.items()} == {
+            n: (c, True) for n, c in counts.items()}
     finally:
         daemon.stop()
 
