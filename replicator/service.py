@@ -189,12 +189,14 @@ class Replicator(InitialCopy, FollowDrift):
         if st is not None and not fresh:
             state.check_source(st, meta.get("source_id"), str(self.cfg.source))
             if st.source_id and not meta.get("source_id"):
+                gone = "" if Path(st.source_path or "").exists() else ", a file that no longer exists"
                 raise StateError(
-                    f"target: it holds a replication of {st.source_path} (id {st.source_id}), "
+                    f"target: it holds a replication of {st.source_path} (id {st.source_id}{gone}), "
                     f"but {self.cfg.source} was never captured: it is another file, or a copy "
                     "from before replication started, so changes would be missing. Use another "
-                    "target database or schema, or drop the target's _replicator schema to start "
-                    "again (`replicator uninstall --target-schema` with the old source)")
+                    "target database, or start this target again: `replicator uninstall "
+                    "--target-schema` with the old source, or `DROP SCHEMA _replicator CASCADE` "
+                    "in the target (the replicated tables stay until you drop them)")
         tables = self.wanted(inspect(self.writer).tables)
         check_names(tables, self.cfg)  # before anything is written anywhere
         if self.mode == "run":
