@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,13 @@ def resolve_target(cfg: config.Config) -> TargetDSN:
             file=sys.stderr,
         )
     log.add_secret(target.password)
+    if cfg.pooled is not None:  # target.pooled in the config overrides the host-name guess
+        target = replace(target, pooled=cfg.pooled)
     if target.pooled:
         _log.warning(
             "pooled_endpoint", host=target.host,
-            detail="this is a -pooler (PgBouncer, transaction mode) host; use the direct endpoint "
-            "for migrations. Continuing with statement_cache_size=0",
+            detail="a transaction pooler (a -pooler host, or target.pooled = true): the direct "
+            "endpoint is better for migrations. Continuing with statement_cache_size=0",
         )
     return target
 

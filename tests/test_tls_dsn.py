@@ -55,3 +55,19 @@ def test_verify_full_needs_a_trusted_certificate(chinook, tls_pg):  # noqa: F811
     assert tls_pg.password not in out.stderr
     good = tls_pg.dsn(sslmode="verify-full", sslrootcert=str(tls_pg.ca))
     assert cli("copy", "--source", str(chinook), "--target", good).returncode == 0
+
+
+def test_target_pooled_in_the_config_reaches_every_command(tmp_path):
+    """Every command (cutover's verify included) connects through resolve_target: the config's
+    target.pooled must override the host-name guess there, in both directions."""
+    from replicator import config
+    from replicator.cli import resolve_target
+
+    for text, host, expected in (("[target]\npooled = true\n", "127.0.0.1", True),
+                                 ("[target]\npooled = false\n", "ep-x-pooler.neon.tech", False),
+                                 ("", "ep-x-pooler.neon.tech", True), ("", "127.0.0.1", False)):
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        cfg = config.build(path, {"target_url": f"postgresql://u:p@{host}/db",
+                                  "source": str(tmp_path / "app.db")})
+        assert resolve_target(cfg).pooled is expected, (text, host)
