@@ -275,7 +275,8 @@ def test_systemd_unit_hardening():
     assert cfg.target_url is None or cfg.target_url == rconfig.target_from_env()
     assert str(cfg.source).startswith(svc["ReadWritePaths"].split()[0].rstrip("/") + "/")
     env = [ln for ln in UNIT_ENV.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    assert [ln.split("=", 1)[0] for ln in env] == ["REPLICATOR_TARGET_URL"]
+    assert [ln.split("=", 1)[0] for ln in env] == ["REPLICATOR_TARGET_URL", "PGPASSWORD"]
+    assert urllib.parse.urlsplit(env[0].split("=", 1)[1]).password is None  # no secret in the URL
 
 
 # -- container ----------------------------------------------------------------------------------
