@@ -112,7 +112,6 @@ def stop_writer(proc: subprocess.Popen, report: Path, timeout: float = 60) -> di
 
 def _writer_main(argv: list[str]) -> int:
     """Child process: run ``Writer`` (app scenario) until SIGTERM, then write its report."""
-    import sqlite3 as sq
 
     from .writer import Writer
 
@@ -136,18 +135,7 @@ def _writer_main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         while not stop:
-            if i == add_at:
-                w.midway("add_column")
-            if i == create_at:
-                w.midway("create_table")
-            kind = w.rng.choice(w.kinds())
-            try:
-                getattr(w, kind)()
-                w.ops[kind] = w.ops.get(kind, 0) + 1
-            except sq.Error as exc:
-                w.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
-                if w.conn.in_transaction:
-                    w.conn.execute("ROLLBACK")
+            w.step(i, add_at=add_at, create_at=create_at)
             i += 1
             if args.pause:
                 time.sleep(args.pause)
@@ -282,8 +270,7 @@ async def run_async(source: Path, target_dsn: str, kills: int, seed: int, workdi
             writer.kill()
             writer.wait(10)
         if daemon is not None:
-            if daemon.proc.poll() is None:
-                daemon.kill9()
+            daemon.kill9_if_running()
             daemon.fh.close()  # a daemon that died on its own still holds its log open
     states = Counter(k["state"] for k in kill_log)
     summary.update({

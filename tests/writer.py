@@ -42,20 +42,25 @@ class Writer:
 
     def run(self, ops: int, pause: float) -> None:
         for i in range(ops):
-            if i == ops // 3:
-                self.midway("add_column")
-            if i == ops // 2:
-                self.midway("create_table")
-            kind = self.rng.choice(self.kinds())
-            try:
-                getattr(self, kind)()
-                self.ops[kind] = self.ops.get(kind, 0) + 1
-            except sqlite3.Error as exc:
-                self.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+            self.step(i, add_at=ops // 3, create_at=ops // 2)
             if pause:
                 time.sleep(pause)
+
+    def step(self, i: int, *, add_at: int, create_at: int) -> None:
+        """Operation number ``i``: the schema changes at their turn, then one random operation;
+        a failure is recorded (the application saw it), never raised."""
+        if i == add_at:
+            self.midway("add_column")
+        if i == create_at:
+            self.midway("create_table")
+        kind = self.rng.choice(self.kinds())
+        try:
+            getattr(self, kind)()
+            self.ops[kind] = self.ops.get(kind, 0) + 1
+        except sqlite3.Error as exc:
+            self.errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
 
     def x(self, sql: str, params=()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
