@@ -31,6 +31,8 @@ from typing import Any
 
 import asyncpg
 
+from replicator.embedded import free_port
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -156,14 +158,6 @@ def prepare_db(src: Path, name: str) -> Path:
     conn.execute("CREATE TABLE lagprobe (id INTEGER PRIMARY KEY, t_write REAL)")
     conn.close()
     return db
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def observe(dsn: str, expected_rows: int, app_done, timeout_after_app: float = 60

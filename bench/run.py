@@ -61,7 +61,7 @@ def parse() -> argparse.Namespace:
     g.add_argument("--lag-variants", default="default,verify_off,rtt")
     g = ap.add_argument_group("overhead")
     g.add_argument("--overhead-n", type=int, default=10_000,
-                   help="single-row transactions per block (means carry rare checkpoint stalls: many samples)")
+                   help="single-row transactions per block (many: rare checkpoint stalls move the mean)")
     g.add_argument("--overhead-rows", type=int, help="database size (default --rows)")
     g.add_argument("--sync", default="NORMAL,FULL", help="synchronous modes (default NORMAL,FULL)")
     args = ap.parse_args()

@@ -58,7 +58,7 @@ def ensure_running(
     creds = _load_or_init(home, runner, settings or {})
     data = home / "data"
     if not _running(runner, data):
-        port = creds["port"] if _port_free(creds["port"]) else _free_port()
+        port = creds["port"] if _port_free(creds["port"]) else free_port()
         if port != creds["port"]:
             creds["port"] = port
             _save_creds(home, creds)
@@ -97,7 +97,7 @@ class _Runner:
 
     def __init__(self, home: Path):
         self.home = home
-        self.user = _service_user() if os.geteuid() == 0 else None
+        self.user = service_user() if os.geteuid() == 0 else None
         self.bindir = self._install_binaries()
 
     def bin(self, name: str) -> str:
@@ -140,7 +140,7 @@ class _Runner:
         return dest / "bin"
 
 
-def _service_user() -> str:
+def service_user() -> str:
     for name in ("postgres", "replicator"):
         try:
             pwd.getpwnam(name)
@@ -172,7 +172,7 @@ def _load_or_init(home: Path, runner: _Runner, settings: dict[str, str]) -> dict
         return json.loads(creds_path.read_text())
     shutil.rmtree(data, ignore_errors=True)
     creds = {
-        "port": _free_port(),
+        "port": free_port(),
         "admin_password": secrets.token_urlsafe(18),
         "owner_password": secrets.token_urlsafe(18),
     }
@@ -263,7 +263,7 @@ def _start(runner: _Runner, data: Path, logfile: Path, port: int) -> None:
     raise StartupError(f"embedded Postgres did not listen on port {port}; see {logfile}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -83,6 +83,11 @@ class Daemon:
         self.fh.close()
         return code
 
+    def kill9_if_running(self) -> None:
+        """For ``finally:``: a daemon a failed test left running is killed, not leaked."""
+        if self.proc.poll() is None:
+            self.kill9()
+
     def wait(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout)
         self.fh.close()

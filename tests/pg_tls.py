@@ -58,15 +58,7 @@ def make_certs(where: Path) -> tuple[Path, Path, Path]:
 
 def _server_user() -> str | None:
     """The user embedded Postgres runs as (None when we are not root)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "replicator"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    return embedded._service_user()  # creates the 'replicator' system user, as embedded does
+    return embedded.service_user() if os.geteuid() == 0 else None
 
 
 @pytest.fixture(scope="module")

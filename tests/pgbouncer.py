@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from replicator import embedded
+
 from .proxy import rewrite_dsn
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -59,7 +61,7 @@ class PgBouncer:
             pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
         self.dir = Path(tempfile.mkdtemp(prefix="replicator-pgbouncer-"))
         os.chmod(self.dir, 0o755)
-        self.port = _free_port()
+        self.port = embedded.free_port()
         auth = self.dir / "userlist.txt"
         auth.write_text(f'"{_quote(self.user)}" "{_quote(self.password or "")}"\n')
         ini = self.dir / "pgbouncer.ini"
@@ -85,7 +87,7 @@ class PgBouncer:
         )
         argv = [PGBOUNCER, str(ini)]
         if os.geteuid() == 0:
-            user = _service_user()
+            user = embedded.service_user()
             pw = pwd.getpwnam(user)
             for path in (self.dir, auth, ini):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
@@ -165,22 +167,6 @@ def pgbouncer(pg_env):
 
 def _quote(text: str) -> str:
     return text.replace('"', '""')
-
-
-def _service_user() -> str:
-    for name in ("postgres", "replicator"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    raise RuntimeError("running as root and no unprivileged user (postgres) to run pgbouncer as")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _listening(host: str, port: int) -> bool:

@@ -89,8 +89,7 @@ async def test_kill9_mid_snapshot_resumes_without_recopying(tmp_path, target_dsn
     finally:
         if writer.poll() is None:
             writer.kill()
-        if second.proc.poll() is None:
-            second.kill9()
+        second.kill9_if_running()
     counts = await compare_all(db, target_dsn, expect_quarantined={})
     assert counts["readings"] == 400_000
 
@@ -146,8 +145,7 @@ async def test_kill9_mid_batch_repeatedly_ends_exact(tmp_path, target_dsn):
         assert json.loads(out.stdout)["state"] == "done"
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     await compare_all(db, target_dsn, expect_quarantined={})
     assert kills == 3
     await asyncio.sleep(0)

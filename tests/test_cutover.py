@@ -51,8 +51,7 @@ async def test_cutover_under_a_live_writer(chinook, target_dsn, tmp_path):
         summary = json.loads(cut.stdout)
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     result = json.loads(out.read_text())
     assert len(result["ok"]) > 100 and result["errors"], "the writer must run into the fence"
     for _at, message in result["errors"]:
@@ -109,8 +108,7 @@ async def test_cutover_verifies_only_what_changed_after_a_full_pass(chinook, tar
                                  "--json", check=True).stdout)
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     v = summary["verification"]
     assert v["ok"] and v["mode"].startswith("changed") and v["rows"] < 100
     await compare_all(chinook, target_dsn, expect_quarantined={})
@@ -132,8 +130,7 @@ async def test_backup_before_the_first_write_and_uninstall_after_cutover(chinook
         cli("cutover", "--source", str(chinook), "--target", target_dsn, check=True)
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     conn = sqlite3.connect(chinook, isolation_level=None)
     with pytest.raises(sqlite3.IntegrityError, match="migrated to Postgres"):
         conn.execute("DELETE FROM Genre WHERE GenreId = 1")
@@ -167,5 +164,4 @@ async def test_cutover_refuses_while_lagging_or_in_error(chinook, target_dsn):
 
         await wait_for(still_streaming, 5, "state unchanged")
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from replicator import config as rconfig
+from replicator.embedded import free_port
 from replicator.metrics import REGISTRY
 
 from .helpers import Daemon, wait_streaming
@@ -326,12 +326,6 @@ def test_compose_wires_the_files_together():
 
 
 # -- a real Prometheus scraping a real daemon ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base: str, path: str, **params: str) -> dict:

@@ -4,12 +4,12 @@ port, and a TLS server whose certificate only verifies with its own CA."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
 from replicator.dsn import parse_target
+from replicator.embedded import free_port
 
 from .helpers import ROOT
 from .pg_tls import tls_pg  # noqa: F401 - the fixture
@@ -68,9 +68,7 @@ def test_wrong_password_says_authentication_failed(target_dsn):
 
 
 def test_closed_port_fails_tcp_with_advice(target_dsn):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     parts = urlsplit(target_dsn)
     dsn = urlunsplit(parts._replace(netloc=parts.netloc.rpartition(":")[0] + f":{port}"))
     proc = doctor("--target", dsn)

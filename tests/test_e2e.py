@@ -46,8 +46,7 @@ async def _replicate_under_writer(db: Path, target_dsn: str, scenario: str, ops:
     finally:
         if writer.poll() is None:
             writer.kill()
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     st = await pg_state(target_dsn)
     assert st["state"] == "done"
     counts = await compare_all(db, target_dsn, expect_quarantined={})

@@ -169,8 +169,7 @@ async def test_run_with_live_hostile_writes_then_cutover(hostile_db, target_dsn)
         summary = json.loads(out.stdout)
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     assert {o["object"] for o in summary["for_a_human"]} >= {
         "check accounts_check3", "foreign_key posts_account_id_fkey", "view account_types"}
     await compare_all(hostile_db, target_dsn, expect_quarantined={"numbers": 3, "texts": 3})

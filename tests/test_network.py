@@ -72,8 +72,7 @@ async def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(tmp_p
         finally:
             if writer.poll() is None:
                 writer.kill()
-            if daemon.proc.poll() is None:
-                daemon.kill9()
+            daemon.kill9_if_running()
     assert any(e["event"] == "target_reconnected" for e in daemon.events())
     await compare_all(db, target_dsn, expect_quarantined={})
 
@@ -133,8 +132,7 @@ async def test_replication_through_a_transaction_mode_pgbouncer(tmp_path, target
         assert json.loads(out.stdout)["verification"]["ok"]
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     assert any(e["event"] == "no_target_lock" for e in daemon.events())
     await compare_all(db, target_dsn, expect_quarantined={})
     assert (await pg_state(target_dsn))["state"] == "done"

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import sqlite3
 import time
 import urllib.error
@@ -14,16 +13,12 @@ import urllib.request
 
 import pytest
 
+from replicator.embedded import free_port
+
 from .helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
 from .test_crash import _table_row, _writing_backend, big_app_db, write_backlog
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -113,8 +108,7 @@ async def test_metrics_move_through_snapshot_streaming_error_and_cutover(tmp_pat
         cli("cutover", "--source", str(db), "--target", target_dsn, check=True)
         assert daemon.wait(30) == 0
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     await compare_all(db, target_dsn, expect_quarantined={})
 
 

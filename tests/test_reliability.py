@@ -61,8 +61,7 @@ async def test_connections_terminated_by_the_server_are_survived(tmp_path, targe
     finally:
         if writer.poll() is None:
             writer.kill()
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     assert terminated >= 5
     assert any(e["event"] == "target_reconnected" for e in daemon.events())
     await compare_all(db, target_dsn, expect_quarantined={})
@@ -174,8 +173,7 @@ async def test_a_file_replaced_under_the_daemon_stops_it(chinook, target_dsn, tm
         os.replace(backup, chinook)  # "restored from a backup": a different file, an older log
         assert daemon.wait(30) == 1
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     st = await pg_state(target_dsn)
     assert st["state"] == "error" and "was replaced under the daemon" in st["error"]
 
@@ -198,8 +196,7 @@ async def test_a_file_restored_in_place_is_detected(chinook, target_dsn, tmp_pat
         dst.close()
         assert daemon.wait(30) == 1
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     assert "restored from an older copy" in (await pg_state(target_dsn))["error"]
 
 

@@ -4,13 +4,13 @@ metrics, the target's bookkeeping, on success and failure paths alike."""
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 
 import asyncpg
 import pytest
 
 from replicator.dsn import parse_target
+from replicator.embedded import free_port
 
 from .helpers import Daemon, cli, wait_caught_up
 
@@ -40,9 +40,7 @@ async def test_the_password_appears_nowhere(chinook, secret_dsn, tmp_path):
         out = cli(*args)
         outputs.extend([out.stdout, out.stderr])
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     daemon = Daemon(chinook, secret_dsn, "--metrics-addr", f"127.0.0.1:{port}", "--log-level", "debug")
     try:
         await wait_caught_up(secret_dsn, chinook, daemon)
@@ -57,8 +55,7 @@ async def test_the_password_appears_nowhere(chinook, secret_dsn, tmp_path):
         for fmt in ("md", "json", "html"):
             run("report", "--source", str(chinook), "--target", secret_dsn, "--format", fmt)
     finally:
-        if daemon.proc.poll() is None:
-            daemon.kill9()
+        daemon.kill9_if_running()
     outputs.append(daemon.log.read_text())
     # Failure paths: a wrong password, a dead port, a bad DSN, a bad config value.
     wrong = secret_dsn.replace("secretive:", "secretive:x")
