@@ -1,8 +1,8 @@
 """Capture objects in the SQLite file: the change log, the capture triggers, the cutover fence.
 
 These are the only writes the replicator ever makes to the SQLite file (DESIGN invariant 1). Each
-runs in a short ``BEGIN IMMEDIATE`` transaction with a busy timeout, so the application's writers
-wait at most a few milliseconds and never see ``database is locked`` because of us.
+is one short write transaction that ``source_write`` starts at a quiet moment, so no application
+transaction fails because of it; installs that would change nothing write nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from . import log, metrics
-from .errors import SourceError, is_busy_sqlite
+from . import log
+from .errors import SourceError
 from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table, qi, ql
+from .source_write import LiveFile, NotQuiet
 
 _log = log.get("capture")
 MIN_KEY_COLUMNS = 4
@@ -127,42 +128,22 @@ def split_statements(sql: str) -> list[str]:
     return out
 
 
-def with_write(
-    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], object], *, attempts: int = 50
-) -> object:
-    """Run ``fn`` in a short BEGIN IMMEDIATE transaction, retrying while the file is busy."""
-    for attempt in range(attempts):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if not is_busy_sqlite(exc) or attempt == attempts - 1:
-                raise
-            metrics.SQLITE_BUSY_RETRIES.inc()
-            time.sleep(min(0.05 * (attempt + 1), 0.5))
-            continue
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-            return result
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    raise AssertionError("unreachable")
-
-
 def _log_key_columns(conn: sqlite3.Connection) -> int:
     cols = [r[1] for r in conn.execute(f"PRAGMA table_info({qi(LOG_TABLE)})")]
     return sum(1 for c in cols if c.startswith("k") and c[1:].isdigit())
 
 
-def install(conn: sqlite3.Connection, tables: Iterable[Table], *, attempts: int = 50) -> dict[str, str]:
+def install(live: LiveFile, tables: Iterable[Table]) -> dict[str, str]:
     """Create the log and meta tables and each table's triggers, atomically and idempotently.
 
-    Only triggers that are missing or differ are (re)created, so a restart changes nothing in
-    the file. Returns ``{table: "created" | "replaced" | "kept"}``.
+    Only triggers that are missing or differ are (re)created, and when nothing is missing nothing
+    is written at all (no write lock taken), so a restart leaves the file alone. Returns
+    ``{table: "created" | "replaced" | "kept"}``.
     """
     tables = list(tables)
     width = max([MIN_KEY_COLUMNS, *(len(t.key_exprs) for t in tables)])
+    if _in_place(live.conn, tables, width):
+        return {t.name: "kept" for t in tables}
 
     def work(c: sqlite3.Connection) -> dict[str, str]:
         if not _has_table(c, LOG_TABLE):
@@ -174,17 +155,36 @@ def install(conn: sqlite3.Connection, tables: Iterable[Table], *, attempts: int 
             _set_meta(c, "pruned_through", 0)
         for i in range(_log_key_columns(c), width):
             c.execute(f"ALTER TABLE {qi(LOG_TABLE)} ADD COLUMN k{i + 1}")
-        existing = dict(
-            c.execute(
-                "SELECT name, sql FROM sqlite_schema WHERE type='trigger' "
-                "AND name LIKE '\\_replicator\\_c%' ESCAPE '\\'"
-            ).fetchall()
-        )
+        existing = _capture_triggers(c)
         return {t.name: _install_table(c, t, existing) for t in tables}
 
-    result = with_write(conn, work, attempts=attempts)
+    result = live.write(work, what="install")
     _log.debug("capture_installed", tables=len(tables))
-    return result  # type: ignore[return-value]
+    return result
+
+
+def _in_place(conn: sqlite3.Connection, tables: list[Table], width: int) -> bool:
+    """Everything ``install`` would create is there already, exactly (a read, no lock held)."""
+    if not _has_table(conn, LOG_TABLE) or _log_key_columns(conn) < width:
+        return False
+    existing = _capture_triggers(conn)
+    for table in tables:
+        wanted = wanted_triggers(table)
+        ours = {n for n in (*trigger_names(table.name), *guard_names(table.name)) if n in existing}
+        if ours != set(wanted) or any(
+            existing[n].strip() != stmt.rstrip(";").strip() for n, stmt in wanted.items()
+        ):
+            return False
+    return True
+
+
+def _capture_triggers(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(
+        conn.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type='trigger' "
+            "AND name LIKE '\\_replicator\\_c%' ESCAPE '\\'"
+        ).fetchall()
+    )
 
 
 def wanted_triggers(table: Table) -> dict[str, str]:
@@ -247,11 +247,13 @@ def log_high_water(conn: sqlite3.Connection) -> int:
     return int(conn.execute(f"SELECT coalesce(max(seq), 0) FROM {qi(LOG_TABLE)}").fetchone()[0])
 
 
-def prune(conn: sqlite3.Connection, through: int, chunk: int) -> int:
-    """Delete applied log rows (seq <= through) in small write transactions; returns rows deleted.
+def prune(live: LiveFile, through: int, chunk: int, *, optional: bool = True) -> int:
+    """Delete applied log rows (seq <= through), one chunk per quiet write; returns rows deleted.
 
-    The newest row is never deleted: SQLite numbers a new row max(seq) + 1, so keeping it is what
-    guarantees that sequence numbers are never handed out twice."""
+    ``optional`` (streaming): stops at the first moment that is not quiet (``NotQuiet`` is
+    raised only if nothing was deleted). The newest row is never deleted: SQLite numbers a new
+    row max(seq) + 1, so keeping it is what guarantees that sequence numbers are never handed
+    out twice."""
     total = 0
     while True:
 
@@ -266,13 +268,18 @@ def prune(conn: sqlite3.Connection, through: int, chunk: int) -> int:
                 _set_meta(c, "pruned_through", through)
             return n
 
-        deleted = int(with_write(conn, work))  # type: ignore[arg-type]
+        try:
+            deleted = live.write(work, what="prune", force=not optional)
+        except NotQuiet:
+            if total:
+                return total
+            raise
         total += deleted
         if deleted < chunk:
             return total
 
 
-def install_fence(conn: sqlite3.Connection, tables: Iterable[str], where: str) -> None:
+def install_fence(live: LiveFile, tables: Iterable[str], where: str) -> None:
     """Make every write to the listed tables fail with a message saying where the data went."""
     message = ql(FENCE_MESSAGE.format(where=where))
 
@@ -292,16 +299,16 @@ def install_fence(conn: sqlite3.Connection, tables: Iterable[str], where: str) -
                 c.execute(stmt)
         _set_meta(c, "fenced_at", time.time())
 
-    with_write(conn, work)
+    live.write(work, what="fence")
 
 
-def remove_fence(conn: sqlite3.Connection) -> None:
+def remove_fence(live: LiveFile) -> None:
     def work(c: sqlite3.Connection) -> None:
         _drop_triggers_like(c, "\\_replicator\\_f%")
         if _has_table(c, META_TABLE):
             c.execute(f"DELETE FROM {qi(META_TABLE)} WHERE key = 'fenced_at'")
 
-    with_write(conn, work)
+    live.write(work, what="unfence")
 
 
 def fenced(conn: sqlite3.Connection) -> bool:
@@ -325,7 +332,7 @@ def _drop_triggers_like(c: sqlite3.Connection, pattern: str) -> int:
     return len(names)
 
 
-def uninstall(conn: sqlite3.Connection) -> dict[str, int]:
+def uninstall(live: LiveFile) -> dict[str, int]:
     """Remove every replicator object from the file in one transaction."""
 
     def work(c: sqlite3.Connection) -> dict[str, int]:
@@ -335,9 +342,9 @@ def uninstall(conn: sqlite3.Connection) -> dict[str, int]:
             c.execute(stmt)
         return {"triggers": triggers, "tables": tables}
 
-    result = with_write(conn, work)
-    _log.info("capture_uninstalled", **result)  # type: ignore[arg-type]
-    return result  # type: ignore[return-value]
+    result = live.write(work, what="uninstall")
+    _log.info("capture_uninstalled", **result)
+    return result
 
 
 def check_log(conn: sqlite3.Connection) -> None:

@@ -14,7 +14,7 @@ from .cli import emit, resolve_target
 from .config import Config
 from .errors import EXIT_OK, EXIT_RUNTIME, StartupError
 from .service import Replicator
-from .source import open_source
+from .source_write import LiveFile
 
 _log = log.get("commands")
 
@@ -96,11 +96,12 @@ async def cutover(args: argparse.Namespace, cfg: Config) -> int:
 
 async def uninstall(args: argparse.Namespace, cfg: Config) -> int:
     _refuse_if_daemon_running(cfg)
-    conn = open_source(cfg.source, busy_timeout_ms=cfg.busy_timeout_ms)
+    live = LiveFile.open(cfg.source, busy_timeout_ms=cfg.busy_timeout_ms,
+                         quiet_wait=cfg.quiet_write_timeout)
     try:
-        result = await asyncio.to_thread(capture.uninstall, conn)
+        result = await asyncio.to_thread(capture.uninstall, live)
     finally:
-        conn.close()
+        live.conn.close()
     print(f"removed {result['triggers']} triggers and {result['tables']} tables from {cfg.source}")
     if args.target_schema:
         from .target import connect

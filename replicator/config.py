@@ -29,6 +29,11 @@ TYPE_OVERRIDES = (
     "json",
 )
 BAD_VALUE_POLICIES = ("quarantine", "fail")
+# When the change log is pruned while streaming (source_write explains the locking):
+# auto: rollback-journal files at quiet moments (safe), WAL files only at cutover (no write at
+# all while streaming); quiet: WAL files at quiet moments too (a small stated risk); cutover: never
+# before cutover.
+PRUNE_POLICIES = ("auto", "quiet", "cutover")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Config:
     state_dir: Path | None = None
     embedded_dir: Path | None = None
     busy_timeout_ms: int = 5000
+    quiet_write_timeout: float = 30.0
     poll_interval: float = 0.25
     batch_interval: float = 0.1
     force_polling: bool = False
@@ -55,6 +61,8 @@ class Config:
     batch_page: int = 20000
     prefetch_limit: int = 20000
     prune_chunk: int = 5000
+    prune: str = "auto"
+    prune_min_rows: int = 50_000
     identifiers: str = "lower"
     on_bad_value: str = "quarantine"
     include: tuple[str, ...] = ()
@@ -104,6 +112,8 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("source", "path"): ("source", str, None),
     ("source", "state_dir"): ("state_dir", str, None),
     ("source", "busy_timeout_ms"): ("busy_timeout_ms", int, lambda v: 0 <= v <= 600_000),
+    ("source", "quiet_write_timeout"): ("quiet_write_timeout", (int, float),
+                                        lambda v: 0 <= v <= 86400),
     ("source", "poll_interval"): ("poll_interval", (int, float), lambda v: 0.01 <= v <= 60),
     ("source", "batch_interval"): ("batch_interval", (int, float), lambda v: 0 <= v <= 60),
     ("source", "force_polling"): ("force_polling", bool, None),
@@ -121,6 +131,8 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("target", "identifiers"): ("identifiers", str, ("lower", "preserve")),
     ("replication", "batch_page"): ("batch_page", int, lambda v: 100 <= v <= 1_000_000),
     ("replication", "prune_chunk"): ("prune_chunk", int, lambda v: 1 <= v <= 1_000_000),
+    ("replication", "prune"): ("prune", str, PRUNE_POLICIES),
+    ("replication", "prune_min_rows"): ("prune_min_rows", int, lambda v: 1 <= v <= 10**9),
     ("replication", "prefetch_limit"): ("prefetch_limit", int, lambda v: 0 <= v <= 10_000_000),
     ("replication", "on_bad_value"): ("on_bad_value", str, BAD_VALUE_POLICIES),
     ("replication", "include"): ("include", list, None),

@@ -52,7 +52,7 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
     pre = await _preflight(rep, max_lag)
     tables = sorted(rep.targets)
     t_fence = time.monotonic()
-    await asyncio.to_thread(capture.install_fence, rep.writer, tables, target.masked)
+    await asyncio.to_thread(capture.install_fence, rep.live, tables, target.masked)
     _log.info("fence_installed", tables=len(tables))
     try:
         await state.set_state(rep.pg, "cutover")
@@ -187,7 +187,7 @@ def _summary(pre, checked, objects, rows, cursor, freeze_ms, timings) -> dict[st
 async def _rollback(rep: Replicator, exc: BaseException) -> None:
     assert rep.writer is not None and rep.pg is not None
     _log.error("cutover_failed", error=str(exc), action="lifting the fence; back to streaming")
-    await asyncio.to_thread(capture.remove_fence, rep.writer)
+    await asyncio.to_thread(capture.remove_fence, rep.live)
     try:
         await state.set_state(rep.pg, "streaming")
     except Exception:  # noqa: BLE001 - the connection itself may be what failed: a fresh one

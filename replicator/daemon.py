@@ -184,7 +184,11 @@ async def _snapshot_gauges(cfg: Config, health: Health) -> None:
     def read() -> tuple[int, float | None]:
         conn = open_source(cfg.source, readonly=True)
         try:
-            row = conn.execute(f"SELECT count(*), min(ts) FROM {qi(LOG_TABLE)}").fetchone()
+            # From the ends of the primary key (sequence numbers have no gaps): a count(*)
+            # would scan the whole log while holding the file's read lock.
+            row = conn.execute(f"SELECT coalesce(max(seq) - min(seq) + 1, 0), "
+                               f"(SELECT ts FROM {qi(LOG_TABLE)} ORDER BY seq LIMIT 1) "
+                               f"FROM {qi(LOG_TABLE)}").fetchone()
             return int(row[0]), row[1]
         finally:
             conn.close()

@@ -19,11 +19,15 @@ import statistics
 import struct
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import asyncpg
 
 from . import log
 from .dsn import TargetDSN
+from .errors import ReplicatorError
+from .source import open_source
+from .source_write import journal_advice
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 MIN_VERSION = 150000
@@ -48,10 +52,11 @@ def _err(exc: BaseException) -> str:
 
 
 async def run(target: TargetDSN, *, schema: str = "public", timeout: float = 10.0,
-              fmt: str = "text") -> int:
+              fmt: str = "text", source: Path | None = None) -> int:
     """Run every check, print the report; 0 when nothing failed, else 1."""
     log.add_secret(target.password)
-    checks = await diagnose(target, schema=schema, timeout=timeout)
+    checks = source_checks(source) if source is not None else []
+    checks += await diagnose(target, schema=schema, timeout=timeout)
     print(render(checks, target, fmt))
     return 1 if any(c.status == "fail" for c in checks) else 0
 
@@ -71,6 +76,22 @@ def render(checks: list[Check], target: TargetDSN, fmt: str = "text") -> str:
     lines.append(f"{failed} failed, {warned} warning(s), "
                  f"{sum(c.status == 'ok' for c in checks)} ok")
     return "\n".join(lines)
+
+
+def source_checks(path: Path) -> list[Check]:
+    """The SQLite file: readable as a database, and what its journal mode means for the app."""
+    t0 = time.perf_counter()
+    try:
+        conn = open_source(path, readonly=True)
+    except ReplicatorError as exc:
+        return [Check("source", "fail", str(exc), _ms(t0))]
+    try:
+        checks = [Check("source", "ok", f"{path} is a SQLite database", _ms(t0))]
+        status, detail = journal_advice(conn, path)
+        checks.append(Check("journal", status, detail))
+    finally:
+        conn.close()
+    return checks
 
 
 async def diagnose(target: TargetDSN, *, schema: str = "public", timeout: float = 10.0

@@ -76,10 +76,11 @@ class FollowDrift:
         """Capture (again) and copy one table from a consistent read of the live file."""
         assert self.pg is not None and self.writer is not None
         table = (await asyncio.to_thread(inspect, self.writer)).tables[name]
-        await asyncio.to_thread(capture.install, self.writer, [table])
+        await asyncio.to_thread(capture.install, self.live, [table])
         async with self.pg.transaction():
             await self.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-            frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
+            frozen = await asyncio.to_thread(snapshot.open_frozen_brief, self.cfg.source,
+                                             self.cfg.state_path, self.cfg.busy_timeout_ms)
             try:
                 live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
                 cen = await asyncio.to_thread(
@@ -108,7 +109,8 @@ class FollowDrift:
         """ALTER TABLE ... ADD COLUMN: add them in Postgres, with the value old rows read back."""
         assert self.pg is not None and self.writer is not None
         old = self.targets[table.name].plan
-        frozen = snapshot.open_frozen_direct(self.cfg.source, self.cfg.busy_timeout_ms)
+        frozen = await asyncio.to_thread(snapshot.open_frozen_brief, self.cfg.source,
+                                         self.cfg.state_path, self.cfg.busy_timeout_ms)
         try:
             cen = await asyncio.to_thread(
                 quick_census, frozen.conn, table, text_columns=text_census_columns(table))
@@ -134,7 +136,7 @@ class FollowDrift:
     async def refresh_indexes(self, table: Table) -> None:
         """CREATE/DROP INDEX in SQLite: the same in Postgres (and the REPLACE guards follow)."""
         assert self.pg is not None
-        await asyncio.to_thread(capture.install, self.writer, [table])
+        await asyncio.to_thread(capture.install, self.live, [table])
         old = self.targets[table.name].plan
         fresh = plan_table(table, None, self.cfg)
         async with self.pg.transaction():

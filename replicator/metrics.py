@@ -79,6 +79,18 @@ SQLITE_BUSY_RETRIES = Counter(
     "replicator_sqlite_busy_retries", "Times a replicator write to SQLite found the file busy",
     registry=REGISTRY,
 )
+SOURCE_WRITES = Counter(
+    "replicator_source_writes",
+    "Write transactions the replicator made to the live SQLite file, by what and how "
+    "(quiet: at a moment no application transaction was in flight; forced: none came in time)",
+    ["what", "how"], registry=REGISTRY,
+)
+SOURCE_WRITE_HOLD = Histogram(
+    "replicator_source_write_hold_seconds",
+    "How long each replicator write held the SQLite write lock (the application waits that long)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+    registry=REGISTRY,
+)
 SCHEMA_CHANGES = Counter(
     "replicator_schema_changes", "Schema changes followed in SQLite", ["action"],
     registry=REGISTRY,

@@ -19,6 +19,7 @@ from .config import Config
 from .errors import ConfigError
 from .schema import ColumnPlan, TablePlan, plan_table, text_census_columns
 from .source import Table, inspect, journal_mode, open_source, qi
+from .source_write import journal_advice
 
 
 def build(cfg: Config) -> dict[str, Any]:
@@ -41,6 +42,8 @@ def build(cfg: Config) -> dict[str, Any]:
             "source": str(cfg.source),
             "sqlite_version": sqlite3.sqlite_version,
             "journal_mode": journal_mode(conn),
+            "locking": dict(zip(("status", "detail"), journal_advice(conn, cfg.source),
+                                strict=True)),
             "identifiers": cfg.identifiers,
             "target_schema": cfg.target_schema,
             "tables": tables,
@@ -165,6 +168,7 @@ def render(report: dict[str, Any]) -> str:
     if report["attention"]:
         out.append("Needs attention:")
         out += [f"  - {a}" for a in report["attention"]]
+    out.append(f"\nWhile it runs: {report['locking']['detail']}")
     return "\n".join(out)
 
 
@@ -199,6 +203,8 @@ def _render_rich(report: dict[str, Any]) -> str:
     console.print(f"\n[bold]{s['exact']} of {s['tables']} tables arrive exact[/]")
     for a in report["attention"]:
         console.print(f"  [yellow]- {a}[/]")
+    color = "green" if report["locking"]["status"] == "ok" else "yellow"
+    console.print(f"\n[{color}]While it runs:[/] {report['locking']['detail']}")
     return console.export_text(styles=True)
 
 

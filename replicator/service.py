@@ -40,6 +40,7 @@ from .follow import FollowDrift
 from .initial import InitialCopy
 from .schema import ROWID_COLUMN, TablePlan, check_names
 from .source import Table, inspect, open_source, qi
+from .source_write import LiveFile, NotQuiet, is_wal
 from .tail import Tail, Watcher
 from .target import backoff, connect, ensure_schema, qualified
 
@@ -74,7 +75,7 @@ class Replicator(InitialCopy, FollowDrift):
         self.census_rows: dict[str, int] = {}
         self.quarantined: dict[str, bool] = {}  # tables that may have rows in quarantine
         self.pg: asyncpg.Connection | None = None
-        self.writer: sqlite3.Connection | None = None
+        self.live: LiveFile | None = None  # the only connection that writes to the file
         self.tail: Tail | None = None
         self.targets: dict[str, TableTarget] = {}
         self.sql: dict[str, str] = {}
@@ -90,10 +91,18 @@ class Replicator(InitialCopy, FollowDrift):
 
     # -- opening and closing -------------------------------------------------------------------
 
+    @property
+    def writer(self) -> sqlite3.Connection | None:
+        """The connection to the live file (its reads are ordinary; its writes go through
+        ``self.live``, which starts them at quiet moments)."""
+        return self.live.conn if self.live is not None else None
+
     async def open(self, *, readonly_source: bool = False) -> None:
-        self.writer = open_source(
+        conn = open_source(
             self.cfg.source, readonly=readonly_source, busy_timeout_ms=self.cfg.busy_timeout_ms
         )
+        self.live = LiveFile(conn, self.cfg.source, self.cfg.busy_timeout_ms,
+                             self.cfg.quiet_write_timeout)
         self.identity = source_identity(self.cfg.source)
         self.pg = await self._connect()
         try:
@@ -130,8 +139,8 @@ class Replicator(InitialCopy, FollowDrift):
         if self.pg is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.pg.close(), 5)
-        if self.writer is not None:
-            self.writer.close()
+        if self.live is not None:
+            self.live.conn.close()
         if self._lock_file is not None:
             self._lock_file.close()
 
@@ -199,6 +208,12 @@ class Replicator(InitialCopy, FollowDrift):
                     "in the target (the replicated tables stay until you drop them)")
         tables = self.wanted(inspect(self.writer).tables)
         check_names(tables, self.cfg)  # before anything is written anywhere
+        if self.cfg.snapshot_method == "direct" and not is_wal(self.writer):
+            raise StartupError(
+                f"source.snapshot_method = \"direct\" reads {self.cfg.source} in one read "
+                "transaction for the whole snapshot; the file uses a rollback journal, where that "
+                "read holds off every application commit until it ends. Use \"copy\" (the "
+                "default), or switch the file to WAL (PRAGMA journal_mode = WAL)")
         if self.mode == "run":
             first = not capture.installed(self.writer)
             if first:
@@ -209,7 +224,7 @@ class Replicator(InitialCopy, FollowDrift):
                 path = await asyncio.to_thread(make_backup, self.cfg.source, self.cfg.backup_path)
                 self.backup = str(path)
             try:
-                results = await asyncio.to_thread(capture.install, self.writer, tables, attempts=3)
+                results = await asyncio.to_thread(capture.install, self.live, tables)
             except sqlite3.OperationalError as exc:
                 raise StartupError(_write_refused(exc, self.cfg.source)) from None
             changed = [n for n, r in results.items() if r != "kept"]
@@ -336,7 +351,6 @@ class Replicator(InitialCopy, FollowDrift):
             deleted=result.rows_deleted, quarantined=result.quarantined, cursor=result.high,
             seconds=round(time.monotonic() - t0, 4),
         )
-        await self.prune()
         return result
 
     async def _fresh_rows(self, plan: TablePlan, keys):
@@ -382,14 +396,28 @@ class Replicator(InitialCopy, FollowDrift):
                 name, n,
             )
 
-    async def prune(self) -> None:
-        assert self.writer is not None
+    async def prune(self, *, optional: bool = False) -> None:
+        """Delete applied entries from the change log (every write waits for a quiet moment;
+        ``optional`` ones give up instead of going ahead: see source_write)."""
+        assert self.live is not None
         try:
-            await asyncio.to_thread(capture.prune, self.writer, self.cursor, self.cfg.prune_chunk)
+            await asyncio.to_thread(capture.prune, self.live, self.cursor, self.cfg.prune_chunk,
+                                    optional=optional)
+        except NotQuiet:
+            pass  # tried again after a later batch
         except sqlite3.OperationalError as exc:
             if not is_busy_sqlite(exc):
                 raise
             metrics.SQLITE_BUSY_RETRIES.inc()
+
+    async def prune_due(self, applied_rows: int) -> bool:
+        """Whether to prune now, while streaming: only when enough applied rows wait, and, with
+        ``replication.prune = "auto"``, never in WAL mode, where no write can be proven safe for
+        a deferred application transaction that begins during it (source_write)."""
+        if self.cfg.prune == "cutover" or applied_rows < self.cfg.prune_min_rows:
+            return False
+        assert self.writer is not None
+        return self.cfg.prune == "quiet" or not await asyncio.to_thread(is_wal, self.writer)
 
     async def _check_done(self) -> None:
         assert self.pg is not None
@@ -444,8 +472,10 @@ class Replicator(InitialCopy, FollowDrift):
             metrics.set_state("streaming")
             await self._bounded(state.set_state(self.pg, "streaming"), "recording the recovery")
             loop.errors = 0
-        await self.update_gauges()
-        if not loop.caught_up and metrics.BACKLOG._value.get() == 0:
+        backlog, log_rows = await self.update_gauges()
+        if result is not None and await self.prune_due(log_rows - backlog):
+            await self.prune(optional=True)
+        if not loop.caught_up and backlog == 0:
             loop.caught_up = await self._bounded(self._record_caught_up(), "recording catch-up")
         if time.monotonic() - loop.last_summary >= self.cfg.summary_interval:
             _log.info("summary", applied=loop.applied, cursor=self.cursor,
@@ -531,7 +561,8 @@ class Replicator(InitialCopy, FollowDrift):
         self.schema_version = None  # look at the schema again before the next try
         return min(30.0, 2.0 * errors)
 
-    async def update_gauges(self) -> None:
+    async def update_gauges(self) -> tuple[int, int]:
+        """Backlog, lag, log size and WAL size into their gauges; returns (backlog, log rows)."""
         assert self.tail is not None
         backlog, oldest, rows = await self.tail.stats(self.cursor)
         metrics.BACKLOG.set(backlog)
@@ -539,6 +570,7 @@ class Replicator(InitialCopy, FollowDrift):
         metrics.LAG_SECONDS.set(max(0.0, time.time() - oldest) if oldest else 0.0)
         wal = Path(str(self.cfg.source) + "-wal")
         metrics.WAL_BYTES.set(wal.stat().st_size if wal.exists() else 0)
+        return backlog, rows
 
     async def drain(self, timeout: float) -> int:
         """Apply until the log is empty (used by cutover after the fence)."""

@@ -19,18 +19,19 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from . import ddl, log, metrics, state
+from .capture import installed, log_high_water
 from .census import TableCensus
 from .convert import convert_rows, row_converter, select_list
 from .errors import BadValueError, SourceError, StartupError
 from .schema import ROWID_COLUMN, TablePlan
-from .source import KEY_ALIAS, qi
+from .source import KEY_ALIAS, open_source, qi
 from .target import qualified, table_exists
 
 _log = log.get("snapshot")
@@ -47,12 +48,33 @@ class Frozen:
     conn: sqlite3.Connection
     mark: int
     path: Path | None  # the frozen copy, when there is one
+    temporary: bool = False  # the copy is deleted on close
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
         self.conn.close()
+        if self.temporary and self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def open_frozen_brief(source: Path, state_dir: Path, busy_timeout_ms: int) -> Frozen:
+    """A consistent read of the live file that never holds its lock for long. In WAL mode a
+    read transaction on the file (readers never block the application's writers); with a
+    rollback journal, where a reader holds off every application commit, a file copy (locked
+    only while it is taken) that is deleted on close."""
+    from .source_write import is_wal
+
+    probe = open_source(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
+    try:
+        wal = is_wal(probe)
+    finally:
+        probe.close()
+    if wal:
+        return open_frozen_direct(source, busy_timeout_ms)
+    path = take_copy(source, state_dir / "table-copy.sqlite")
+    return replace(open_frozen_copy(path), temporary=True)
 
 
 def take_copy(source: Path, dest: Path) -> Path:
@@ -68,8 +90,6 @@ def take_copy(source: Path, dest: Path) -> Path:
         )
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    from .source import open_source
-
     live = open_source(source, readonly=True)
     try:
         out = sqlite3.connect(tmp)
@@ -93,8 +113,6 @@ def _size(path: Path) -> int:
 
 
 def open_frozen_copy(path: Path) -> Frozen:
-    from .capture import installed, log_high_water
-
     conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None,
                            check_same_thread=False)
     mark = log_high_water(conn) if installed(conn) else 0
@@ -103,9 +121,6 @@ def open_frozen_copy(path: Path) -> Frozen:
 
 def open_frozen_direct(source: Path, busy_timeout_ms: int) -> Frozen:
     """A read transaction on the live file: the mark and every table from one snapshot."""
-    from .capture import installed, log_high_water
-    from .source import open_source
-
     conn = open_source(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
     conn.execute("BEGIN")
     mark = log_high_water(conn) if installed(conn) else 0

@@ -4,11 +4,13 @@ install, and an uninstall that leaves the application's schema byte-identical.""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from replicator import capture
 from replicator.source import KEY_ALIAS, KEY_PK, KEY_ROWID, inspect, open_source
+from replicator.source_write import LiveFile
 
 HOSTILE = """
 CREATE TABLE plain (id INTEGER PRIMARY KEY, v TEXT);
@@ -33,6 +35,12 @@ def db(tmp_path):
     conn.executescript(HOSTILE)
     conn.close()
     return path
+
+
+def live(conn: sqlite3.Connection) -> LiveFile:
+    """The connection as the replicator's writer (its writes wait for quiet moments)."""
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    return LiveFile(conn, Path(path))
 
 
 def schema_rows(conn: sqlite3.Connection):
@@ -63,7 +71,7 @@ def test_key_kinds(db):
 
 def test_triggers_log_keys_of_every_change(db):
     conn = open_source(db)
-    capture.install(conn, inspect(conn).tables.values())
+    capture.install(live(conn), inspect(conn).tables.values())
     conn.execute("INSERT INTO plain (id, v) VALUES (1, 'a')")
     conn.execute("UPDATE plain SET id = 2 WHERE id = 1")  # key change: old and new key
     conn.execute("DELETE FROM plain")
@@ -81,7 +89,7 @@ def test_triggers_log_keys_of_every_change(db):
 
 def test_keys_keep_their_storage_class(db):
     conn = open_source(db)
-    capture.install(conn, inspect(conn).tables.values())
+    capture.install(live(conn), inspect(conn).tables.values())
     conn.execute("INSERT INTO wr VALUES (?, NULL)", (b"\x00blob-key",))
     conn.execute("INSERT INTO comp VALUES ('a', 9223372036854775807, NULL)")
     rows = conn.execute("SELECT k1, typeof(k1), k2 FROM _replicator_log").fetchall()
@@ -90,7 +98,7 @@ def test_keys_keep_their_storage_class(db):
 
 def test_a_trigger_never_fails_an_application_write(db):
     conn = open_source(db)
-    capture.install(conn, inspect(conn).tables.values())
+    capture.install(live(conn), inspect(conn).tables.values())
     conn.execute("PRAGMA trusted_schema = OFF")
     conn.execute("PRAGMA recursive_triggers = ON")
     huge = "x" * 5_000_000
@@ -107,16 +115,16 @@ def test_a_trigger_never_fails_an_application_write(db):
 def test_install_is_idempotent_and_atomic(db):
     conn = open_source(db)
     tables = list(inspect(conn).tables.values())
-    first = capture.install(conn, tables)
+    first = capture.install(live(conn), tables)
     assert set(first.values()) == {"created"}
     version = conn.execute("PRAGMA schema_version").fetchone()[0]
-    assert set(capture.install(conn, tables).values()) == {"kept"}
+    assert set(capture.install(live(conn), tables).values()) == {"kept"}
     assert conn.execute("PRAGMA schema_version").fetchone()[0] == version  # nothing rewritten
     # A failure midway leaves nothing behind.
-    capture.uninstall(conn)
+    capture.uninstall(live(conn))
     broken = tables + [tables[0].__class__(**{**tables[0].__dict__, "name": "missing_table"})]
     with pytest.raises(sqlite3.OperationalError):
-        capture.install(conn, broken)
+        capture.install(live(conn), broken)
     assert not capture.installed(conn)
     assert not [r for r in schema_rows(conn) if r[1].startswith("_replicator")]
 
@@ -124,11 +132,11 @@ def test_install_is_idempotent_and_atomic(db):
 def test_uninstall_leaves_the_app_schema_byte_identical(db):
     conn = open_source(db)
     before = schema_rows(conn)
-    capture.install(conn, inspect(conn).tables.values())
-    capture.install_fence(conn, ["plain"], "postgres://x")
+    capture.install(live(conn), inspect(conn).tables.values())
+    capture.install_fence(live(conn), ["plain"], "postgres://x")
     conn.execute("INSERT INTO nokey VALUES (1, 1)")
     assert schema_rows(conn) != before
-    result = capture.uninstall(conn)
+    result = capture.uninstall(live(conn))
     # 3 capture triggers per table, 2 REPLACE guards on each table with a secondary unique key
     # (nullpk and descpk: their nullable primary keys), 3 fence triggers.
     assert result["triggers"] == 3 * 8 + 2 * 2 + 3 and result["tables"] == 2
@@ -139,27 +147,27 @@ def test_uninstall_leaves_the_app_schema_byte_identical(db):
 
 def test_fence_makes_every_write_fail_loudly(db):
     conn = open_source(db)
-    capture.install(conn, inspect(conn).tables.values())
+    capture.install(live(conn), inspect(conn).tables.values())
     conn.execute("INSERT INTO plain VALUES (1, 'a')")
     conn.execute("INSERT INTO comp VALUES ('a', 1, 0.5)")
-    capture.install_fence(conn, ["plain", "comp"], "postgresql://user:***@neon/db")
+    capture.install_fence(live(conn), ["plain", "comp"], "postgresql://user:***@neon/db")
     for sql in ("INSERT INTO plain VALUES (9, 'x')", "UPDATE comp SET v = 1", "DELETE FROM plain"):
         with pytest.raises(sqlite3.IntegrityError, match="data lives in postgresql://user:"):
             conn.execute(sql)
-    capture.remove_fence(conn)
+    capture.remove_fence(live(conn))
     conn.execute("INSERT INTO plain VALUES (9, 'x')")
 
 
 def test_prune_never_reuses_sequence_numbers(db):
     conn = open_source(db)
-    capture.install(conn, inspect(conn).tables.values())
+    capture.install(live(conn), inspect(conn).tables.values())
     for i in range(10):
         conn.execute("INSERT INTO plain VALUES (?, 'x')", (i,))
     # Everything applied: all but the newest row go (SQLite numbers new rows max + 1).
-    assert capture.prune(conn, 10, chunk=3) == 9
+    assert capture.prune(live(conn), 10, chunk=3) == 9
     conn.execute("INSERT INTO plain VALUES (100, 'y')")
     assert conn.execute("SELECT seq FROM _replicator_log").fetchall() == [(10,), (11,)]
-    assert capture.prune(conn, 11, chunk=3) == 1
+    assert capture.prune(live(conn), 11, chunk=3) == 1
     conn.execute("DELETE FROM plain WHERE id = 100")
     assert conn.execute("SELECT seq FROM _replicator_log").fetchall() == [(11,), (12,)]
     assert capture.log_high_water(conn) == 12
@@ -178,7 +186,7 @@ def test_replace_guard_logs_rows_that_replace_deletes_silently(tmp_path):
     """)
     conn.close()
     conn = open_source(path)
-    capture.install(conn, inspect(conn).tables.values())
+    capture.install(live(conn), inspect(conn).tables.values())
     conn.execute("INSERT OR REPLACE INTO users VALUES (3, 'A@X', 3)")  # deletes row 1, no trigger
     conn.execute("UPDATE OR REPLACE users SET email = 'B@X' WHERE id = 3")  # deletes row 2
     conn.execute("INSERT OR REPLACE INTO codes VALUES (5, 'AB')")  # index-level NOCASE

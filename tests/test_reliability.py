@@ -217,7 +217,7 @@ def test_hostile_sources_are_refused_with_a_clear_error(tmp_path, target_dsn):
     holder.execute("BEGIN EXCLUSIVE")
     try:
         cfg = tmp_path / "fast.toml"
-        cfg.write_text("[source]\nbusy_timeout_ms = 300\nbackup = false\n")
+        cfg.write_text("[source]\nbusy_timeout_ms = 300\nquiet_write_timeout = 1\nbackup = false\n")
         out = cli("run", "--source", str(locked), "--target", target_dsn, "--metrics-addr", "off",
                   "--config", str(cfg))
         assert out.returncode == 3 and "locked" in out.stderr

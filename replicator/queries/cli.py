@@ -51,6 +51,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--target", help="Postgres DSN (default: $REPLICATOR_TARGET_URL, "
                    "$DATABASE_URL)")
     d.add_argument("--schema", default="public", help="target schema (default public)")
+    d.add_argument("--source", type=Path, help="also check the SQLite file: readable, and what "
+                   "its journal mode means for the application while the replicator runs")
     d.add_argument("--timeout", type=float, default=10.0, help="seconds per network step")
     d.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -83,7 +85,7 @@ async def dispatch(args: argparse.Namespace) -> int:
         from ..doctor import run as run_doctor
 
         return await run_doctor(target_from(args), schema=args.schema, timeout=args.timeout,
-                                fmt=args.format)
+                                fmt=args.format, source=args.source)
     from . import commands
 
     handler = {"scan": commands.scan, "replay": commands.replay,
