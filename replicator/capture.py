@@ -7,6 +7,7 @@ transaction fails because of it; installs that would change nothing write nothin
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 import uuid
@@ -27,6 +28,7 @@ FENCE_MESSAGE = (
 )
 
 
+@functools.cache
 def template(name: str) -> str:
     """A SQL template from ``triggers/`` (inside the wheel, or the source tree when editable)."""
     packaged = resources.files("replicator") / "triggers" / name
@@ -142,13 +144,16 @@ def install(live: LiveFile, tables: Iterable[Table]) -> dict[str, str]:
     """
     tables = list(tables)
     width = max([MIN_KEY_COLUMNS, *(len(t.key_exprs) for t in tables)])
-    if _in_place(live.conn, tables, width):
+    # Rendered before the write: the write lock is held only for the statements themselves.
+    wanted = {t.name: wanted_triggers(t) for t in tables}
+    if _in_place(live.conn, tables, wanted, width):
         return {t.name: "kept" for t in tables}
+    cols = "".join(f",\n    k{i + 1}" for i in range(width))
+    log_ddl = split_statements(template("log.sql").format(key_columns=cols))
 
     def work(c: sqlite3.Connection) -> dict[str, str]:
         if not _has_table(c, LOG_TABLE):
-            cols = "".join(f",\n    k{i + 1}" for i in range(width))
-            for stmt in split_statements(template("log.sql").format(key_columns=cols)):
+            for stmt in log_ddl:
                 c.execute(stmt)
             _set_meta(c, "source_id", str(uuid.uuid4()))
             _set_meta(c, "installed_at", time.time())
@@ -156,23 +161,23 @@ def install(live: LiveFile, tables: Iterable[Table]) -> dict[str, str]:
         for i in range(_log_key_columns(c), width):
             c.execute(f"ALTER TABLE {qi(LOG_TABLE)} ADD COLUMN k{i + 1}")
         existing = _capture_triggers(c)
-        return {t.name: _install_table(c, t, existing) for t in tables}
+        return {t.name: _install_table(c, t.name, wanted[t.name], existing) for t in tables}
 
     result = live.write(work, what="install")
     _log.debug("capture_installed", tables=len(tables))
     return result
 
 
-def _in_place(conn: sqlite3.Connection, tables: list[Table], width: int) -> bool:
+def _in_place(conn: sqlite3.Connection, tables: list[Table], wanted: dict[str, dict[str, str]],
+              width: int) -> bool:
     """Everything ``install`` would create is there already, exactly (a read, no lock held)."""
     if not _has_table(conn, LOG_TABLE) or _log_key_columns(conn) < width:
         return False
     existing = _capture_triggers(conn)
     for table in tables:
-        wanted = wanted_triggers(table)
         ours = {n for n in (*trigger_names(table.name), *guard_names(table.name)) if n in existing}
-        if ours != set(wanted) or any(
-            existing[n].strip() != stmt.rstrip(";").strip() for n, stmt in wanted.items()
+        if ours != set(wanted[table.name]) or any(
+            existing[n].strip() != stmt.rstrip(";").strip() for n, stmt in wanted[table.name].items()
         ):
             return False
     return True
@@ -196,10 +201,10 @@ def wanted_triggers(table: Table) -> dict[str, str]:
     return out
 
 
-def _install_table(c: sqlite3.Connection, table: Table, existing: dict[str, str]) -> str:
-    wanted = wanted_triggers(table)
+def _install_table(c: sqlite3.Connection, table: str, wanted: dict[str, str],
+                   existing: dict[str, str]) -> str:
     outcome = "kept"
-    for name in (*trigger_names(table.name), *guard_names(table.name)):
+    for name in (*trigger_names(table), *guard_names(table)):
         if name in existing and name not in wanted:
             c.execute(f"DROP TRIGGER {qi(name)}")
             outcome = "replaced"
@@ -282,20 +287,23 @@ def prune(live: LiveFile, through: int, chunk: int, *, optional: bool = True) ->
 def install_fence(live: LiveFile, tables: Iterable[str], where: str) -> None:
     """Make every write to the listed tables fail with a message saying where the data went."""
     message = ql(FENCE_MESSAGE.format(where=where))
+    fences = []
+    for table in tables:
+        names = trigger_names(table, "f")
+        sql = template("fence.sql").format(
+            trigger_insert=qi(names[0]),
+            trigger_update=qi(names[1]),
+            trigger_delete=qi(names[2]),
+            table=qi(table),
+            message=message,
+        )
+        fences.append((names, split_statements(sql)))
 
     def work(c: sqlite3.Connection) -> None:
-        for table in tables:
-            names = trigger_names(table, "f")
-            sql = template("fence.sql").format(
-                trigger_insert=qi(names[0]),
-                trigger_update=qi(names[1]),
-                trigger_delete=qi(names[2]),
-                table=qi(table),
-                message=message,
-            )
+        for names, statements in fences:
             for name in names:
                 c.execute(f"DROP TRIGGER IF EXISTS {qi(name)}")
-            for stmt in split_statements(sql):
+            for stmt in statements:
                 c.execute(stmt)
         _set_meta(c, "fenced_at", time.time())
 

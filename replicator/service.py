@@ -41,7 +41,7 @@ from .initial import InitialCopy
 from .schema import ROWID_COLUMN, TablePlan, check_names
 from .source import Table, inspect, open_source, qi
 from .source_write import LiveFile, NotQuiet, is_wal
-from .tail import Tail, Watcher
+from .tail import Poll, Tail, Watcher
 from .target import backoff, connect, ensure_schema, qualified
 
 _log = log.get("service")
@@ -61,6 +61,7 @@ class _LoopState:
     started: bool = False
     errors: int = 0
     applied: int = 0
+    backlog: int = 0
     caught_up: bool = False
     last_summary: float = field(default_factory=time.monotonic)
     turn_started: float = 0.0
@@ -450,7 +451,7 @@ class Replicator(InitialCopy, FollowDrift):
                     await self.update_gauges()  # lag keeps growing while Postgres is away
                 await _sleep_or_stop(stop, delay)
                 continue
-            if result is None or not await self._more():
+            if result is None or loop.backlog == 0:
                 if watcher is not None:
                     await watcher.wait(self.cfg.poll_interval, stop)
                 else:
@@ -472,15 +473,15 @@ class Replicator(InitialCopy, FollowDrift):
             metrics.set_state("streaming")
             await self._bounded(state.set_state(self.pg, "streaming"), "recording the recovery")
             loop.errors = 0
-        backlog, log_rows = await self.update_gauges()
-        if result is not None and await self.prune_due(log_rows - backlog):
+        polled = await self.update_gauges()
+        loop.backlog = polled.backlog
+        if result is not None and await self.prune_due(polled.rows - polled.backlog):
             await self.prune(optional=True)
-        if not loop.caught_up and backlog == 0:
+        if not loop.caught_up and polled.backlog == 0:
             loop.caught_up = await self._bounded(self._record_caught_up(), "recording catch-up")
         if time.monotonic() - loop.last_summary >= self.cfg.summary_interval:
             _log.info("summary", applied=loop.applied, cursor=self.cursor,
-                      lag_seconds=round(metrics.LAG_SECONDS._value.get(), 3),
-                      backlog=int(metrics.BACKLOG._value.get()))
+                      lag_seconds=round(_lag(polled), 3), backlog=polled.backlog)
             loop.last_summary, loop.applied = time.monotonic(), 0
         return result
 
@@ -524,11 +525,6 @@ class Replicator(InitialCopy, FollowDrift):
         _log.info("caught_up", seconds_after_snapshot=seconds)
         return True
 
-    async def _more(self) -> bool:
-        assert self.tail is not None
-        _v, high = await self.tail.quick()
-        return high > self.cursor
-
     async def _on_error(self, exc: BaseException, errors: int) -> float:
         if pooler_symptom(exc) and not self.pooled:
             exc = StartupError(f"target: {POOLER_HINT}")
@@ -561,16 +557,16 @@ class Replicator(InitialCopy, FollowDrift):
         self.schema_version = None  # look at the schema again before the next try
         return min(30.0, 2.0 * errors)
 
-    async def update_gauges(self) -> tuple[int, int]:
-        """Backlog, lag, log size and WAL size into their gauges; returns (backlog, log rows)."""
+    async def update_gauges(self) -> Poll:
+        """Backlog, lag, log size and WAL size into their gauges; returns what was read."""
         assert self.tail is not None
-        backlog, oldest, rows = await self.tail.stats(self.cursor)
-        metrics.BACKLOG.set(backlog)
-        metrics.LOG_ROWS.set(rows)
-        metrics.LAG_SECONDS.set(max(0.0, time.time() - oldest) if oldest else 0.0)
+        polled = await self.tail.poll(self.cursor)
+        metrics.BACKLOG.set(polled.backlog)
+        metrics.LOG_ROWS.set(polled.rows)
+        metrics.LAG_SECONDS.set(_lag(polled))
         wal = Path(str(self.cfg.source) + "-wal")
         metrics.WAL_BYTES.set(wal.stat().st_size if wal.exists() else 0)
-        return backlog, rows
+        return polled
 
     async def drain(self, timeout: float) -> int:
         """Apply until the log is empty (used by cutover after the fence)."""
@@ -621,6 +617,10 @@ def source_identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+
+
+def _lag(polled: Poll) -> float:
+    return max(0.0, time.time() - polled.oldest) if polled.oldest else 0.0
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:

@@ -11,28 +11,32 @@ can fail the most common application transaction: ``BEGIN`` (deferred); read; wr
 The rules, by journal mode:
 
 * **Rollback journal** (delete, truncate, persist): a write starts only with ``BEGIN EXCLUSIVE``
-  granted *without waiting* (busy timeout 0), after a lock probe found no other process holding
-  any lock on the file. EXCLUSIVE is granted only when no other connection holds a read lock, so
-  no application transaction is in flight; until we commit, new ones wait in their busy handler
-  exactly as they would behind one of their own writers. Safe for every transaction shape with
-  a busy timeout longer than the write (a few milliseconds).
+  granted *without waiting* (busy timeout 0), at a quiet moment: a lock probe has seen no other
+  process hold any lock on the file for ``SETTLE`` (the application is between transactions).
+  EXCLUSIVE is granted only when no other connection holds a read lock, so no application
+  transaction is in flight; until we commit, new ones wait in their busy handler exactly as
+  they would behind one of their own writers (a few milliseconds). The one gap: on its way to
+  EXCLUSIVE, SQLite holds RESERVED for some microseconds; a transaction that began reading in
+  the microseconds since the probe and tries to write inside them fails, and only then.
 * **WAL**: readers cannot be held off, so a deferred transaction that *begins reading during our
   write* and writes after it fails, whatever we do. A write starts (``BEGIN IMMEDIATE`` without
-  waiting) only when the probe finds no read or write lock held by another process, which
-  removes the transactions already in flight; what remains is that window, the write's own
-  duration. That is why, in WAL mode, the daemon writes nothing while streaming except the
-  capture of a table the application itself created or rebuilt (see ``service.prune_due``).
+  waiting) at a quiet moment as above, which removes the transactions already in flight; what
+  remains is that window, the write's own duration (about 2 ms for a capture install; its SQL is
+  rendered before the lock is taken). That is why, in WAL mode, the daemon writes nothing while
+  streaming except the capture of a table the application itself created or rebuilt, and
+  prunes the change log only at cutover (``replication.prune``).
 
 Writes that must happen (capture install, the cutover fence, uninstall) wait up to
-``source.quiet_write_timeout`` for a quiet moment and then go ahead as an ordinary
-``BEGIN IMMEDIATE`` with the busy timeout, logged as ``forced``; optional ones (pruning the
-change log) never go ahead: they raise ``NotQuiet`` and are tried again later.
+``source.quiet_write_timeout`` for a quiet moment; then, logged as ``forced``, they take any
+instant no lock is held, and at last an ordinary ``BEGIN IMMEDIATE`` with the busy timeout.
+Optional ones (pruning) never go ahead: they raise ``NotQuiet`` and are tried after a later
+batch.
 
 The probe uses POSIX ``F_GETLK`` on the lock bytes SQLite's unix VFS uses (the file's
 pending/reserved/shared range; in WAL mode the ``-shm`` write, checkpoint, recovery and
-read-mark bytes). It sees other processes' locks, never this process's own; it is a filter,
-not the guarantee (the guarantee is the non-waiting BEGIN), and on a platform without the
-Linux ``struct flock`` layout it reports nothing and only the BEGIN decides.
+read-mark bytes). It sees other processes' locks, never this process's own; on a platform
+without the Linux ``struct flock`` layout it reports nothing, and only the non-waiting BEGIN
+decides.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ ROLLBACK_LOCKS = (PENDING_BYTE, 512)
 WAL_LOCKS = (120, 8)  # -shm: write, checkpoint, recovery, read marks 0-4
 _FLOCK = "@hhqqi4x"  # Linux struct flock: type, whence, start, len, pid (+ padding)
 OPTIONAL_WAIT = 0.5  # seconds an optional write (pruning) looks for a quiet moment per try
+SETTLE = 0.0005  # no lock seen for this long: the application is between transactions
+FORCED_WAIT = 5.0  # a forced write first tries any instant no lock is held, this long
 _PROBE = sys.platform == "linux" and struct.calcsize(_FLOCK) == 32
 # Descriptors are never closed: closing any descriptor of a file drops every POSIX lock this
 # process holds on it, SQLite's own included.
@@ -153,32 +159,58 @@ def write(
 ) -> T:
     """Run ``fn(conn)`` in one write transaction that begins at a quiet moment (module doc).
 
-    Waits up to ``wait`` seconds for one. Then, with ``force``, goes ahead as an ordinary
-    ``BEGIN IMMEDIATE`` waiting ``busy_timeout_ms``; without it, raises ``NotQuiet``."""
+    For up to ``wait`` seconds, a moment counts as quiet once no other process has held a lock
+    for ``SETTLE`` seconds: the application is between transactions, not in the microseconds
+    between two of a busy loop. Then, with ``force``, any instant with no lock held will do
+    (for ``FORCED_WAIT`` seconds), and at last an ordinary ``BEGIN IMMEDIATE`` that waits
+    ``busy_timeout_ms``; without ``force``, ``NotQuiet`` is raised."""
     started = time.monotonic()
     wal = is_wal(conn)
     begin = "BEGIN IMMEDIATE" if wal else "BEGIN EXCLUSIVE"
-    holder: str | None = None
-    while True:
-        holder = lock_holder(db, wal)
-        if holder is None:
-            done, result = _attempt(conn, fn, begin, busy_timeout_ms)
-            if done:
-                _record(what, "quiet", wal, started, done)
-                return result  # type: ignore[return-value]
-        if time.monotonic() - started >= wait:
-            break
-        # Quiet moments between application transactions are short: look often.
-        time.sleep(random.uniform(0.0005, 0.003))
+    conn.execute("PRAGMA busy_timeout = 0")  # a lock not granted at once is not waited for
+    try:
+        got = _when_quiet(conn, fn, begin, db, wal, until=started + wait, settle=SETTLE)
+        if got is None and force:
+            _log.warning("source_write_forced", what=what, waited_s=round(wait, 1),
+                         holder=lock_holder(db, wal), detail="the file was never quiet for "
+                         f"{SETTLE * 1000:.1f} ms; writing at the next instant no lock is held")
+            got = _when_quiet(conn, fn, begin, db, wal, until=time.monotonic() + FORCED_WAIT,
+                              settle=0.0)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    if got is not None:
+        granted, result = got
+        _record(what, "quiet" if time.monotonic() - started < wait else "forced", wal, started,
+                granted)
+        return result
     if not force:
-        raise NotQuiet(f"{what}: the file was never quiet for {wait:.0f}s ({holder or 'busy'})")
-    _log.warning("source_write_forced", what=what, waited_s=round(time.monotonic() - started, 1),
-                 holder=holder, detail="no quiet moment came; an application transaction that "
-                 "had read before this write and writes after it may get SQLITE_BUSY")
+        raise NotQuiet(f"{what}: the file was not quiet for {wait:.1f}s "
+                       f"({lock_holder(db, wal) or 'busy'})")
     t0 = time.monotonic()
-    result = with_write(conn, fn)
+    result = with_write(conn, fn, attempts=3)
     _record(what, "forced", wal, started, t0)
-    return result  # type: ignore[return-value]
+    return result
+
+
+def _when_quiet(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str,
+                db: Path, wal: bool, *, until: float, settle: float) -> tuple[float, T] | None:
+    """(when the lock was granted, fn's result) at the first quiet moment before ``until``."""
+    quiet_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if lock_holder(db, wal) is not None:
+            quiet_since = None
+        else:
+            quiet_since = now if quiet_since is None else quiet_since
+            if now - quiet_since >= settle:
+                got = _attempt(conn, fn, begin)
+                if got is not None:
+                    return got
+                quiet_since = None
+        if now >= until:
+            return None
+        # While it looks quiet, look again soon; otherwise back off a little (jittered).
+        time.sleep(SETTLE / 4 if quiet_since is not None else random.uniform(0.0005, 0.003))
 
 
 def with_write(
@@ -205,19 +237,17 @@ def with_write(
     raise AssertionError("unreachable")
 
 
-def _attempt(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str,
-             busy_timeout_ms: int) -> tuple[float, T | None]:
-    """(when the lock was granted, result), or (0, None) if it was not granted at once."""
-    conn.execute("PRAGMA busy_timeout = 0")
+def _attempt(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
+             begin: str) -> tuple[float, T] | None:
+    """(when the lock was granted, result), or None if it was not granted at once (the
+    connection's busy timeout is 0 here)."""
     try:
         conn.execute(begin)
     except sqlite3.OperationalError as exc:
         if not is_busy_sqlite(exc):
             raise
         metrics.SQLITE_BUSY_RETRIES.inc()
-        return 0.0, None
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        return None
     granted = time.monotonic()
     try:
         result = fn(conn)

@@ -110,24 +110,37 @@ class Tail:
 
     async def quick(self) -> tuple[int, int]:
         """(schema_version, log high-water mark), read outside any batch: a cheap hint."""
-        version = await self._one("PRAGMA schema_version")
-        high = await self._one(_HIGH_SQL)
-        return int(version), int(high or 0)
+        polled = await self.poll(0)
+        return polled.schema_version, polled.high
 
     async def stats(self, cursor: int) -> tuple[int, float | None, int]:
-        """(backlog, ts of the oldest unapplied change, rows in the log), in one cheap read:
-        sequence numbers have no gaps (AUTOINCREMENT; a rolled-back insert rolls its number
-        back too), so counts come from the ends of the primary-key index."""
+        """(backlog, ts of the oldest unapplied change, rows in the log)."""
+        polled = await self.poll(cursor)
+        return polled.backlog, polled.oldest, polled.rows
+
+    async def poll(self, cursor: int) -> Poll:
+        """Everything a turn needs to know about the file, in one statement (one short read
+        lock: under a rollback journal every read holds off the application's commit).
+        Sequence numbers have no gaps (a rolled-back insert rolls its number back too), so
+        counts come from the ends of the primary-key index."""
         assert self.conn is not None
         log = qi(LOG_TABLE)
         async with self.conn.execute(
-            f"SELECT (SELECT max(seq) FROM {log}), (SELECT min(seq) FROM {log}), "
-            f"(SELECT ts FROM {log} WHERE seq > ? ORDER BY seq LIMIT 1)", (cursor,)
+            f"SELECT (SELECT schema_version FROM pragma_schema_version), max(seq), min(seq), "
+            f"(SELECT ts FROM {log} WHERE seq > ? ORDER BY seq LIMIT 1) FROM {log}", (cursor,)
         ) as cur:
-            high, low, oldest = await cur.fetchone()
+            version, high, low, oldest = await cur.fetchone()
         if high is None:
-            return 0, None, 0
-        return max(0, high - cursor), oldest, high - low + 1
+            return Poll(int(version), 0, 0, None, 0)
+        return Poll(int(version), high, max(0, high - cursor), oldest, high - low + 1)
+
+
+class Poll(NamedTuple):
+    schema_version: int
+    high: int  # the log's high-water mark
+    backlog: int  # entries after the cursor
+    oldest: float | None  # ts of the oldest entry after the cursor
+    rows: int  # entries in the log, applied or not
 
 
 class RowSet(NamedTuple):
