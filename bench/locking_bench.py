@@ -10,7 +10,10 @@ database, twice:
   daemon's install, backup, snapshot file copy, census, streaming and pruning; when the app is
   done the daemon catches up, `replicator verify` compares every value, and the daemon stops.
 
-The app counts every SQLite error it gets; the table reports both counts per cell.
+The app counts every SQLite error it gets; the table reports both counts per cell, how many
+of the daemon run's errors fell within 50 ms of one of the daemon's writes to the file, and the
+longest app transaction (how long it waited for a lock). The app pauses between transactions
+(`--pause-ms`, mean; default 0.5 ms) as request handlers do; `--pause-ms 0` is a tight loop.
 
     python bench/locking_bench.py [--txns 100000] [--rows 160000] [--journals wal,delete]
         [--shapes deferred,immediate,autocommit] [--busy 0,5000,20000] [--pg-home DIR]
@@ -53,10 +56,11 @@ def fresh_copy(src: Path, name: str) -> Path:
     return dest
 
 
-def app(db: Path, shape: str, busy: int, txns: int, report: Path) -> subprocess.Popen:
+def app(db: Path, shape: str, busy: int, txns: int, report: Path,
+        pause_ms: float) -> subprocess.Popen:
     return subprocess.Popen([PY, str(APP), str(db), "--shape", shape, "--txns", str(txns),
-                             "--busy-ms", str(busy), "--report", str(report)],
-                            stdout=subprocess.DEVNULL)
+                             "--busy-ms", str(busy), "--report", str(report),
+                             "--pause-ms", str(pause_ms)], stdout=subprocess.DEVNULL)
 
 
 def daemon_events(log: Path) -> list[dict[str, Any]]:
@@ -94,13 +98,13 @@ def caught_up(db: Path, dsn: str, timeout: float = 300) -> None:
 
 
 def cell(server: Server, src: Path, journal: str, shape: str, busy: int, txns: int,
-         with_daemon: bool) -> dict[str, Any]:
+         with_daemon: bool, pause_ms: float) -> dict[str, Any]:
     tag = f"{journal}-{shape}-{busy}-{'daemon' if with_daemon else 'control'}"
     db = fresh_copy(src, f"locking-{tag}.db")
     report = LOGS / f"locking-{tag}.json"
     LOGS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    proc = app(db, shape, busy, txns, report)
+    proc = app(db, shape, busy, txns, report, pause_ms)
     result: dict[str, Any] = {"journal": journal, "shape": shape, "busy_ms": busy,
                               "daemon": with_daemon}
     if with_daemon:
@@ -193,6 +197,8 @@ def main() -> None:
     ap.add_argument("--journals", default="wal,delete")
     ap.add_argument("--shapes", default="deferred,immediate,autocommit")
     ap.add_argument("--busy", default="0,5000,20000")
+    ap.add_argument("--pause-ms", type=float, default=0.5,
+                    help="mean think time between the app's transactions (0: a tight loop)")
     ap.add_argument("--pg-home", type=Path)
     ap.add_argument("--name", default="locking")
     a = ap.parse_args()
@@ -204,8 +210,10 @@ def main() -> None:
             for shape in a.shapes.split(","):
                 for busy in (int(b) for b in a.busy.split(",")):
                     for with_daemon in (False, True):
-                        cells.append(cell(server, src, journal, shape, busy, a.txns, with_daemon))
-                        save(a.name, {"txns": a.txns, "rows": a.rows, "cells": cells})
+                        cells.append(cell(server, src, journal, shape, busy, a.txns, with_daemon,
+                                          a.pause_ms))
+                        save(a.name, {"txns": a.txns, "rows": a.rows, "pause_ms": a.pause_ms,
+                                      "cells": cells})
     finally:
         server.stop()
     print(render(cells))
