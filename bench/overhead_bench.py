@@ -29,7 +29,8 @@ from common import LOGS, PY, REPLICATOR, med, pct, rnd, run, say, scratch_copy
 INSTALL = (
     "import sys; from pathlib import Path; from replicator import capture, source, source_write; "
     "c = source.open_source(Path(sys.argv[1])); "
-    "capture.install(source_write.LiveFile(c, Path(sys.argv[1])), source.inspect(c).tables.values()); c.close()"
+    "capture.install(source_write.LiveFile(c, Path(sys.argv[1])), "
+    "source.inspect(c).tables.values()); c.close()"
 )
 
 KINDS = ["insert", "insert_uniq", "update", "delete", "insert_x100", "update_x100"]

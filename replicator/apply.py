@@ -20,11 +20,10 @@ import asyncpg
 from . import log, metrics, state
 from .convert import BadValue, convert_rows, converter, key_to_json, to_sqlite_value
 from .errors import BadValueError, DriftError
-from .schema import TablePlan
+from .plans import TablePlan
+from .quoting import qi, qualified
 from .snapshot import write_columns, write_projection
-from .source import qi
 from .tail import ReadTxn, RowSet
-from .target import qualified
 
 _log = log.get("apply")
 COPY_THRESHOLD = 2000

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from . import log
 from .errors import SourceError
-from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table, qi, ql
+from .quoting import qi, ql
+from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table
 from .source_write import LiveFile, NotQuiet
 
 _log = log.get("capture")

@@ -14,7 +14,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from .source import Table, qi
+from .declared import affinity, type_hint
+from .quoting import qi
+from .source import Table
 
 CLASSES = ("integer", "real", "text", "blob")
 UNIX_MAX = 4_102_444_800  # 2100-01-01: integers in [0, this] can be unix seconds
@@ -22,10 +24,10 @@ JULIAN_MIN, JULIAN_MAX = 1_721_425.5, 5_373_484.5  # years 1..9999 as Julian day
 TEXT_TAGS = ("int", "float", "bool", "datetime", "date", "json", "uuid")
 
 _INT = re.compile(r"[+-]?\d+")
-_DT = re.compile(
+DATETIME_TEXT = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})([ T])(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?"
 )
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _BOOLS = {"true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"}
 
@@ -61,7 +63,7 @@ class TableCensus:
 def datetime_signature(text: str) -> str | None:
     """The layout of an ISO-8601 date-time string, or None. Two strings with the same signature
     can be rebuilt exactly from their parsed values (e.g. 'YYYY-MM-DD HH:MM:SS.fff Z')."""
-    m = _DT.fullmatch(text)
+    m = DATETIME_TEXT.fullmatch(text)
     if not m:
         return None
     year, month, day, sep, hh, mm, ss, frac, zone = m.groups()
@@ -94,7 +96,7 @@ def classify_text(text: str) -> list[str]:
         tags.append("bool")
     if datetime_signature(text):
         tags.append("datetime")
-    elif _DATE.fullmatch(text) and _valid_date(text):
+    elif DATE_TEXT.fullmatch(text) and _valid_date(text):
         tags.append("date")
     if text[:1] in ("{", "["):
         try:
@@ -226,8 +228,6 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     classes), plus the checks a column's declared type asks for. NUL bytes are not looked for
     (None): a text column copied as-is that holds one fails its COPY chunk, which is then
     converted again value by value."""
-    from .schema import affinity, type_hint
-
     text_columns = text_columns or set()
     conn.create_aggregate("_replicator_text_census", 1, _TextCensus)
     exprs = ["count(*)"]

@@ -15,9 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from .census import _DATE, _DT, datetime_signature
-from .schema import IDENTITY_INPUTS, ColumnPlan, TableCensus, TablePlan
-from .source import qi
+from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature
+from .plans import IDENTITY_INPUTS, ColumnPlan, TablePlan
+from .quoting import qi
 
 _MAX_EXACT_FLOAT_INT = 2**53
 
@@ -117,7 +117,7 @@ def _ts_unix(v: Any) -> datetime:
 
 
 def _parse_iso(v: str, naive: bool = False) -> datetime:
-    m = _DT.fullmatch(v)
+    m = DATETIME_TEXT.fullmatch(v)
     if not m:
         raise ValueError
     year, month, day, _sep, hh, mm, ss, frac, zone = m.groups()
@@ -164,7 +164,7 @@ def _ts_naive(v: Any) -> datetime:
 
 
 def _date_text(v: Any) -> date:
-    if type(v) is str and _DATE.fullmatch(v):
+    if type(v) is str and DATE_TEXT.fullmatch(v):
         return date.fromisoformat(v)
     raise ValueError
 

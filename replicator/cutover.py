@@ -23,9 +23,11 @@ from . import capture, ddl, log, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import POOLER_HINT, ReplicatorError, StartupError, StateError, pooler_symptom
+from .objects import plan_views
+from .quoting import qi, qualified
 from .service import APPLY_LOCK, Replicator
-from .source import LOG_TABLE, qi
-from .target import connect, qualified
+from .source import LOG_TABLE
+from .target import connect
 from .verify import verify
 
 _log = log.get("cutover")
@@ -123,7 +125,7 @@ async def _finish(rep: Replicator, cfg: Config) -> tuple[list[dict[str, Any]], d
     """Sequences, constraints (NOT VALID), triggers, views and ``done``: one transaction."""
     assert rep.pg is not None and rep.writer is not None
     schema = await asyncio.to_thread(_inspect, rep)
-    views = ddl.plan_views(schema, cfg)
+    views = plan_views(schema, cfg)
     sequences = dict(rep.writer.execute(
         "SELECT name, seq FROM sqlite_sequence WHERE name != ?", (LOG_TABLE,)).fetchall()) \
         if _has_sequence(rep) else {}

@@ -179,7 +179,8 @@ async def _snapshot_with_retries(rep: Replicator, stop: asyncio.Event, attempts:
 
 async def _snapshot_gauges(cfg: Config, health: Health) -> None:
     """While the snapshot runs, the changes it will have to catch up on keep being measured."""
-    from .source import LOG_TABLE, open_source, qi
+    from .quoting import qi
+    from .source import LOG_TABLE, open_source
 
     def read() -> tuple[int, float | None]:
         conn = open_source(cfg.source, readonly=True)

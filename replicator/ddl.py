@@ -16,256 +16,16 @@ original SQL, in the plan and the cutover report, and the rest carries on.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
-import sqlglot
-from sqlglot import exp
 
-from . import translate
-from .config import Config
-from .schema import (
-    ROWID_COLUMN,
-    ColumnPlan,
-    IndexPlan,
-    ObjectPlan,
-    TablePlan,
-    pg_ident,
-    short_name,
-)
-from .source import KEY_ROWID, Index, Schema, Table, qi
+from .convert import converter
+from .plans import ROWID_COLUMN, ColumnPlan, IndexPlan, ObjectPlan, TablePlan, short_name
+from .quoting import qi, qualified
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def q2(schema: str, name: str) -> str:
-    return f"{qi(schema)}.{qi(name)}"
-
-
-# -- planning --------------------------------------------------------------------------------------
-
-
-def table_objects(plan: TablePlan, table: Table, cfg: Config) -> TablePlan:
-    """Add defaults, generated columns, indexes, CHECKs, foreign keys and triggers to a plan."""
-    schema = cfg.target_schema
-    ident: Callable[[str], str] = lambda n: pg_ident(n, cfg.identifiers)  # noqa: E731
-    colmap = {c.name: c.pg_name for c in plan.columns}
-    parsed = _parse_create(table.sql)
-    notes = list(plan.notes)
-    if parsed is None:
-        notes.append("CREATE TABLE could not be parsed: CHECKs and generated expressions not read")
-        parsed = {"generated": {}, "checks": []}
-    columns = tuple(_column(c, table, colmap, parsed) for c in plan.columns)
-    indexes = tuple(_index(i, plan, table, colmap, schema) for i in table.indexes)
-    objects = [
-        *_checks(plan, parsed["checks"], colmap, schema),
-        *(_foreign_key(plan, fk, colmap, ident, schema, i) for i, fk in enumerate(table.foreign_keys)),
-        *(_trigger(plan, name, sql, colmap, ident, schema) for name, sql in table.triggers),
-    ]
-    for idx in indexes:
-        if idx.error:
-            notes.append(f"index {idx.sqlite_name}: not created ({idx.error}): {idx.original}")
-        if idx.unique and "NOCASE" in idx.collations and idx.sql is None:
-            notes.append(f"unique index {idx.sqlite_name} (COLLATE NOCASE): enforced on the "
-                         "ASCII-folded value, exactly as SQLite folds case")
-    if table.key_kind == KEY_ROWID and table.key_columns == () and any(c.pk for c in table.columns):
-        notes.append("nullable primary key: becomes the primary key at cutover if no NULLs remain")
-    return replace(plan, columns=columns, indexes=indexes, objects=tuple(objects), notes=tuple(notes))
-
-
-_TABLE_OPTIONS = re.compile(r"\)\s*(?:(?:WITHOUT\s+ROWID|STRICT)\s*,?\s*)+$", re.IGNORECASE)
-
-
-def _parse_create(sql: str) -> dict[str, Any] | None:
-    try:
-        tree = sqlglot.parse_one(_TABLE_OPTIONS.sub(")", sql.strip()), read="sqlite")
-    except sqlglot.errors.SqlglotError:
-        return None
-    generated: dict[str, str] = {}
-    checks: list[tuple[str | None, str]] = []
-    schema = tree.this if isinstance(tree.this, exp.Schema) else None
-    if schema is None:
-        return None
-    for item in schema.expressions:
-        if isinstance(item, exp.ColumnDef):
-            for cons in item.constraints:
-                kind = cons.kind
-                if isinstance(kind, exp.ComputedColumnConstraint):
-                    generated[item.name.lower()] = kind.this.sql(dialect="sqlite")
-                elif isinstance(kind, exp.CheckColumnConstraint):
-                    checks.append((cons.name or None, kind.this.sql(dialect="sqlite")))
-        elif isinstance(item, exp.Constraint):
-            for e in item.expressions:
-                if isinstance(e, exp.CheckColumnConstraint):
-                    checks.append((item.name, e.this.sql(dialect="sqlite")))
-        elif isinstance(item, exp.CheckColumnConstraint):
-            checks.append((None, item.this.sql(dialect="sqlite")))
-    return {"generated": generated, "checks": checks}
-
-
-def _column(col: ColumnPlan, table: Table, colmap: dict[str, str], parsed: dict) -> ColumnPlan:
-    notes = list(col.notes)
-    default_sql = generated_sql = None
-    source = table.column(col.name)
-    if col.generated:
-        expr = parsed["generated"].get(col.name.lower())
-        t = translate.expression(expr, colmap) if expr else None
-        if t is not None and t.ok:
-            generated_sql = f"CAST(({t.sql}) AS {col.pg_type})"
-            notes.append("generated column: Postgres computes it (STORED); verify compares values")
-            notes += t.notes
-        else:
-            notes.append("generated column copied as plain values: "
-                         f"{t.error if t else 'expression not found'}")
-    elif source.default is not None and not col.identity:
-        t = translate.default(source.default, col.pg_type, colmap)
-        if t.ok:
-            default_sql = t.sql
-            notes += t.notes
-        else:
-            notes.append(f"DEFAULT {source.default} not translated: {t.error}")
-    return replace(col, default_sql=default_sql, generated_sql=generated_sql, notes=tuple(notes))
-
-
-def _index(idx: Index, plan: TablePlan, table: Table, colmap: dict[str, str], schema: str) -> IndexPlan:
-    primary = idx.origin == "pk" and table.key_kind != KEY_ROWID
-    base = IndexPlan(
-        name=index_name(plan.pg_name, [colmap.get(c or "", "expr") for c in idx.columns],
-                        idx.unique, idx.name),
-        sqlite_name=idx.name, unique=idx.unique, columns=idx.columns, collations=idx.collations,
-        descending=idx.descending, primary=primary, original=idx.sql,
-    )
-    if idx.plain:
-        return base
-    if not idx.sql:
-        return replace(base, error="no CREATE INDEX text")
-    t = _translate_index(idx.sql, plan, colmap, schema, base.name)
-    return replace(base, sql=t.sql, error=t.error)
-
-
-_INDEX = re.compile(
-    r"CREATE\s+(UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+\s+ON\s+\S+\s*\((?P<items>.*?)\)"
-    r"\s*(?:WHERE\s+(?P<where>.*))?$", re.IGNORECASE | re.DOTALL)
-
-
-def _translate_index(sql: str, plan: TablePlan, colmap: dict[str, str], schema: str, name: str
-                     ) -> translate.Translation:
-    out = translate.Translation(original=sql)
-    m = _INDEX.match(sql.strip().rstrip(";"))
-    if not m:
-        out.error = "CREATE INDEX not understood"
-        return out
-    items = []
-    for item in _split_top(m["items"]):
-        desc = re.search(r"\s+DESC\s*$", item, re.IGNORECASE)
-        item = re.sub(r"\s+(ASC|DESC)\s*$", "", item, flags=re.IGNORECASE)
-        t = translate.expression(item, colmap)
-        if not t.ok:
-            out.error = t.error
-            return out
-        items.append(f"({t.sql})" + (" DESC" if desc else ""))
-    where = ""
-    if m["where"]:
-        t = translate.expression(m["where"], colmap)
-        if not t.ok:
-            out.error = f"WHERE: {t.error}"
-            return out
-        where = f" WHERE {t.sql}"
-    unique = "UNIQUE " if m.group(1) else ""
-    out.sql = (f"CREATE {unique}INDEX IF NOT EXISTS {qi(name)} ON {q2(schema, plan.pg_name)} "
-               f"({', '.join(items)}){where}")
-    return out
-
-
-def _split_top(text: str) -> list[str]:
-    out, depth, buf, quote = [], 0, "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"`[":
-            quote = "]" if ch == "[" else ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append(buf.strip())
-            buf = ""
-            continue
-        buf += ch
-    if buf.strip():
-        out.append(buf.strip())
-    return out
-
-
-def index_name(table: str, cols: list[str], unique: bool, sqlite_name: str) -> str:
-    if sqlite_name.startswith("sqlite_autoindex_"):
-        return short_name(f"{table}_{'_'.join(cols)}_{'key' if unique else 'idx'}")
-    return short_name(pg_ident(sqlite_name, "lower"))
-
-
-def _checks(plan: TablePlan, checks: list, colmap: dict[str, str], schema: str) -> list[ObjectPlan]:
-    out = []
-    for i, (name, expr) in enumerate(checks):
-        cname = short_name(pg_ident(name, "lower") if name else f"{plan.pg_name}_check{i + 1}")
-        t = translate.expression(expr, colmap)
-        table = q2(schema, plan.pg_name)
-        out.append(ObjectPlan(
-            kind="check", name=cname, original=f"CHECK ({expr})", error=t.error,
-            notes=tuple(t.notes),
-            sql=f"ALTER TABLE {table} ADD CONSTRAINT {qi(cname)} CHECK ({t.sql}) NOT VALID"
-            if t.ok else None,
-            validate_sql=f"ALTER TABLE {table} VALIDATE CONSTRAINT {qi(cname)}",
-        ))
-    return out
-
-
-def _foreign_key(plan: TablePlan, fk, colmap: dict[str, str], ident, schema: str, i: int) -> ObjectPlan:
-    cols = [colmap.get(c, ident(c)) for c in fk.columns]
-    name = short_name(f"{plan.pg_name}_{'_'.join(cols)}_fkey")
-    parent_cols = "" if any(c is None for c in fk.parent_columns) else \
-        " (" + ", ".join(qi(ident(c)) for c in fk.parent_columns) + ")"
-    actions = "".join(f" ON {what} {act}" for what, act in (("DELETE", fk.on_delete),
-                      ("UPDATE", fk.on_update)) if act and act.upper() != "NO ACTION")
-    table = q2(schema, plan.pg_name)
-    original = (f"FOREIGN KEY ({', '.join(fk.columns)}) REFERENCES {fk.parent}"
-                f"({', '.join(c or '' for c in fk.parent_columns)})")
-    return ObjectPlan(
-        kind="foreign_key", name=name, original=original,
-        sql=f"ALTER TABLE {table} ADD CONSTRAINT {qi(name)} FOREIGN KEY "
-            f"({', '.join(qi(c) for c in cols)}) REFERENCES {q2(schema, ident(fk.parent))}"
-            f"{parent_cols}{actions} NOT VALID",
-        validate_sql=f"ALTER TABLE {table} VALIDATE CONSTRAINT {qi(name)}",
-    )
-
-
-def _trigger(plan: TablePlan, name: str, sql: str, colmap: dict[str, str], ident, schema: str
-             ) -> ObjectPlan:
-    t = translate.trigger(sql, plan.pg_name, schema, colmap, ident)
-    return ObjectPlan(kind="trigger", name=name, sql=t.sql, original=sql, error=t.error,
-                      notes=tuple(t.notes))
-
-
-def plan_views(schema: Schema, cfg: Config) -> list[ObjectPlan]:
-    ident: Callable[[str], str] = lambda n: pg_ident(n, cfg.identifiers)  # noqa: E731
-    out = []
-    for name, sql in schema.views:
-        m = re.match(r"CREATE\s+(?:TEMP(?:ORARY)?\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+"
-                     r"(?:\s*\([^)]*\))?\s+AS\s+(.*)$", sql.strip(), re.IGNORECASE | re.DOTALL)
-        if not m:
-            out.append(ObjectPlan(kind="view", name=name, sql=None, original=sql,
-                                  error="CREATE VIEW not understood"))
-            continue
-        t = translate.select(m.group(1).rstrip(";"), ident, cfg.target_schema)
-        out.append(ObjectPlan(
-            kind="view", name=name, original=sql, error=t.error, notes=tuple(t.notes),
-            sql=f"CREATE OR REPLACE VIEW {q2(cfg.target_schema, ident(name))} AS {t.sql}"
-            if t.ok else None,
-        ))
-    return out
 
 
 # -- SQL for the target ----------------------------------------------------------------------------
@@ -286,16 +46,16 @@ def create_table_sql(plan: TablePlan, schema: str) -> str:
     cols = [f"    {column_sql(c)}" for c in plan.columns]
     if plan.rowid_keyed:
         cols.append(f"    {qi(ROWID_COLUMN)} bigint NOT NULL")
-    return f"CREATE TABLE {q2(schema, plan.pg_name)} (\n" + ",\n".join(cols) + "\n)"
+    return f"CREATE TABLE {qualified(schema, plan.pg_name)} (\n" + ",\n".join(cols) + "\n)"
 
 
 def default_sql(plan: TablePlan, schema: str) -> list[str]:
-    return [f"ALTER TABLE {q2(schema, plan.pg_name)} ALTER COLUMN {qi(c.pg_name)} "
+    return [f"ALTER TABLE {qualified(schema, plan.pg_name)} ALTER COLUMN {qi(c.pg_name)} "
             f"SET DEFAULT {c.default_sql}" for c in plan.columns if c.default_sql]
 
 
 def primary_key_sql(plan: TablePlan, schema: str) -> str:
-    return (f"ALTER TABLE {q2(schema, plan.pg_name)} ADD CONSTRAINT "
+    return (f"ALTER TABLE {qualified(schema, plan.pg_name)} ADD CONSTRAINT "
             f"{qi(short_name(plan.pg_name + '_pkey'))} PRIMARY KEY "
             f"({', '.join(qi(c) for c in plan.pg_key_columns)})")
 
@@ -315,7 +75,7 @@ def index_sql(plan: TablePlan, idx: IndexPlan, schema: str, unique: bool | None 
             item = f"rtrim({item}, ' ')"
         items.append(item + (" DESC" if desc else ""))
     return (f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {qi(idx.name)} ON "
-            f"{q2(schema, plan.pg_name)} ({', '.join(items)})")
+            f"{qualified(schema, plan.pg_name)} ({', '.join(items)})")
 
 
 def snapshot_ddl(plan: TablePlan, schema: str) -> list[str]:
@@ -365,7 +125,7 @@ async def create_table(conn: asyncpg.Connection, plan: TablePlan, schema: str) -
         await conn.execute(create_table_sql(plan, schema))
     for i, col in enumerate(columns):
         if col.default_sql:
-            error = await try_sql(conn, f"ALTER TABLE {q2(schema, plan.pg_name)} ALTER COLUMN "
+            error = await try_sql(conn, f"ALTER TABLE {qualified(schema, plan.pg_name)} ALTER COLUMN "
                                         f"{qi(col.pg_name)} SET DEFAULT {col.default_sql}")
             if error:
                 columns[i] = replace(col, default_sql=None, notes=col.notes + (
@@ -413,7 +173,7 @@ async def snapshot_objects(conn: asyncpg.Connection, plan: TablePlan, schema: st
 
 
 def _disable(plan: TablePlan, obj: ObjectPlan, schema: str, enable: bool = False) -> str:
-    return (f"ALTER TABLE {q2(schema, plan.pg_name)} {'ENABLE' if enable else 'DISABLE'} "
+    return (f"ALTER TABLE {qualified(schema, plan.pg_name)} {'ENABLE' if enable else 'DISABLE'} "
             f"TRIGGER {qi(obj.name)}")
 
 
@@ -452,7 +212,7 @@ async def _promote_key(conn, plan: TablePlan, schema: str) -> list[dict[str, Any
     if not plan.declared_key:
         return []
     cols = [plan.column(c).pg_name for c in plan.declared_key]
-    error = await try_sql(conn, f"ALTER TABLE {q2(schema, plan.pg_name)} ADD PRIMARY KEY "
+    error = await try_sql(conn, f"ALTER TABLE {qualified(schema, plan.pg_name)} ADD PRIMARY KEY "
                                 f"({', '.join(qi(c) for c in cols)})")
     return [{"table": plan.name, "object": f"primary key ({', '.join(cols)})",
              "status": "not created" if error else "created", "detail": error}]
@@ -478,7 +238,7 @@ async def dry_run(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema:
 
 async def _table_final(conn, plan: TablePlan, schema: str, seq: int) -> list[dict[str, Any]]:
     out = []
-    table = q2(schema, plan.pg_name)
+    table = qualified(schema, plan.pg_name)
     if plan.rowid_keyed:
         await conn.execute(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {qi(ROWID_COLUMN)}")
     for obj in plan.objects:
@@ -537,9 +297,7 @@ async def _views(conn, views: list[ObjectPlan]) -> list[dict[str, Any]]:
 async def add_column(conn: asyncpg.Connection, plan: TablePlan, col: ColumnPlan, value: Any,
                      schema: str) -> ColumnPlan:
     """ALTER TABLE ADD COLUMN, with ``value`` (what old rows read back in SQLite) filled in."""
-    from .convert import converter
-
-    table = q2(schema, plan.pg_name)
+    table = qualified(schema, plan.pg_name)
     if col.generated_sql:
         error = await try_sql(conn, f"ALTER TABLE {table} ADD COLUMN {column_sql(col)}")
         if error is None:
@@ -567,7 +325,7 @@ async def sync_indexes(conn: asyncpg.Connection, plan: TablePlan, wanted: tuple[
     keep = []
     for idx in plan.indexes:
         if idx.sqlite_name not in {w.sqlite_name for w in wanted} and not idx.primary:
-            await conn.execute(f"DROP INDEX IF EXISTS {q2(schema, idx.name)}")
+            await conn.execute(f"DROP INDEX IF EXISTS {qualified(schema, idx.name)}")
     for idx in wanted:
         if idx.sqlite_name in have:
             keep.append(have[idx.sqlite_name])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .capture import trigger_names
 from .errors import DriftError
-from .schema import TablePlan
+from .plans import TablePlan
 from .source import KEY_ROWID, Schema, Table, normalize_sql
 
 

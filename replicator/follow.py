@@ -10,9 +10,10 @@ from dataclasses import replace
 from . import capture, ddl, drift, log, metrics, snapshot, state
 from .apply import TableTarget
 from .census import quick_census
-from .schema import TablePlan, plan_table, text_census_columns
+from .plans import TablePlan
+from .quoting import qualified
+from .schema import plan_table, text_census_columns
 from .source import Table, inspect
-from .target import qualified
 
 _log = log.get("follow")
 APPLY_LOCK = "hashtext('_replicator.apply')"

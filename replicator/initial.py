@@ -9,12 +9,13 @@ import sqlite3
 import time
 from typing import Any
 
-from . import ddl, log, metrics, parallel, snapshot, state
+from . import ddl, log, metrics, objects, parallel, snapshot, state
 from .census import quick_census
 from .config import Config
-from .schema import TablePlan, plan_table, text_census_columns
+from .plans import TablePlan
+from .quoting import qualified
+from .schema import plan_table, text_census_columns
 from .source import Table, inspect
-from .target import qualified
 
 _log = log.get("initial")
 APPLY_LOCK = "hashtext('_replicator.apply')"
@@ -141,7 +142,7 @@ class InitialCopy:
         adds once no more rows will be replicated. Returns what happened to each object."""
         assert self.pg is not None and self.writer is not None
         schema = await asyncio.to_thread(inspect, self.writer)
-        views = ddl.plan_views(schema, self.cfg)
+        views = objects.plan_views(schema, self.cfg)
         sequences = dict(self.writer.execute(
             "SELECT name, seq FROM sqlite_sequence").fetchall()) if _has_sequence(self.writer) else {}
         plans = {n: t.plan for n, t in sorted(self.targets.items())}

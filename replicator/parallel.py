@@ -26,8 +26,8 @@ from . import log, metrics, snapshot, state
 from .census import TableCensus
 from .dsn import TargetDSN
 from .errors import ReplicatorError, TargetError, is_retryable_pg
-from .schema import TablePlan
-from .source import qi
+from .plans import TablePlan
+from .quoting import qi
 from .target import connect
 
 _log = log.get("parallel")

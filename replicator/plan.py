@@ -13,12 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import ddl
+from . import ddl, objects
 from .census import census, sample_key
 from .config import Config
 from .errors import ConfigError
-from .schema import ColumnPlan, TablePlan, plan_table, text_census_columns
-from .source import Table, inspect, journal_mode, open_source, qi
+from .plans import ColumnPlan, TablePlan
+from .quoting import qi
+from .schema import plan_table, text_census_columns
+from .source import Table, inspect, journal_mode, open_source
 from .source_write import journal_advice
 
 
@@ -33,7 +35,7 @@ def build(cfg: Config) -> dict[str, Any]:
                 entry = _table(conn, table, cfg)
                 tables.append(entry)
                 attention += entry.pop("_attention")
-        views = [asdict(v) for v in ddl.plan_views(schema, cfg)]
+        views = [asdict(v) for v in objects.plan_views(schema, cfg)]
         attention += [f"view {v['name']}: not translated ({v['error']}): {v['original']}"
                       for v in views if v["error"]]
         attention += [f"{name}: {why}" for name, why in schema.skipped.items()]
@@ -219,7 +221,7 @@ def emit_sql(report: dict[str, Any], cfg: Config, folder: Path) -> list[Path]:
                 text_columns=text_census_columns(schema.tables[t["name"]])), cfg)
             for t in report["tables"] if "error" not in t
         ]
-        views = ddl.plan_views(schema, cfg)
+        views = objects.plan_views(schema, cfg)
     finally:
         conn.close()
     s = cfg.target_schema

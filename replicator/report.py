@@ -19,8 +19,9 @@ from . import __version__, ddl, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import StateError
+from .quoting import qualified
 from .source import inspect, open_source
-from .target import connect, qualified
+from .target import connect
 
 _HINTS = {
     "drift": "A schema change in SQLite that the daemon does not follow (a dropped or renamed "

@@ -38,11 +38,13 @@ from .errors import (
 )
 from .follow import FollowDrift
 from .initial import InitialCopy
-from .schema import ROWID_COLUMN, TablePlan, check_names
-from .source import Table, inspect, open_source, qi
+from .plans import ROWID_COLUMN, TablePlan
+from .quoting import qi, qualified
+from .schema import check_names
+from .source import Table, inspect, open_source
 from .source_write import LiveFile, NotQuiet, is_wal
 from .tail import Poll, Tail, Watcher
-from .target import backoff, connect, ensure_schema, qualified
+from .target import backoff, connect, ensure_schema
 
 _log = log.get("service")
 APPLY_LOCK = "hashtext('_replicator.apply')"

@@ -30,9 +30,10 @@ from .capture import installed, log_high_water
 from .census import TableCensus
 from .convert import convert_rows, row_converter, select_list
 from .errors import BadValueError, SourceError, StartupError
-from .schema import ROWID_COLUMN, TablePlan
-from .source import KEY_ALIAS, open_source, qi
-from .target import qualified, table_exists
+from .plans import ROWID_COLUMN, TablePlan
+from .quoting import qi, qualified
+from .source import KEY_ALIAS, open_source
+from .target import table_exists
 
 _log = log.get("snapshot")
 CHUNK_BYTES = 8 * 1024 * 1024

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SourceError, StartupError
+from .quoting import qi
 
 PREFIX = "_replicator"
 LOG_TABLE = "_replicator_log"
@@ -108,16 +109,6 @@ class Schema:
     triggers: frozenset[str] = frozenset()  # our trigger names present
     objects: tuple[tuple[str, str, str, str | None], ...] = ()  # app objects (type,name,tbl,sql)
     views: tuple[tuple[str, str], ...] = ()  # (name, CREATE VIEW sql)
-
-
-def qi(name: str) -> str:
-    """Quote an identifier for SQLite or Postgres (both accept double quotes)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def ql(value: str) -> str:
-    """Quote a string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def open_source(

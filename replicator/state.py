@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from .errors import StateError
-from .schema import TablePlan
+from .plans import TablePlan
 
 SCHEMA = "_replicator"
 

@@ -12,8 +12,9 @@ from . import capture, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import ReplicatorError
-from .source import LOG_TABLE, open_source, qi
-from .target import connect, qualified
+from .quoting import qi, qualified
+from .source import LOG_TABLE, open_source
+from .target import connect
 
 
 def _daemon_pid(cfg: Config) -> int | None:

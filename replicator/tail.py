@@ -20,8 +20,9 @@ import watchfiles
 
 from . import log
 from .convert import select_list
-from .schema import TablePlan
-from .source import LOG_TABLE, qi
+from .plans import TablePlan
+from .quoting import qi
+from .source import LOG_TABLE
 from .source import _uri_path as uri_path
 
 _log = log.get("tail")

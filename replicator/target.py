@@ -19,7 +19,7 @@ import asyncpg
 from . import log, metrics
 from .dsn import TargetDSN
 from .errors import StartupError, TargetError, is_retryable_pg
-from .source import qi
+from .quoting import qi
 
 _log = log.get("target")
 T = TypeVar("T")
@@ -138,10 +138,6 @@ async def retrying(
             await reconnect()
             metrics.TARGET_RECONNECTS.inc()
     raise AssertionError("unreachable")
-
-
-def qualified(schema: str, name: str) -> str:
-    return f"{qi(schema)}.{qi(name)}"
 
 
 async def ensure_schema(conn: asyncpg.Connection, schema: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
-from .source import qi
+from .quoting import qi
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its parse fallbacks are ours to report
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"

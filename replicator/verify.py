@@ -44,9 +44,10 @@ from .convert import (
 )
 from .dsn import TargetDSN
 from .errors import SourceError, StartupError, StateError, TargetError
-from .schema import ROWID_COLUMN, TablePlan
-from .source import open_source, qi
-from .target import connect, qualified
+from .plans import ROWID_COLUMN, TablePlan
+from .quoting import qi, qualified
+from .source import open_source
+from .target import connect
 
 _log = log.get("verify")
 # Rows per second for background verification; a ContextVar so asyncio.to_thread carries it.

@@ -49,6 +49,15 @@ def finish(proc: subprocess.Popen, report: Path) -> dict:
     return json.loads(report.read_text())
 
 
+def _exits(proc: subprocess.Popen) -> bool:
+    """Whether the app ends by itself (it stops when the stop file appears) within 30 s."""
+    try:
+        proc.wait(30)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def copies(tmp_path: Path, journal: str, rows: int = 20_000) -> tuple[Path, Path]:
     base = tmp_path / f"base-{journal}.db"
     create(base, rows, journal)
@@ -89,6 +98,9 @@ async def test_rollback_journal_the_app_sees_no_error_from_install_snapshot_stre
         result = finish(proc, tmp_path / "app.json")
         await wait_caught_up(target_dsn, db, daemon)
     finally:
+        stop.touch()
+        if proc.poll() is None and not _exits(proc):
+            proc.kill()
         daemon.stop()
     assert control["errors"] == 0
     assert result["errors"] == control["errors"], result["messages"]
@@ -107,6 +119,7 @@ async def test_wal_the_app_sees_no_error_and_the_daemon_writes_nothing_while_str
                      tmp_path / "control.json")
     daemon = Daemon(db, target_dsn, config=PRUNING)
     stop = tmp_path / "stop"
+    proc = None
     try:
         await wait_for_event(daemon, lambda e: e.get("event") == "source_write")
         proc = app(db, shape, 4000, tmp_path / "app.json", until=stop, pause_ms=1)
@@ -116,6 +129,9 @@ async def test_wal_the_app_sees_no_error_and_the_daemon_writes_nothing_while_str
         result = finish(proc, tmp_path / "app.json")
         await wait_caught_up(target_dsn, db, daemon)
     finally:
+        stop.touch()
+        if proc is not None and proc.poll() is None and not _exits(proc):
+            proc.kill()
         daemon.stop()
     assert control["errors"] == 0
     assert result["errors"] == control["errors"], result["messages"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..census import census
 from ..config import Config
-from ..schema import pg_ident, plan_table, text_census_columns
+from ..plans import pg_ident
+from ..schema import plan_table, text_census_columns
 from ..source import KEY_ALIAS, inspect, open_source
 
 # information_schema.columns.data_type -> the short names the rules use
