@@ -20,9 +20,8 @@ import asyncpg
 from . import log, metrics, state
 from .convert import BadValue, convert_rows, converter, key_to_json, to_sqlite_value
 from .errors import BadValueError, DriftError
-from .plans import TablePlan
+from .plans import TablePlan, write_columns, write_projection
 from .quoting import qi, qualified
-from .snapshot import write_columns, write_projection
 from .tail import ReadTxn, RowSet
 
 _log = log.get("apply")

@@ -9,12 +9,11 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 
 from . import log
-from .source import open_source
+from .snapshot.frozen import online_copy
 
 _log = log.get("backup")
 
@@ -26,15 +25,7 @@ def make_backup(source: Path, folder: Path) -> Path:
     target = folder / f"{source.name}-{stamp}.sqlite.gz"
     tmp = folder / f".{source.name}-{stamp}.tmp"
     started = time.monotonic()
-    live = open_source(source, readonly=True)
-    try:
-        out = sqlite3.connect(tmp)
-        try:
-            live.backup(out)
-        finally:
-            out.close()
-    finally:
-        live.close()
+    online_copy(source, tmp)
     with open(tmp, "rb") as raw, gzip.open(str(target) + ".part", "wb", compresslevel=6) as packed:
         shutil.copyfileobj(raw, packed, length=1 << 20)
     os.replace(str(target) + ".part", target)

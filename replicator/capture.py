@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from . import log
 from .errors import SourceError
@@ -245,6 +246,40 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, object]:
 
 def installed(conn: sqlite3.Connection) -> bool:
     return _has_table(conn, LOG_TABLE)
+
+
+class LogPosition(NamedTuple):
+    """Where the change log stands relative to a cursor, read in one statement."""
+
+    schema_version: int
+    high: int  # the highest sequence number handed out (0: none)
+    backlog: int  # entries after the cursor
+    oldest: float | None  # ts of the oldest entry after the cursor
+    rows: int  # entries in the log, applied or not
+
+    @property
+    def lag(self) -> float:
+        return max(0.0, time.time() - self.oldest) if self.oldest else 0.0
+
+
+# One statement (one short read lock: under a rollback journal every read holds off the
+# application's commit). Sequence numbers have no gaps (a rolled-back insert rolls its number
+# back too), so counts come from the ends of the primary key, never from a scan of the log.
+POSITION_SQL = (
+    f"SELECT (SELECT schema_version FROM pragma_schema_version), max(seq), min(seq), "
+    f"(SELECT ts FROM {qi(LOG_TABLE)} WHERE seq > ? ORDER BY seq LIMIT 1) FROM {qi(LOG_TABLE)}"
+)
+
+
+def position_from(row: tuple, cursor: int) -> LogPosition:
+    version, high, low, oldest = row
+    if high is None:
+        return LogPosition(int(version), 0, 0, None, 0)
+    return LogPosition(int(version), high, max(0, high - cursor), oldest, high - low + 1)
+
+
+def position(conn: sqlite3.Connection, cursor: int) -> LogPosition:
+    return position_from(conn.execute(POSITION_SQL, (cursor,)).fetchone(), cursor)
 
 
 def log_high_water(conn: sqlite3.Connection) -> int:

@@ -23,10 +23,10 @@ from . import capture, ddl, log, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import POOLER_HINT, ReplicatorError, StartupError, StateError, pooler_symptom
-from .objects import plan_views
-from .quoting import qi, qualified
-from .service import APPLY_LOCK, Replicator
-from .source import LOG_TABLE
+from .objects import final_inputs
+from .quoting import qualified
+from .service import Replicator
+from .session import Session
 from .target import connect
 from .verify import verify
 
@@ -50,15 +50,15 @@ async def cutover(cfg: Config, target: TargetDSN, *, timeout: float = 60.0,
 
 async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: float,
                    max_lag: float) -> dict[str, Any]:
-    assert rep.pg is not None and rep.writer is not None
+    session = rep.session
     pre = await _preflight(rep, max_lag)
-    tables = sorted(rep.targets)
+    tables = sorted(session.targets)
     t_fence = time.monotonic()
-    await asyncio.to_thread(capture.install_fence, rep.live, tables, target.masked)
+    await asyncio.to_thread(capture.install_fence, session.live, tables, target.masked)
     _log.info("fence_installed", tables=len(tables))
     try:
-        await state.set_state(rep.pg, "cutover")
-        cursor = await rep.drain(timeout)
+        await state.set_state(session.conn, "cutover")
+        cursor = await rep.stream.drain(timeout)
         t_drained = time.monotonic()
         checked = await verify(cfg, target, changed_only=pre["verify_mode"] == "changed")
         if not checked["ok"]:
@@ -66,19 +66,19 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
             raise VerificationFailed(f"cutover: verification found differences in {', '.join(bad)}; "
                                      "run `replicator verify` for details", )
         t_verified = time.monotonic()
-        objects, rows = await _finish(rep, cfg)
+        objects, rows = await _finish(session)
     except BaseException as exc:
-        await _rollback(rep, exc)
+        await _rollback(session, exc)
         raise
     freeze_ms = round((time.monotonic() - t_fence) * 1000, 1)
-    validated = await _after(rep, cfg)
+    validated = await _after(rep)
     summary = _summary(pre, checked, objects + validated, rows, cursor, freeze_ms, {
         "drain_ms": round((t_drained - t_fence) * 1000, 1),
         "verify_ms": round((t_verified - t_drained) * 1000, 1),
         "finish_ms": round(freeze_ms - (t_verified - t_fence) * 1000, 1),
     })
-    await state.merge_info(rep.pg, cutover=summary)
-    await state.event(rep.pg, "cutover", freeze_ms=freeze_ms, cursor=cursor)
+    await state.merge_info(session.conn, cutover=summary)
+    await state.event(session.conn, "cutover", freeze_ms=freeze_ms, cursor=cursor)
     _log.info("cutover_complete", freeze_window_ms=freeze_ms, rows=summary["rows"],
               left_for_a_human=len(summary["for_a_human"]))
     return summary
@@ -86,8 +86,8 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
 
 async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
     """Lag small, no error, and which constraints will validate; nothing changes yet."""
-    assert rep.pg is not None and rep.writer is not None
-    st = await state.load(rep.pg)
+    session = rep.session
+    st = await state.load(session.conn)
     if st is None or st.mode != "run":
         raise StateError("cutover: the target holds no running replication (start `replicator run`)")
     if st.state == "done":
@@ -95,79 +95,56 @@ async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
     if st.state != "streaming":
         raise StateError(f"cutover: replication is in state {st.state!r}, not streaming"
                          + (f" ({st.error})" if st.error else ""))
-    await rep._load_targets()
-    await rep.open_tail()
-    assert rep.tail is not None
-    backlog, oldest, _rows = await rep.tail.stats(st.cursor)
-    lag = max(0.0, time.time() - oldest) if oldest else 0.0
+    await session.reload()
+    await rep.stream.open()
+    polled = await rep.stream.reader.poll(st.cursor)
+    lag, backlog = polled.lag, polled.backlog
     if lag > max_lag:
         raise StateError(f"cutover: replication lags {lag:.1f}s behind ({backlog} changes); wait "
                          f"until it is under {max_lag:.0f}s so the write freeze stays short")
-    constraints = await ddl.dry_run(rep.pg, {n: t.plan for n, t in rep.targets.items()}, rep.schema)
+    constraints = await ddl.dry_run(session.conn, {n: t.plan for n, t in session.targets.items()},
+                                    session.schema)
     last = st.info.get("last_verify") or {}
     recent = last.get("full") and last.get("ok") and time.time() - last.get("at", 0) < FULL_VERIFY_MAX_AGE
-    mode = "changed" if recent and not await _resnapshot_since(rep, last) else "full"
+    changed = await state.events_since(session.conn, ("resnapshot", "add_columns"),
+                                       float(last.get("at", 0)))
+    mode = "changed" if recent and not changed else "full"
     _log.info("cutover_preflight", lag_seconds=round(lag, 3), backlog=backlog, verify=mode,
               constraints_that_will_not_validate=sum(1 for v in constraints.values() if v))
     return {"lag_seconds": round(lag, 3), "backlog": backlog, "verify_mode": mode,
-            "constraints": constraints, "quarantine": await state.quarantine_count(rep.pg)}
+            "constraints": constraints, "quarantine": await state.quarantine_count(session.conn)}
 
 
-async def _resnapshot_since(rep: Replicator, last: dict[str, Any]) -> bool:
-    """A table copied again after the last full verification needs a full pass."""
-    assert rep.pg is not None
-    return bool(await rep.pg.fetchval(
-        f"SELECT count(*) FROM {state.SCHEMA}.events WHERE kind IN ('resnapshot', 'add_columns') "
-        "AND at > to_timestamp($1)", float(last.get("at", 0))))
-
-
-async def _finish(rep: Replicator, cfg: Config) -> tuple[list[dict[str, Any]], dict[str, int]]:
+async def _finish(session: Session) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Sequences, constraints (NOT VALID), triggers, views and ``done``: one transaction."""
-    assert rep.pg is not None and rep.writer is not None
-    schema = await asyncio.to_thread(_inspect, rep)
-    views = plan_views(schema, cfg)
-    sequences = dict(rep.writer.execute(
-        "SELECT name, seq FROM sqlite_sequence WHERE name != ?", (LOG_TABLE,)).fetchall()) \
-        if _has_sequence(rep) else {}
-    plans = {n: t.plan for n, t in sorted(rep.targets.items())}
+    conn = session.conn
+    views, sequences = await asyncio.to_thread(final_inputs, session.writer, session.cfg)
+    plans = {n: t.plan for n, t in sorted(session.targets.items())}
     rows: dict[str, int] = {}
-    async with rep.pg.transaction():
-        await rep.pg.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
-        objects = await ddl.final_objects(rep.pg, plans, views, cfg.target_schema, sequences)
+    async with conn.transaction():
+        await state.apply_lock(conn)
+        objects = await ddl.final_objects(conn, plans, views, session.schema, sequences)
         for name, plan in plans.items():
-            rows[name] = int(await rep.pg.fetchval(
-                f"SELECT count(*) FROM {qualified(cfg.target_schema, plan.pg_name)}"))
-        await state.set_state(rep.pg, "done")
+            rows[name] = int(await conn.fetchval(
+                f"SELECT count(*) FROM {qualified(session.schema, plan.pg_name)}"))
+        await state.set_state(conn, "done")
     return objects, rows
 
 
-def _inspect(rep: Replicator):
-    from .source import inspect
-
-    assert rep.writer is not None
-    return inspect(rep.writer)
-
-
-def _has_sequence(rep: Replicator) -> bool:
-    assert rep.writer is not None
-    return rep.writer.execute("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'"
-                              ).fetchone() is not None
-
-
-async def _after(rep: Replicator, cfg: Config) -> list[dict[str, Any]]:
+async def _after(rep: Replicator) -> list[dict[str, Any]]:
     """After ``done``: validate old rows against the constraints, ANALYZE, prune the log."""
-    assert rep.pg is not None
-    plans = {n: t.plan for n, t in sorted(rep.targets.items())}
-    results = await ddl.validate_objects(rep.pg, plans, cfg.target_schema)
-    for plan in plans.values():
-        await rep.pg.execute(f"ANALYZE {qualified(cfg.target_schema, plan.pg_name)}")
-    await rep.prune()
+    session = rep.session
+    plans = {n: t.plan for n, t in sorted(session.targets.items())}
+    results = await ddl.validate_objects(session.conn, plans, session.schema)
+    await ddl.analyze(session.conn, plans, session.schema)
+    await rep.stream.prune()
     return results
 
 
-def _summary(pre, checked, objects, rows, cursor, freeze_ms, timings) -> dict[str, Any]:
-    done = ("validated", "created", "enabled", "set")
-    human = [o for o in objects if o["status"] not in done and o["status"] != "added"]
+def _summary(pre: dict[str, Any], checked: dict[str, Any], objects: list[dict[str, Any]],
+             rows: dict[str, int], cursor: int, freeze_ms: float,
+             timings: dict[str, float]) -> dict[str, Any]:
+    human = [o for o in objects if o["status"] not in ddl.DONE_STATUSES and o["status"] != "added"]
     human += [{"object": f"quarantine {t}", "status": f"{n} row(s)", "detail":
                "rows that could not move exactly; see _replicator.quarantine"}
               for t, n in pre["quarantine"].items()]
@@ -186,25 +163,22 @@ def _summary(pre, checked, objects, rows, cursor, freeze_ms, timings) -> dict[st
     }
 
 
-async def _rollback(rep: Replicator, exc: BaseException) -> None:
-    assert rep.writer is not None and rep.pg is not None
+async def _rollback(session: Session, exc: BaseException) -> None:
     _log.error("cutover_failed", error=str(exc), action="lifting the fence; back to streaming")
-    await asyncio.to_thread(capture.remove_fence, rep.live)
+    await asyncio.to_thread(capture.remove_fence, session.live)
     try:
-        await state.set_state(rep.pg, "streaming")
+        await state.set_state(session.conn, "streaming")
     except Exception:  # noqa: BLE001 - the connection itself may be what failed: a fresh one
         try:
-            rep.pg.terminate()
+            session.conn.terminate()
             # Unnamed statements only: right whether or not a transaction pooler is in the way.
-            rep.pg = await connect(replace(rep.target, pooled=True), timeout=rep.cfg.connect_timeout,
-                                   tls_verify=rep.cfg.tls_verify, retry_for=10)
-            await state.set_state(rep.pg, "streaming")
+            session.pg = await connect(replace(session.target, pooled=True),
+                                       timeout=session.cfg.connect_timeout,
+                                       tls_verify=session.cfg.tls_verify, retry_for=10)
+            await state.set_state(session.conn, "streaming")
         except Exception as inner:  # noqa: BLE001 - report both
             raise ReplicatorError(f"cutover failed ({exc}) and the state could not be reset: "
                                   f"{inner}") from exc
-    if pooler_symptom(exc) and not rep.pooled:
+    if pooler_symptom(exc) and not session.target.pooled:
         raise StartupError(f"cutover: {POOLER_HINT}. Nothing was changed: the fence is lifted and "
                            "replication goes on") from exc
-
-
-__all__ = ["cutover", "qi"]

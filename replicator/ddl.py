@@ -191,6 +191,14 @@ async def final_objects(
     return results
 
 
+DONE_STATUSES = ("validated", "created", "enabled", "set")  # an object that needs nobody
+
+
+async def analyze(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str) -> None:
+    for plan in plans.values():
+        await conn.execute(f"ANALYZE {qualified(schema, plan.pg_name)}")
+
+
 async def validate_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str
                            ) -> list[dict[str, Any]]:
     """After cutover: VALIDATE the constraints added NOT VALID (no lock that blocks the app's

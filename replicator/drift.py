@@ -1,21 +1,33 @@
-"""Schema drift: compare what is replicated with what the SQLite file holds now.
+"""Schema drift: compare what is replicated with what the SQLite file holds now, and follow.
 
-Runs whenever ``PRAGMA schema_version`` moves (any DDL, and VACUUM). The result is a list of
-actions the daemon follows: capture and copy a new table, add columns, copy a rebuilt or
-altered table again, refresh indexes, check rowid-keyed tables (VACUUM may have renumbered
-their rowids: their rowid sets are compared and the table re-copied only when they differ).
-What cannot be followed raises ``DriftError`` naming the table.
+Runs whenever ``PRAGMA schema_version`` moves (any DDL, and VACUUM). ``detect`` lists the
+actions; ``DriftFollower`` carries them into Postgres: capture and copy a new table, add columns
+(with the value old rows read back), copy a rebuilt or altered table again, refresh indexes,
+check rowid-keyed tables (VACUUM may have renumbered their rowids: their rowid sets are compared
+and the table re-copied only when they differ), drop a dropped table when configured. What
+cannot be followed raises ``DriftError`` naming the table.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from . import capture, ddl, log, metrics, state
+from .apply import TableTarget
 from .capture import trigger_names
+from .census import quick_census
 from .errors import DriftError
 from .plans import TablePlan
-from .source import KEY_ROWID, Schema, Table, normalize_sql
+from .quoting import qualified
+from .schema import plan_table, text_census_columns
+from .session import Session
+from .snapshot.copier import TableCopier, describe, finish_table, prepare_table
+from .snapshot.frozen import open_frozen_brief
+from .source import KEY_ROWID, Schema, Table, inspect, normalize_sql
+
+_log = log.get("drift")
 
 
 @dataclass
@@ -101,3 +113,135 @@ def _index_names(plan: TablePlan) -> set[str]:
 
 def _sqlite_index_names(table: Table) -> set[str]:
     return {i.name for i in table.indexes}
+
+
+class DriftFollower:
+    """What happens when ``PRAGMA schema_version`` moves, carried into Postgres."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.fenced = False  # the cutover fence is in the file
+        self.rowid_check: set[str] = set()  # rowid-keyed tables to compare after the next batch
+
+    async def follow(self) -> None:
+        """Look at the schema again and follow every change found."""
+        session = self.session
+        schema = await asyncio.to_thread(inspect, session.writer)
+        self.fenced = any(n.startswith("_replicator_f") for n in schema.triggers)
+        capture.check_log(session.writer)
+        known = {n: (t.plan, session.sql[n]) for n, t in session.targets.items()}
+        wanted = {n for n in schema.tables if session.cfg.wants_table(n)}
+        found = await asyncio.to_thread(detect, session.writer, schema, known, wanted,
+                                        follow_drops=session.cfg.follow_drops)
+        if session.schema_version is not None and not found.empty:
+            _log.info("schema_drift", new=found.new, add_columns=found.add_columns,
+                      recopy=found.recopy, indexes=found.indexes)
+        for name in found.dropped:
+            await self.drop_table(name)
+            metrics.SCHEMA_CHANGES.labels("dropped").inc()
+        for name in found.new:
+            await self.resnapshot(name, "new table")
+            metrics.SCHEMA_CHANGES.labels("new_table").inc()
+        for name, reason in found.recopy.items():
+            await self.resnapshot(name, reason)
+            metrics.SCHEMA_CHANGES.labels("recopy").inc()
+        for name, cols in found.add_columns.items():
+            await self.add_columns(schema.tables[name], cols)
+            metrics.SCHEMA_CHANGES.labels("add_column").inc()
+        for name in found.indexes:
+            await self.refresh_indexes(schema.tables[name])
+            metrics.SCHEMA_CHANGES.labels("indexes").inc()
+        self.rowid_check |= set(found.rowid_check)
+        session.schema_version = schema.schema_version
+        await state.set_schema_version(session.conn, schema.schema_version)
+
+    async def drop_table(self, name: str) -> None:
+        """DROP TABLE in SQLite, followed (replication.follow_drops = true): the same in Postgres."""
+        session = self.session
+        conn = session.conn
+        plan = session.targets[name].plan
+        async with conn.transaction():
+            await state.apply_lock(conn)
+            await conn.execute(f"DROP TABLE IF EXISTS {qualified(session.schema, plan.pg_name)} "
+                               "CASCADE")
+            await state.drop_table_row(conn, name)
+            await state.quarantine_clear_table(conn, name)
+            await state.event(conn, "drop_table", name)
+        del session.targets[name]
+        session.sql.pop(name, None)
+        _log.info("table_dropped", table=name)
+
+    async def resnapshot(self, name: str, reason: str) -> None:
+        """Capture (again) and copy one table from a consistent read of the live file."""
+        session = self.session
+        conn, cfg = session.conn, session.cfg
+        table = (await asyncio.to_thread(inspect, session.writer)).tables[name]
+        await asyncio.to_thread(capture.install, session.live, [table])
+        async with conn.transaction():
+            await state.apply_lock(conn)
+            frozen = await asyncio.to_thread(open_frozen_brief, cfg.source, cfg.state_path,
+                                             cfg.busy_timeout_ms)
+            try:
+                live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
+                cen = await asyncio.to_thread(
+                    quick_census, frozen.conn, live, text_columns=text_census_columns(live))
+                plan = plan_table(live, cen, cfg)
+                plan = await prepare_table(conn, plan, session.schema, live.sql,
+                                           owned=await state.owned_tables(conn))
+                result = await TableCopier(conn, frozen, plan, session.schema,
+                                           census=cen).run(per_chunk_txn=False)
+                plan = await finish_table(conn, plan, session.schema, status=state.STREAMING,
+                                          mark=frozen.mark, seconds=result.seconds,
+                                          rows=result.rows)
+                await state.event(conn, "resnapshot", name, reason=reason, rows=result.rows)
+            finally:
+                frozen.close()
+        session.targets[name] = TableTarget(plan, session.schema, snapshot_seq=frozen.mark)
+        session.sql[name] = live.sql
+        session.quarantined[name] = True  # the copy may have quarantined rows
+        metrics.RESNAPSHOTS.labels(name).inc()
+        _log.info("table_resnapshot", table=name, reason=reason, **describe(result))
+
+    async def add_columns(self, table: Table, names: list[str]) -> None:
+        """ALTER TABLE ... ADD COLUMN: add them in Postgres, with the value old rows read back."""
+        session = self.session
+        conn, cfg = session.conn, session.cfg
+        old = session.targets[table.name].plan
+        frozen = await asyncio.to_thread(open_frozen_brief, cfg.source, cfg.state_path,
+                                         cfg.busy_timeout_ms)
+        try:
+            cen = await asyncio.to_thread(
+                quick_census, frozen.conn, table, text_columns=text_census_columns(table))
+            defaults = {
+                n: frozen.conn.execute(f"SELECT {table.column(n).default or 'NULL'}").fetchone()[0]
+                for n in names
+            }
+        finally:
+            frozen.close()
+        fresh = plan_table(table, cen, cfg)
+        new_cols = [fresh.column(n) for n in names]
+        async with conn.transaction():
+            await state.apply_lock(conn)
+            for i, col in enumerate(new_cols):
+                new_cols[i] = await ddl.add_column(conn, old, col, defaults[col.name],
+                                                   session.schema)
+            plan = replace(old, columns=old.columns + tuple(new_cols))
+            await state.save_plan(conn, plan, table.sql)
+            await state.event(conn, "add_columns", table.name, columns=names)
+        session.targets[table.name] = replace(session.targets[table.name], plan=plan)
+        session.sql[table.name] = table.sql
+        _log.info("columns_added", table=table.name, columns=names)
+
+    async def refresh_indexes(self, table: Table) -> None:
+        """CREATE/DROP INDEX in SQLite: the same in Postgres (and the REPLACE guards follow)."""
+        session = self.session
+        conn = session.conn
+        await asyncio.to_thread(capture.install, session.live, [table])
+        old = session.targets[table.name].plan
+        fresh = plan_table(table, None, session.cfg)
+        async with conn.transaction():
+            await state.apply_lock(conn)
+            plan = await ddl.sync_indexes(conn, old, fresh.indexes, session.schema)
+            await state.save_plan(conn, plan, table.sql)
+        session.targets[table.name] = replace(session.targets[table.name], plan=plan)
+        _log.info("indexes_refreshed", table=table.name)

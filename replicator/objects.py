@@ -7,6 +7,7 @@ could not be. ``schema.plan_table`` adds them to a table's plan; ``ddl`` creates
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,7 @@ from . import translate
 from .config import Config
 from .plans import ColumnPlan, IndexPlan, ObjectPlan, TablePlan, pg_ident, short_name
 from .quoting import qi, qualified
-from .source import KEY_ROWID, Index, Schema, Table
+from .source import KEY_ROWID, Index, Schema, Table, inspect, is_ours
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -241,3 +242,15 @@ def plan_views(schema: Schema, cfg: Config) -> list[ObjectPlan]:
             if t.ok else None,
         ))
     return out
+
+
+def final_inputs(conn: sqlite3.Connection, cfg: Config) -> tuple[list[ObjectPlan], dict[str, int]]:
+    """What the final objects need from SQLite now: the views, planned, and each table's
+    AUTOINCREMENT sequence (``sqlite_sequence``), so identities continue after it."""
+    schema = inspect(conn)
+    has_sequence = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' "
+                                "AND name = 'sqlite_sequence'").fetchone() is not None
+    sequences = {name: seq for name, seq in conn.execute(
+        "SELECT name, seq FROM sqlite_sequence").fetchall() if not is_ours(name)} \
+        if has_sequence else {}
+    return plan_views(schema, cfg), sequences

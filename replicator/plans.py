@@ -175,3 +175,20 @@ def short_name(base: str) -> str:
         return base
     digest = hashlib.sha1(base.encode()).hexdigest()[:8]
     return base.encode()[: PG_MAX_IDENT - 9].decode(errors="ignore") + "_" + digest
+
+
+def write_columns(plan: TablePlan) -> list[str]:
+    """The Postgres columns the replicator writes (generated ones are computed by Postgres)."""
+    cols = [c.pg_name for c in plan.columns if c.written]
+    return cols + ([ROWID_COLUMN] if plan.rowid_keyed else [])
+
+
+def write_projection(plan: TablePlan):
+    """A function dropping the generated columns from a converted row; None if there are none."""
+    positions = plan.write_positions
+    if positions is None:
+        return None
+    tail = len(plan.columns)
+    if plan.rowid_keyed:
+        positions = (*positions, tail)
+    return lambda row: tuple(row[i] for i in positions)

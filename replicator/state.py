@@ -17,6 +17,11 @@ from .errors import StateError
 from .plans import TablePlan
 
 SCHEMA = "_replicator"
+# Transaction-scoped: every batch, schema change, table copy during streaming and the cutover
+# take it, so the daemon and a separate `cutover` process never interleave their writes.
+APPLY_LOCK = "hashtext('_replicator.apply')"
+# Session-scoped: one daemon per target database (not taken behind a transaction pooler).
+DAEMON_LOCK = "hashtext('_replicator.daemon')"
 
 DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -119,6 +124,72 @@ async def ensure(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('_replicator.ddl'))")
         await conn.execute(DDL)
+
+
+async def apply_lock(conn: asyncpg.Connection) -> None:
+    """Inside a transaction: wait for any other writer of replicated rows (see APPLY_LOCK)."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+
+
+async def try_daemon_lock(conn: asyncpg.Connection) -> bool:
+    """Take the one-daemon-per-target lock for this session; False if another daemon holds it."""
+    return bool(await conn.fetchval(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})"))
+
+
+async def owned_tables(conn: asyncpg.Connection) -> set[str]:
+    """SQLite names of tables this replication created, plus the Postgres names of those a
+    previous run created (either may be replaced; nothing else in the target may)."""
+    st = await load(conn)
+    previous = set(st.info.get("previously_owned", [])) if st else set()
+    return set(await tables(conn)) | previous
+
+
+async def count_changes(conn: asyncpg.Connection, per_table: dict[str, int]) -> None:
+    """Changes a batch applied, per table (status and the report show them)."""
+    for name, n in per_table.items():
+        await conn.execute(f"UPDATE {SCHEMA}.tables SET changes_applied = changes_applied + $2, "
+                           "last_change_at = now() WHERE name = $1", name, n)
+
+
+async def updated_at(conn: asyncpg.Connection) -> float:
+    """Unix time of the last change to the replication state (0 when none)."""
+    return float(await conn.fetchval(f"SELECT extract(epoch FROM updated_at) FROM {SCHEMA}.state")
+                 or 0)
+
+
+async def rowid_fingerprint(conn: asyncpg.Connection, name: str, table: str,
+                            rowid_column: str) -> tuple[int, int]:
+    """(count, sum of rowids) of a rowid-keyed table in Postgres, its quarantined rows included
+    (SQLite still has them): what VACUUM renumbering would change."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) + (SELECT count(*) FROM {SCHEMA}.quarantine WHERE tbl = $1), "
+        f"coalesce(sum({rowid_column}), 0) + (SELECT coalesce(sum((key->0->>'int')::numeric), 0) "
+        f"FROM {SCHEMA}.quarantine WHERE tbl = $1) FROM {table}", name)
+    return int(row[0]), int(row[1])
+
+
+async def events_since(conn: asyncpg.Connection, kinds: tuple[str, ...], since: float) -> bool:
+    """Whether an event of one of ``kinds`` was recorded after unix time ``since``."""
+    return bool(await conn.fetchval(
+        f"SELECT count(*) FROM {SCHEMA}.events WHERE kind = ANY($1::text[]) "
+        "AND at > to_timestamp($2)", list(kinds), since))
+
+
+async def set_schema_version(conn: asyncpg.Connection, version: int) -> None:
+    """The SQLite schema_version the replicated tables were last checked against."""
+    await conn.execute(f"UPDATE {SCHEMA}.state SET schema_version = $1", version)
+
+
+async def save_plan(conn: asyncpg.Connection, plan: TablePlan, sqlite_sql: str) -> None:
+    """A table's plan changed by a schema change (added columns, indexes)."""
+    await conn.execute(
+        f"UPDATE {SCHEMA}.tables SET plan = $2::jsonb, sqlite_sql = $3, updated_at = now() "
+        "WHERE name = $1", plan.name, json.dumps(plan.to_json()), sqlite_sql)
+
+
+async def drop_schema(conn: asyncpg.Connection) -> None:
+    """The bookkeeping schema and everything in it (``uninstall --target-schema``)."""
+    await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
 async def exists(conn: asyncpg.Connection) -> bool:
@@ -298,3 +369,87 @@ async def mark_dirty(conn: asyncpg.Connection, table: str, keys: list[list], seq
         "ON CONFLICT (tbl, key) DO UPDATE SET seq = excluded.seq",
         table, [json.dumps(k) for k in keys], seq,
     )
+
+
+# -- snapshot units ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitProgress:
+    after: int | None  # the last rowid committed
+    rows: int
+    done: bool
+
+
+async def register_units(conn: asyncpg.Connection, table: str,
+                         units: list[tuple[int, int | None, int | None]]) -> None:
+    """A table's units (id, lo, hi), replacing any from an earlier plan of it."""
+    await conn.execute(f"DELETE FROM {SCHEMA}.units WHERE tbl = $1", table)
+    await conn.executemany(
+        f"INSERT INTO {SCHEMA}.units (tbl, unit, lo, hi) VALUES ($1, $2, $3, $4)",
+        [(table, *u) for u in units],
+    )
+
+
+async def pending_unit_rows(conn: asyncpg.Connection, table: str
+                            ) -> list[tuple[int, int | None, int | None]]:
+    """(id, lo, hi) of the table's units not yet done."""
+    rows = await conn.fetch(f"SELECT unit, lo, hi FROM {SCHEMA}.units WHERE tbl = $1 AND NOT done "
+                            "ORDER BY unit", table)
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def unit_progress(conn: asyncpg.Connection, table: str, unit: int) -> UnitProgress | None:
+    row = await conn.fetchrow(f"SELECT after, rows, done FROM {SCHEMA}.units WHERE tbl = $1 "
+                              "AND unit = $2", table, unit)
+    return UnitProgress(row["after"], row["rows"], row["done"]) if row else None
+
+
+async def unit_chunk(conn: asyncpg.Connection, table: str, unit: int, after: int | None,
+                     rows: int, quarantined: int) -> None:
+    """A committed chunk of a unit: its resume point, rows so far, rows quarantined."""
+    await conn.execute(
+        f"UPDATE {SCHEMA}.units SET after = $3, rows = $4, quarantined = quarantined + $5 "
+        "WHERE tbl = $1 AND unit = $2", table, unit, after, rows, quarantined)
+
+
+async def unit_done(conn: asyncpg.Connection, table: str, unit: int) -> None:
+    await conn.execute(f"UPDATE {SCHEMA}.units SET done = true WHERE tbl = $1 AND unit = $2",
+                       table, unit)
+
+
+async def units_total(conn: asyncpg.Connection, table: str) -> tuple[int, int]:
+    """(rows, quarantined) of all the table's units."""
+    row = await conn.fetchrow(f"SELECT coalesce(sum(rows), 0), coalesce(sum(quarantined), 0) "
+                              f"FROM {SCHEMA}.units WHERE tbl = $1", table)
+    return int(row[0]), int(row[1])
+
+
+async def units_rows(conn: asyncpg.Connection) -> dict[str, int]:
+    """Rows committed so far, per table being copied."""
+    return {r[0]: int(r[1] or 0)
+            for r in await conn.fetch(f"SELECT tbl, sum(rows) FROM {SCHEMA}.units GROUP BY tbl")}
+
+
+async def dirty_keys(conn: asyncpg.Connection) -> dict[str, list[list[Any]]]:
+    """Keys changed since the last full verification, per table, as stored (typed JSON)."""
+    out: dict[str, list[list[Any]]] = {}
+    for r in await conn.fetch(f"SELECT tbl, key FROM {SCHEMA}.dirty"):
+        out.setdefault(r[0], []).append(json.loads(r[1]))
+    return out
+
+
+async def forget_dirty(conn: asyncpg.Connection, through: int) -> None:
+    """A clean full verification covered every change up to ``through``."""
+    await conn.execute(f"DELETE FROM {SCHEMA}.dirty WHERE seq <= $1", through)
+
+
+async def quarantine_keys(conn: asyncpg.Connection, table: str) -> set[str]:
+    """The quarantined keys of a table, each as canonical JSON text."""
+    rows = await conn.fetch(f"SELECT key FROM {SCHEMA}.quarantine WHERE tbl = $1", table)
+    return {json.dumps(json.loads(r[0])) for r in rows}
+
+
+async def quarantine_rows(conn: asyncpg.Connection, table: str) -> int:
+    return int(await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.quarantine WHERE tbl = $1",
+                                   table))

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import time
 from pathlib import Path
 from typing import Any
 
-from . import capture, state
+from . import capture, pidfile, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import ReplicatorError
-from .quoting import qi, qualified
-from .source import LOG_TABLE, open_source
+from .quoting import qualified
+from .source import open_source
 from .target import connect
 
 
-def _daemon_pid(cfg: Config) -> int | None:
-    lock = cfg.state_path / "daemon.lock"
-    if not lock.exists():
-        return None
-    with open(lock) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = fh.read().strip()
-            return int(text) if text.isdigit() else -1
-    return None
+def _pid(cfg: Config) -> int | None:
+    pid = pidfile.holder(cfg.state_path)
+    return None if pid is None else int(pid) if pid.isdigit() else -1
 
 
 def _source(cfg: Config, cursor: int) -> dict[str, Any]:
@@ -40,15 +30,11 @@ def _source(cfg: Config, cursor: int) -> dict[str, Any]:
         out["wal_bytes"] = wal.stat().st_size if wal.exists() else 0
         if out["capture_installed"]:
             out["fenced"] = capture.fenced(conn)
-            out["log_rows"] = conn.execute(f"SELECT count(*) FROM {qi(LOG_TABLE)}").fetchone()[0]
-            out["log_high_water"] = capture.log_high_water(conn)
-            out["backlog_changes"] = conn.execute(
-                f"SELECT count(*) FROM {qi(LOG_TABLE)} WHERE seq > ?", (cursor,)
-            ).fetchone()[0]
-            oldest = conn.execute(
-                f"SELECT ts FROM {qi(LOG_TABLE)} WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)
-            ).fetchone()
-            out["lag_seconds"] = round(max(0.0, time.time() - oldest[0]), 3) if oldest else 0.0
+            polled = capture.position(conn, cursor)
+            out["log_rows"] = polled.rows
+            out["log_high_water"] = polled.high
+            out["backlog_changes"] = polled.backlog
+            out["lag_seconds"] = round(polled.lag, 3)
             meta = capture.read_meta(conn)
             out["source_id"] = meta.get("source_id")
         conn.execute("COMMIT")
@@ -60,7 +46,7 @@ def _source(cfg: Config, cursor: int) -> dict[str, Any]:
 async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
     open_source(cfg.source, readonly=True).close()  # a missing or foreign file fails here
     data: dict[str, Any] = {"state": "new", "backlog_changes": 0, "lag_seconds": 0.0,
-                            "target": target.masked, "daemon_pid": _daemon_pid(cfg)}
+                            "target": target.masked, "daemon_pid": _pid(cfg)}
     cursor = 0
     try:
         pg = await connect(target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify,

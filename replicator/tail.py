@@ -19,6 +19,7 @@ import aiosqlite
 import watchfiles
 
 from . import log
+from .capture import POSITION_SQL, LogPosition, position_from
 from .convert import select_list
 from .plans import TablePlan
 from .quoting import qi
@@ -114,34 +115,12 @@ class Tail:
         polled = await self.poll(0)
         return polled.schema_version, polled.high
 
-    async def stats(self, cursor: int) -> tuple[int, float | None, int]:
-        """(backlog, ts of the oldest unapplied change, rows in the log)."""
-        polled = await self.poll(cursor)
-        return polled.backlog, polled.oldest, polled.rows
-
-    async def poll(self, cursor: int) -> Poll:
-        """Everything a turn needs to know about the file, in one statement (one short read
-        lock: under a rollback journal every read holds off the application's commit).
-        Sequence numbers have no gaps (a rolled-back insert rolls its number back too), so
-        counts come from the ends of the primary-key index."""
+    async def poll(self, cursor: int) -> LogPosition:
+        """Where the log stands (capture.POSITION_SQL: one statement, one short read lock)."""
         assert self.conn is not None
-        log = qi(LOG_TABLE)
-        async with self.conn.execute(
-            f"SELECT (SELECT schema_version FROM pragma_schema_version), max(seq), min(seq), "
-            f"(SELECT ts FROM {log} WHERE seq > ? ORDER BY seq LIMIT 1) FROM {log}", (cursor,)
-        ) as cur:
-            version, high, low, oldest = await cur.fetchone()
-        if high is None:
-            return Poll(int(version), 0, 0, None, 0)
-        return Poll(int(version), high, max(0, high - cursor), oldest, high - low + 1)
-
-
-class Poll(NamedTuple):
-    schema_version: int
-    high: int  # the log's high-water mark
-    backlog: int  # entries after the cursor
-    oldest: float | None  # ts of the oldest entry after the cursor
-    rows: int  # entries in the log, applied or not
+        async with self.conn.execute(POSITION_SQL, (cursor,)) as cur:
+            row = await cur.fetchone()
+        return position_from(tuple(row), cursor)
 
 
 class RowSet(NamedTuple):

@@ -21,7 +21,7 @@ def doctor(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The doctor through the stand-alone runner (the main CLI is wired separately)."""
     base = {k: v for k, v in os.environ.items()
             if k not in ("REPLICATOR_TARGET_URL", "DATABASE_URL")}
-    return subprocess.run([sys.executable, "-m", "replicator.queries.cli", "doctor", *args],
+    return subprocess.run([sys.executable, "-m", "replicator", "doctor", *args],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**base, **(env or {})})
 

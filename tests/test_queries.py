@@ -27,7 +27,7 @@ def queries(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``queries ...`` through the stand-alone runner (the main CLI is wired separately)."""
     base = {k: v for k, v in os.environ.items()
             if k not in ("REPLICATOR_TARGET_URL", "DATABASE_URL")}
-    return subprocess.run([sys.executable, "-m", "replicator.queries.cli", "queries", *args],
+    return subprocess.run([sys.executable, "-m", "replicator", "queries", *args],
                           capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**base, **(env or {})})
 

@@ -58,10 +58,10 @@ def test_verify_full_needs_a_trusted_certificate(chinook, tls_pg):  # noqa: F811
 
 
 def test_target_pooled_in_the_config_reaches_every_command(tmp_path):
-    """Every command (cutover's verify included) connects through resolve_target: the config's
+    """Every command (cutover's verify included) connects through config_target: the config's
     target.pooled must override the host-name guess there, in both directions."""
     from replicator import config
-    from replicator.cli import resolve_target
+    from replicator.cli.output import config_target
 
     for text, host, expected in (("[target]\npooled = true\n", "127.0.0.1", True),
                                  ("[target]\npooled = false\n", "ep-x-pooler.neon.tech", False),
@@ -70,4 +70,4 @@ def test_target_pooled_in_the_config_reaches_every_command(tmp_path):
         path.write_text(text)
         cfg = config.build(path, {"target_url": f"postgresql://u:p@{host}/db",
                                   "source": str(tmp_path / "app.db")})
-        assert resolve_target(cfg).pooled is expected, (text, host)
+        assert config_target(cfg).pooled is expected, (text, host)

@@ -163,7 +163,9 @@ async def test_tables_compared_in_worker_processes_find_the_same_differences(cop
     """The parallel path (one process per table) reports exactly what the in-process one does."""
     from replicator import config as rconfig
     from replicator import verify as rverify
+    from replicator import workers
     from replicator.dsn import parse_target
+    from replicator.verify import merge
 
     db, dsn = copied
     conn = await asyncpg.connect(dsn)
@@ -175,16 +177,16 @@ async def test_tables_compared_in_worker_processes_find_the_same_differences(cop
     cfg = rconfig.build(overrides={"source": str(db), "target_url": dsn, "verify_workers": 2})
     pools = []
 
-    class Pool(rverify.ProcessPoolExecutor):
+    class Pool(workers.ProcessPoolExecutor):
         def __init__(self, *args, **kwargs):
             pools.append(kwargs["max_workers"])
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(rverify, "ProcessPoolExecutor", Pool)
-    monkeypatch.setattr(rverify, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(merge, "PARALLEL_FROM", 0)
     parallel = await rverify.verify(cfg, parse_target(dsn))
     assert pools == [2]
-    monkeypatch.setattr(rverify, "PARALLEL_FROM", 10**12)
+    monkeypatch.setattr(merge, "PARALLEL_FROM", 10**12)
     serial = await rverify.verify(cfg, parse_target(dsn))
     assert not parallel["ok"] and parallel["rows"] == serial["rows"] == 15607
     strip = [{k: v for k, v in t.items() if k != "seconds"} for t in parallel["tables"]]

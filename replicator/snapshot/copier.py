@@ -1,11 +1,10 @@
-"""Snapshot: copy tables into Postgres from a consistent read that matches the change log.
+"""Copy one table (or one rowid range of it) from a frozen read into Postgres, chunk by chunk.
 
-Capture is installed first; then the high-water mark of the log and the data come from one
-consistent read. By default that read is SQLite's online backup of the whole file in one step
-into the state directory: the live file is read-locked only for that file copy (so WAL
-checkpoints are not starved for the whole load), and the frozen copy can be read at leisure,
-and again after a crash, so finished tables are never copied twice and a half-copied table
-resumes from its last committed chunk.
+Rows go from SQLite's ``fetchmany`` straight into a binary ``COPY`` when the census proves no
+value needs converting; otherwise through ``convert``. Every chunk commits together with its
+resume point, so after a crash a half-copied table resumes from its last committed chunk.
+``prepare_table`` (re)creates a table the replicator owns; ``finish_table`` adds its keys and
+indexes and records it done, in one transaction.
 """
 
 from __future__ import annotations
@@ -13,119 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from . import ddl, log, metrics, state
-from .capture import installed, log_high_water
-from .census import TableCensus
-from .convert import convert_rows, row_converter, select_list
-from .errors import BadValueError, SourceError, StartupError
-from .plans import ROWID_COLUMN, TablePlan
-from .quoting import qi, qualified
-from .source import KEY_ALIAS, open_source
-from .target import table_exists
+from .. import ddl, log, metrics, state
+from ..census import TableCensus
+from ..convert import convert_rows, row_converter, select_list
+from ..errors import BadValueError, SourceError, StartupError
+from ..plans import TablePlan, write_columns, write_projection
+from ..quoting import qi, qualified
+from ..source import KEY_ALIAS
+from ..target import table_exists
+from .frozen import Frozen
 
 _log = log.get("snapshot")
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_ROWS = 20_000
 
-ProgressFn = Callable[[str, int, int], None]  # table, rows done, rows total
-
-
-@dataclass
-class Frozen:
-    """A consistent read of the source: a connection and the log position it reflects."""
-
-    conn: sqlite3.Connection
-    mark: int
-    path: Path | None  # the frozen copy, when there is one
-    temporary: bool = False  # the copy is deleted on close
-
-    def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        self.conn.close()
-        if self.temporary and self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
-def open_frozen_brief(source: Path, state_dir: Path, busy_timeout_ms: int) -> Frozen:
-    """A consistent read of the live file that never holds its lock for long. In WAL mode a
-    read transaction on the file (readers never block the application's writers); with a
-    rollback journal, where a reader holds off every application commit, a file copy (locked
-    only while it is taken) that is deleted on close."""
-    from .source_write import is_wal
-
-    probe = open_source(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
-    try:
-        wal = is_wal(probe)
-    finally:
-        probe.close()
-    if wal:
-        return open_frozen_direct(source, busy_timeout_ms)
-    path = take_copy(source, state_dir / "table-copy.sqlite")
-    return replace(open_frozen_copy(path), temporary=True)
-
-
-def take_copy(source: Path, dest: Path) -> Path:
-    """Copy the live file with the online backup API in one step (one read transaction)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    need = source.stat().st_size + _size(source.with_name(source.name + "-wal"))
-    free = shutil.disk_usage(dest.parent).free
-    if free < need * 1.1:
-        raise StartupError(
-            f"snapshot: {dest.parent} has {free >> 20} MiB free but the copy needs about "
-            f"{need >> 20} MiB; free space, set source.state_dir elsewhere, or set "
-            "source.snapshot_method = \"direct\""
-        )
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    live = open_source(source, readonly=True)
-    try:
-        out = sqlite3.connect(tmp)
-        try:
-            live.backup(out)
-        finally:
-            out.close()
-    finally:
-        live.close()
-    for suffix in ("-wal", "-shm"):
-        Path(str(tmp) + suffix).unlink(missing_ok=True)
-    os.replace(tmp, dest)
-    return dest
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def open_frozen_copy(path: Path) -> Frozen:
-    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None,
-                           check_same_thread=False)
-    mark = log_high_water(conn) if installed(conn) else 0
-    return Frozen(conn=conn, mark=mark, path=path)
-
-
-def open_frozen_direct(source: Path, busy_timeout_ms: int) -> Frozen:
-    """A read transaction on the live file: the mark and every table from one snapshot."""
-    conn = open_source(source, readonly=True, busy_timeout_ms=busy_timeout_ms)
-    conn.execute("BEGIN")
-    mark = log_high_water(conn) if installed(conn) else 0
-    return Frozen(conn=conn, mark=mark, path=None)
 
 
 _UNSTORABLE_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError,
@@ -165,7 +74,7 @@ class TableCopier:
         schema: str,
         *,
         census: TableCensus | None,
-        progress: ProgressFn | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
         stop: asyncio.Event | None = None,
         unit: Unit | None = None,
         should_stop=None,
@@ -326,11 +235,8 @@ class TableCopier:
                 await state.quarantine_put(self.pg, self.plan.name, [b[:4] for b in bad])
                 metrics.QUARANTINED.labels(self.plan.name).inc(len(bad))
             if self.unit is not None:
-                await self.pg.execute(
-                    f"UPDATE {state.SCHEMA}.units SET after = $3, rows = $4, "
-                    "quarantined = quarantined + $5 WHERE tbl = $1 AND unit = $2",
-                    self.unit.table, self.unit.id, last, rows_done, len(bad),
-                )
+                await state.unit_chunk(self.pg, self.unit.table, self.unit.id, last, rows_done,
+                                       len(bad))
             elif per_chunk_txn:
                 await state.update_table(
                     self.pg, self.plan.name, resume_after=last, rows_copied=rows_done
@@ -345,23 +251,6 @@ class TableCopier:
                     f"table {self.plan.name!r}, column {column!r}, key {key!r}: {reason} "
                     "(on_bad_value = \"fail\")"
                 )
-
-
-def write_columns(plan: TablePlan) -> list[str]:
-    """The Postgres columns the replicator writes (generated ones are computed by Postgres)."""
-    cols = [c.pg_name for c in plan.columns if c.written]
-    return cols + ([ROWID_COLUMN] if plan.rowid_keyed else [])
-
-
-def write_projection(plan: TablePlan):
-    """A function dropping the generated columns from a converted row; None if there are none."""
-    positions = plan.write_positions
-    if positions is None:
-        return None
-    tail = len(plan.columns)
-    if plan.rowid_keyed:
-        positions = (*positions, tail)
-    return lambda row: tuple(row[i] for i in positions)
 
 
 async def prepare_table(

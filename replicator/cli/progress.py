@@ -14,6 +14,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .. import log
+
 
 class TableProgress:
     """Callable ``(table, done, total)``; a context manager that owns the display."""
@@ -32,14 +34,10 @@ class TableProgress:
 
     def __enter__(self) -> TableProgress:
         self.progress.start()
-        from . import log
-
         log.redirect(_ConsoleLines(self.progress.console))  # log lines above the bars
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from . import log
-
         log.redirect(None)
         self.progress.stop()
 

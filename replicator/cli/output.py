@@ -1,0 +1,84 @@
+"""How commands print: JSON or the human form, progress bars on a terminal, and how a target
+is chosen and announced (the one place that resolves it)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from dataclasses import replace
+from typing import Any
+
+from .. import config, embedded, log
+from ..dsn import TargetDSN, parse_target
+from ..errors import ConfigError
+from .progress import TableProgress
+
+_log = log.get("cli")
+
+
+def emit(data: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(human)
+
+
+def progress() -> contextlib.AbstractContextManager[TableProgress | None]:
+    """Per-table progress bars on a terminal; nothing when the output is a file or a pipe."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    return TableProgress()
+
+
+def load_config(args: argparse.Namespace) -> config.Config:
+    overrides: dict[str, Any] = {
+        "source": str(args.source) if args.source else None,
+        "target_url": getattr(args, "target", None),
+        "metrics_addr": getattr(args, "metrics_addr", None),
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+    }
+    return config.build(args.config, overrides)
+
+
+def resolve_target(url: str | None, *, embedded_dir: Any = None, pooled: bool | None = None,
+                   allow_embedded: bool = True, warn_pooled: bool = True) -> TargetDSN:
+    """The target: the URL given (flag, config or environment), else the embedded default
+    (started if needed) where the command allows it. Its password is registered for masking."""
+    if url:
+        target = parse_target(url)
+    elif allow_embedded:
+        emb = embedded.ensure_running(embedded_dir)
+        log.add_secret(emb.owner_password)
+        target = parse_target(emb.dsn)
+        print(f"embedded Postgres: {target.masked} (credentials in "
+              f"{emb.home / 'credentials.json'})", file=sys.stderr)
+    else:
+        raise ConfigError("--target: a Postgres DSN is required (or REPLICATOR_TARGET_URL / "
+                          "DATABASE_URL)")
+    log.add_secret(target.password)
+    if pooled is not None:  # target.pooled in the config overrides the host-name guess
+        target = replace(target, pooled=pooled)
+    if target.pooled and warn_pooled:
+        _log.warning(
+            "pooled_endpoint", host=target.host,
+            detail="a transaction pooler (a -pooler host, or target.pooled = true): the direct "
+            "endpoint is better for migrations. Continuing with statement_cache_size=0",
+        )
+    return target
+
+
+def config_target(cfg: config.Config) -> TargetDSN:
+    """The target of a replication command, from its configuration."""
+    return resolve_target(cfg.target_url, embedded_dir=cfg.embedded_dir, pooled=cfg.pooled)
+
+
+def explicit_target(args: argparse.Namespace) -> TargetDSN:
+    """The target of a diagnostic command (doctor, queries): --target, the config file's
+    target.url, or the environment; never the embedded default."""
+    url = getattr(args, "target", None)
+    if not url and getattr(args, "config", None):
+        url = config.load_file(args.config).get("target_url")
+    return resolve_target(url or config.target_from_env(), allow_embedded=False, warn_pooled=False)

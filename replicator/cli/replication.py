@@ -1,0 +1,88 @@
+"""The replication commands: run, copy, status, cutover, uninstall."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from .. import daemon, service
+from ..config import Config
+from ..cutover import cutover as do_cutover
+from ..errors import EXIT_OK, EXIT_RUNTIME
+from ..status import gather as gather_status
+from ..status import render as render_status
+from .output import config_target, emit, progress
+from .parser import Subparsers, common
+
+
+def add_parsers(sub: Subparsers) -> None:
+    p = common(sub, "run", "the daemon: install capture, snapshot, stream until cutover or a signal")
+    p.add_argument("--metrics-addr", help="HOST:PORT for /metrics, /healthz, /readyz "
+                   "(default 127.0.0.1:9753; 'off' to disable)")
+    common(sub, "copy", "one-shot copy into Postgres, no capture; exits when done", json_=True)
+    p = common(sub, "status", "where replication stands", json_=True)
+    p.add_argument("--check", action="store_true",
+                   help="exit 0 when streaming without error and lag under the bound, else 1")
+    p = common(sub, "cutover", "fence SQLite, drain, verify, finish the schema, mark done",
+               json_=True)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for the drain")
+    p.add_argument("--max-lag", type=float, default=30.0,
+                   help="refuse to start while replication lags more than this (seconds)")
+    p = common(sub, "uninstall", "remove every replicator object from the SQLite file")
+    p.add_argument("--target-schema", action="store_true",
+                   help="also drop the target's _replicator bookkeeping schema")
+
+
+async def run(args: argparse.Namespace, cfg: Config) -> int:
+    target = config_target(cfg)
+    stop = asyncio.Event()
+    daemon.install_signal_handlers(stop, cfg.drain_timeout)
+    with progress() as bars:
+        return await daemon.run(cfg, target, stop, progress=bars)
+
+
+async def copy(args: argparse.Namespace, cfg: Config) -> int:
+    target = config_target(cfg)
+    with progress() as bars:
+        data = await service.copy_once(cfg, target, progress=bars)
+    quarantined = data["quarantined"]
+    human = (
+        f"copied {data['rows']} rows in {len(data['tables'])} tables to {target.masked} "
+        f"in {data['seconds']}s"
+        + (f"; {sum(quarantined.values())} rows quarantined (see _replicator.quarantine)"
+           if quarantined else "")
+    )
+    emit(data, args.json, human)
+    return EXIT_OK
+
+
+async def status(args: argparse.Namespace, cfg: Config) -> int:
+    data = await gather_status(cfg, config_target(cfg))
+    emit(data, args.json, render_status(data))
+    if args.check:
+        return EXIT_OK if data.get("ready") else EXIT_RUNTIME
+    return EXIT_OK
+
+
+async def cutover(args: argparse.Namespace, cfg: Config) -> int:
+    target = config_target(cfg)
+    summary = await do_cutover(cfg, target, timeout=args.timeout, max_lag=args.max_lag)
+    human = (
+        f"cutover done: {summary['rows']} rows in {len(summary['tables'])} tables; "
+        f"write freeze {summary['freeze_window_ms']} ms"
+    )
+    emit(summary, args.json, human)
+    return EXIT_OK
+
+
+async def uninstall(args: argparse.Namespace, cfg: Config) -> int:
+    target = config_target(cfg) if args.target_schema else None
+    result = await service.uninstall(cfg, target)
+    print(f"removed {result['triggers']} triggers and {result['tables']} tables from {cfg.source}")
+    if target is not None:
+        print(f"dropped schema {result['schema']} in {target.masked}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": run, "copy": copy, "status": status, "cutover": cutover,
+            "uninstall": uninstall}

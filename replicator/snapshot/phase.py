@@ -1,0 +1,172 @@
+"""The snapshot phase of a run: a frozen, consistent read of the file, a census and plan per
+table, the tables created in the target, their rows copied in units (``units``), and the cursor
+recorded where the frozen read stood; for ``copy``, then the objects that come last
+(constraints, views, triggers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from .. import ddl, log, metrics, state
+from ..census import TableCensus, quick_census
+from ..config import Config
+from ..objects import final_inputs
+from ..plans import TablePlan
+from ..schema import plan_table, text_census_columns
+from ..session import Session
+from ..source import Table, inspect
+from .copier import Unit, prepare_table
+from .frozen import Frozen, open_frozen_copy, open_frozen_direct, take_copy
+from .units import Coordinator, rowid_bounds, split
+
+_log = log.get("snapshot")
+
+
+class SnapshotPhase:
+    """Copies every table not yet copied, resumably; then sets the cursor."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.census_rows: dict[str, int] = {}
+
+    async def run(self) -> None:
+        session = self.session
+        st = await state.load(session.conn)
+        assert st is not None
+        done = {n for n, t in (await state.tables(session.conn)).items()
+                if t.status not in (state.COPYING, state.PENDING)}
+        if st.info.get("snapshot_done"):
+            await session.reload()
+            ours = session.cfg.state_path / "snapshot.sqlite"
+            if st.info.get("snapshot_file") == str(ours):  # recorded done, cut before the cleanup
+                ours.unlink(missing_ok=True)
+            return
+        await state.set_state(session.conn, "snapshot")
+        session.progress.set_state("snapshot")
+        frozen = await self._frozen(st)
+        try:
+            fschema = await asyncio.to_thread(inspect, frozen.conn)
+            version = fschema.schema_version
+            tables = [t for t in fschema.tables.values()
+                      if session.cfg.wants_table(t.name) and t.name not in done]
+            metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
+            started = time.monotonic()
+            items = await self._prepare_all(frozen, tables)
+            await Coordinator(session, frozen, self.census_rows).run(items)
+            await state.merge_info(session.conn,
+                                   snapshot_seconds=round(time.monotonic() - started, 3))
+        finally:
+            frozen.close()
+        marks = [t.snapshot_seq or 0 for t in (await state.tables(session.conn)).values()]
+        cursor = min(marks) if marks else frozen.mark
+        final = "done" if session.mode == "copy" else "streaming"
+        await session.bounded(self._record_done(final, cursor, version), "recording the snapshot")
+        if session.mode == "copy":
+            await self.final_phase()
+        if frozen.path is not None:
+            frozen.path.unlink(missing_ok=True)
+
+    async def _record_done(self, final: str, cursor: int, version: int) -> None:
+        conn = self.session.conn
+        async with conn.transaction():
+            await state.set_state(conn, final, cursor=cursor, schema_version=version)
+            await state.merge_info(conn, snapshot_done=True, snapshot_finished_at=time.time())
+        await self.session.reload()
+
+    async def _prepare_all(self, frozen: Frozen, tables: list[Table]
+                           ) -> list[tuple[TablePlan, TableCensus | None]]:
+        """Census (in threads: SQLite works outside the GIL), plan, create, split into units."""
+        t0 = time.monotonic()
+        censuses = await asyncio.gather(*(self._census(frozen, t) for t in tables))
+        _log.info("census_done", tables=len(tables), rows=sum(c.rows for c in censuses),
+                  seconds=round(time.monotonic() - t0, 3))
+        known = await state.tables(self.session.conn)
+        items: list[tuple[TablePlan, TableCensus | None]] = []
+        for table, cen in zip(tables, censuses, strict=True):
+            self.census_rows[table.name] = cen.rows
+            k = known.get(table.name)
+            if k is not None and k.status == state.COPYING and frozen.path is not None \
+                    and k.snapshot_seq == frozen.mark \
+                    and _same_mapping(k.plan, table, cen, self.session.cfg):
+                _log.info("table_resume", table=table.name,
+                          rows_done=(await state.units_total(self.session.conn, table.name))[0])
+                items.append((k.plan, cen))
+                continue
+            items.append((await self._create(frozen, table, cen), cen))
+        return items
+
+    async def _census(self, frozen: Frozen, table: Table) -> TableCensus:
+        if frozen.path is None:  # one read transaction: one connection, one census at a time
+            return await asyncio.to_thread(quick_census, frozen.conn, table,
+                                           text_columns=text_census_columns(table))
+        path = frozen.path
+
+        def run() -> TableCensus:
+            own = open_frozen_copy(path)
+            try:
+                return quick_census(own.conn, table, text_columns=text_census_columns(table))
+            finally:
+                own.close()
+
+        return await asyncio.to_thread(run)
+
+    async def _create(self, frozen: Frozen, table: Table, cen: TableCensus) -> TablePlan:
+        session = self.session
+        plan = plan_table(table, cen, session.cfg)
+        lo, hi = await asyncio.to_thread(rowid_bounds, frozen, plan)
+        units: list[Unit] = split(table.name, cen.rows, lo, hi, session.cfg.snapshot_workers)
+        async with session.conn.transaction():
+            plan = await prepare_table(session.conn, plan, session.schema, table.sql,
+                                       owned=await state.owned_tables(session.conn))
+            await state.update_table(session.conn, table.name, snapshot_seq=frozen.mark)
+            await state.register_units(session.conn, table.name,
+                                       [(u.id, u.lo, u.hi) for u in units])
+        return plan
+
+    async def _frozen(self, st: state.State) -> Frozen:
+        cfg = self.session.cfg
+        if cfg.snapshot_method == "direct":
+            return open_frozen_direct(cfg.source, cfg.busy_timeout_ms)
+        path = cfg.state_path / "snapshot.sqlite"
+        recorded = st.info.get("snapshot_mark")
+        if path.exists() and recorded is not None:
+            frozen = open_frozen_copy(path)
+            if frozen.mark == recorded and st.info.get("snapshot_file") == str(path):
+                _log.info("snapshot_resume", copy=str(path), mark=frozen.mark)
+                return frozen
+            frozen.close()
+        t0 = time.monotonic()
+        await asyncio.to_thread(take_copy, cfg.source, path)
+        frozen = open_frozen_copy(path)
+        _log.info("snapshot_copy_taken", mark=frozen.mark, seconds=round(time.monotonic() - t0, 3))
+        await state.merge_info(self.session.conn, snapshot_file=str(path), snapshot_mark=frozen.mark)
+        return frozen
+
+    async def final_phase(self) -> list[dict[str, Any]]:
+        """Constraints, views, app triggers, sequences: what the end of ``copy`` adds once no
+        more rows will be replicated (cutover does the same inside its freeze). Returns what
+        happened to each object."""
+        session = self.session
+        plans = {n: t.plan for n, t in sorted(session.targets.items())}
+        views, sequences = await asyncio.to_thread(final_inputs, session.writer, session.cfg)
+        async with session.conn.transaction():
+            await state.apply_lock(session.conn)
+            results = await ddl.final_objects(session.conn, plans, views, session.schema,
+                                              sequences)
+        results = [r for r in results if r["status"] != "added"]
+        results += await ddl.validate_objects(session.conn, plans, session.schema)
+        await state.merge_info(session.conn, final_objects=results)
+        await ddl.analyze(session.conn, plans, session.schema)
+        failed = [r for r in results if r["status"] not in ddl.DONE_STATUSES]
+        _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
+        return results
+
+
+def _same_mapping(stored: TablePlan, table: Table, cen: TableCensus, cfg: Config) -> bool:
+    """A half-copied table resumes only if the configuration still maps it the same way (an
+    override added after a failure must take effect)."""
+    fresh = plan_table(table, cen, cfg)
+    shape = [(c.name, c.pg_type, c.conv, c.policy) for c in fresh.columns]
+    return shape == [(c.name, c.pg_type, c.conv, c.policy) for c in stored.columns]
