@@ -19,7 +19,7 @@ from typing import NamedTuple
 from . import log
 from .errors import SourceError
 from .quoting import qi, ql
-from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table
+from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table, split_statements
 from .source_write import LiveFile, NotQuiet
 
 _log = log.get("capture")
@@ -117,19 +117,6 @@ def capture_sql(table: Table) -> list[str]:
         key_changed=" OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=True)),
     )
     return split_statements(sql)
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split a template into statements (triggers contain ';' inside BEGIN ... END)."""
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    out, buf = [], ""
-    for piece in body.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \n;"):
-                out.append(buf.strip())
-            buf = ""
-    return out
 
 
 def _log_key_columns(conn: sqlite3.Connection) -> int:

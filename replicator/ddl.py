@@ -148,6 +148,18 @@ class _Rollback(Exception):
     pass
 
 
+async def create_index(conn: asyncpg.Connection, plan: TablePlan, idx: IndexPlan,
+                       schema: str) -> IndexPlan:
+    """One index, in a savepoint. A UNIQUE index the existing rows violate (SQLite does not
+    check every kind of clash the same way) is created without UNIQUE and says so; any other
+    refusal is recorded on the plan, and the rest carries on."""
+    error = await try_sql(conn, index_sql(plan, idx, schema))
+    if error and idx.unique and idx.sql is None:
+        await conn.execute(index_sql(plan, idx, schema, unique=False))
+        return replace(idx, error=f"created without UNIQUE: {error}")
+    return replace(idx, error=error) if error else idx
+
+
 async def snapshot_objects(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> TablePlan:
     """After the load: primary key, indexes, the app's triggers (disabled)."""
     await conn.execute(primary_key_sql(plan, schema))
@@ -156,13 +168,7 @@ async def snapshot_objects(conn: asyncpg.Connection, plan: TablePlan, schema: st
         if idx.primary or idx.error:
             indexes.append(idx)
             continue
-        error = await try_sql(conn, index_sql(plan, idx, schema))
-        if error and idx.unique and idx.sql is None:
-            await conn.execute(index_sql(plan, idx, schema, unique=False))
-            idx = replace(idx, error=f"created without UNIQUE: {error}")
-        elif error:
-            idx = replace(idx, error=error)
-        indexes.append(idx)
+        indexes.append(await create_index(conn, plan, idx, schema))
     objects = []
     for obj in plan.objects:
         if obj.kind == "trigger" and obj.sql:
@@ -339,11 +345,6 @@ async def sync_indexes(conn: asyncpg.Connection, plan: TablePlan, wanted: tuple[
             keep.append(have[idx.sqlite_name])
             continue
         if not idx.primary and not idx.error:
-            error = await try_sql(conn, index_sql(plan, idx, schema))
-            if error and idx.unique and idx.sql is None:
-                await conn.execute(index_sql(plan, idx, schema, unique=False))
-                idx = replace(idx, error=f"created without UNIQUE: {error}")
-            elif error:
-                idx = replace(idx, error=error)
+            idx = await create_index(conn, plan, idx, schema)
         keep.append(idx)
     return replace(plan, indexes=tuple(keep))

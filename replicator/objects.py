@@ -1,6 +1,6 @@
 """The table's objects planned in Postgres terms: column DEFAULTs and generated columns, indexes
 (UNIQUE ones with SQLite's semantics), CHECK constraints, foreign keys, the application's triggers
-and views, each translated from its SQLite text (``translate``) or recorded with the reason it
+and views, each translated from its SQLite text (``dialect.expressions``) or recorded with the reason it
 could not be. ``schema.plan_table`` adds them to a table's plan; ``ddl`` creates them.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from . import translate
 from .config import Config
+from .dialect import expressions
 from .plans import ColumnPlan, IndexPlan, ObjectPlan, TablePlan, pg_ident, short_name
 from .quoting import qi, qualified
 from .source import KEY_ROWID, Index, Schema, Table, inspect, is_ours
@@ -88,7 +88,7 @@ def _column(col: ColumnPlan, table: Table, colmap: dict[str, str], parsed: dict)
     source = table.column(col.name)
     if col.generated:
         expr = parsed["generated"].get(col.name.lower())
-        t = translate.expression(expr, colmap) if expr else None
+        t = expressions.expression(expr, colmap) if expr else None
         if t is not None and t.ok:
             generated_sql = f"CAST(({t.sql}) AS {col.pg_type})"
             notes.append("generated column: Postgres computes it (STORED); verify compares values")
@@ -97,7 +97,7 @@ def _column(col: ColumnPlan, table: Table, colmap: dict[str, str], parsed: dict)
             notes.append("generated column copied as plain values: "
                          f"{t.error if t else 'expression not found'}")
     elif source.default is not None and not col.identity:
-        t = translate.default(source.default, col.pg_type, colmap)
+        t = expressions.default(source.default, col.pg_type, colmap)
         if t.ok:
             default_sql = t.sql
             notes += t.notes
@@ -128,8 +128,8 @@ _INDEX = re.compile(
 
 
 def _translate_index(sql: str, plan: TablePlan, colmap: dict[str, str], schema: str, name: str
-                     ) -> translate.Translation:
-    out = translate.Translation(original=sql)
+                     ) -> expressions.Translation:
+    out = expressions.Translation(original=sql)
     m = _INDEX.match(sql.strip().rstrip(";"))
     if not m:
         out.error = "CREATE INDEX not understood"
@@ -138,14 +138,14 @@ def _translate_index(sql: str, plan: TablePlan, colmap: dict[str, str], schema: 
     for item in _split_top(m["items"]):
         desc = re.search(r"\s+DESC\s*$", item, re.IGNORECASE)
         item = re.sub(r"\s+(ASC|DESC)\s*$", "", item, flags=re.IGNORECASE)
-        t = translate.expression(item, colmap)
+        t = expressions.expression(item, colmap)
         if not t.ok:
             out.error = t.error
             return out
         items.append(f"({t.sql})" + (" DESC" if desc else ""))
     where = ""
     if m["where"]:
-        t = translate.expression(m["where"], colmap)
+        t = expressions.expression(m["where"], colmap)
         if not t.ok:
             out.error = f"WHERE: {t.error}"
             return out
@@ -187,7 +187,7 @@ def _checks(plan: TablePlan, checks: list, colmap: dict[str, str], schema: str) 
     out = []
     for i, (name, expr) in enumerate(checks):
         cname = short_name(pg_ident(name, "lower") if name else f"{plan.pg_name}_check{i + 1}")
-        t = translate.expression(expr, colmap)
+        t = expressions.expression(expr, colmap)
         table = qualified(schema, plan.pg_name)
         out.append(ObjectPlan(
             kind="check", name=cname, original=f"CHECK ({expr})", error=t.error,
@@ -220,7 +220,7 @@ def _foreign_key(plan: TablePlan, fk, colmap: dict[str, str], ident, schema: str
 
 def _trigger(plan: TablePlan, name: str, sql: str, colmap: dict[str, str], ident, schema: str
              ) -> ObjectPlan:
-    t = translate.trigger(sql, plan.pg_name, schema, colmap, ident)
+    t = expressions.trigger(sql, plan.pg_name, schema, colmap, ident)
     return ObjectPlan(kind="trigger", name=name, sql=t.sql, original=sql, error=t.error,
                       notes=tuple(t.notes))
 
@@ -235,7 +235,7 @@ def plan_views(schema: Schema, cfg: Config) -> list[ObjectPlan]:
             out.append(ObjectPlan(kind="view", name=name, sql=None, original=sql,
                                   error="CREATE VIEW not understood"))
             continue
-        t = translate.select(m.group(1).rstrip(";"), ident, cfg.target_schema)
+        t = expressions.select(m.group(1).rstrip(";"), ident, cfg.target_schema)
         out.append(ObjectPlan(
             kind="view", name=name, original=sql, error=t.error, notes=tuple(t.notes),
             sql=f"CREATE OR REPLACE VIEW {qualified(cfg.target_schema, ident(name))} AS {t.sql}"

@@ -83,10 +83,8 @@ def _mapping(tables) -> list[dict[str, Any]]:
 
 
 async def _quarantine(pg: asyncpg.Connection) -> list[dict[str, Any]]:
-    rows = await pg.fetch(f"SELECT tbl, key, column_name, reason, first_seen FROM "
-                          f"{state.SCHEMA}.quarantine ORDER BY tbl, first_seen LIMIT 500")
-    return [{"table": r[0], "key": json.loads(r[1]), "column": r[2], "reason": r[3],
-             "since": r[4].isoformat(timespec="seconds")} for r in rows]
+    return [{**q, "since": q["since"].isoformat(timespec="seconds")}
+            for q in await state.quarantine_list(pg)]
 
 
 def _before(cfg: Config) -> list[str]:
@@ -136,11 +134,10 @@ def _rollback(cfg: Config, st: state.State) -> list[str]:
 
 
 async def _trouble(pg: asyncpg.Connection, st: state.State, tables) -> list[dict[str, Any]]:
-    events = await pg.fetch(f"SELECT at, kind, tbl, detail FROM {state.SCHEMA}.events "
-                            "WHERE kind IN ('error', 'resnapshot', 'add_columns') ORDER BY at")
+    events = await state.events_of(pg, ("error", "resnapshot", "add_columns"))
     out = []
-    for at, kind, tbl, detail in events:
-        d = json.loads(detail)
+    for e in events:
+        at, kind, tbl, d = e["at"], e["kind"], e["table"], e["detail"]
         hint = _HINTS.get(d.get("kind", ""), "") if kind == "error" else \
             "A schema change was followed by copying the table again." if kind == "resnapshot" \
             else "ALTER TABLE ADD COLUMN was followed."

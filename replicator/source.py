@@ -320,3 +320,17 @@ _WS = re.compile(r"\s+")
 
 def normalize_sql(sql: str | None) -> str:
     return _WS.sub(" ", sql or "").strip()
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements of a SQL script, as SQLite splits them (a trigger's ``;`` inside ``BEGIN ...
+    END`` does not end it); ``--`` comment lines dropped, blank statements skipped."""
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    out, buf = [], ""
+    for piece in body.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf.strip())
+            buf = ""
+    return out

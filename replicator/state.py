@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -117,6 +118,7 @@ class TableState:
     resume_after: int | None
     rows_copied: int
     changes_applied: int
+    last_change_at: datetime | None = None
 
 
 async def ensure(conn: asyncpg.Connection) -> None:
@@ -284,6 +286,7 @@ async def tables(conn: asyncpg.Connection) -> dict[str, TableState]:
             resume_after=r["resume_after"],
             rows_copied=r["rows_copied"],
             changes_applied=r["changes_applied"],
+            last_change_at=r["last_change_at"],
         )
         for r in rows
     }
@@ -453,3 +456,18 @@ async def quarantine_keys(conn: asyncpg.Connection, table: str) -> set[str]:
 async def quarantine_rows(conn: asyncpg.Connection, table: str) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.quarantine WHERE tbl = $1",
                                    table))
+
+
+async def quarantine_list(conn: asyncpg.Connection, limit: int = 500) -> list[dict[str, Any]]:
+    """The quarantined rows, oldest first per table (table, key, column, reason, since)."""
+    rows = await conn.fetch(f"SELECT tbl, key, column_name, reason, first_seen FROM "
+                            f"{SCHEMA}.quarantine ORDER BY tbl, first_seen LIMIT $1", limit)
+    return [{"table": r[0], "key": json.loads(r[1]), "column": r[2], "reason": r[3],
+             "since": r[4]} for r in rows]
+
+
+async def events_of(conn: asyncpg.Connection, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Recorded events of ``kinds``, oldest first (at, kind, table, detail)."""
+    rows = await conn.fetch(f"SELECT at, kind, tbl, detail FROM {SCHEMA}.events "
+                            "WHERE kind = ANY($1::text[]) ORDER BY at", list(kinds))
+    return [{"at": r[0], "kind": r[1], "table": r[2], "detail": json.loads(r[3])} for r in rows]

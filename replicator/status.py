@@ -74,11 +74,8 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
                     "rows_exact": exact,
                     "changes_applied": t.changes_applied,
                     "quarantined": quarantined.get(name, 0),
+                    "last_change_at": t.last_change_at.isoformat() if t.last_change_at else None,
                 }
-            last = {r[0]: r[1] for r in await pg.fetch(
-                f"SELECT name, last_change_at FROM {state.SCHEMA}.tables")} if tables else {}
-            for name, at in last.items():
-                tables[name]["last_change_at"] = at.isoformat() if at else None
             data["quarantined_rows"] = sum(quarantined.values())
         finally:
             await pg.close()

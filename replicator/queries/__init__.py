@@ -7,9 +7,10 @@ before production does.
 
 Modules: ``sqltext`` (lexical helpers), ``literals`` and ``extract`` (string literals in source
 files), ``catalog`` (the SQLite schema and the Postgres types the copy gives it), ``traps`` (the
-catalogue of explanations), ``rules`` and ``timefuncs`` (detection and rewrites), ``translate``
-(one statement), ``scan`` (a source tree), ``compare``/``replay``/``advise`` (both databases),
-``report`` (text, Markdown, JSON) and ``cli`` (the commands).
+catalogue of explanations), ``rules`` and ``funcrules`` (detection and rewrites; date and time
+functions come from ``replicator.dialect``, shared with the schema's translation), ``translate``
+(one statement), ``scan`` (a source tree), ``compare``/``replay``/``advise`` (both databases) and
+``render`` (text, Markdown, JSON). The commands live in ``replicator.cli.queries``.
 """
 
 DRIVERS = ("asyncpg", "psycopg", "node-postgres", "neon")  # placeholder styles: $n, or %s

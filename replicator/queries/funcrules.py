@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from . import timefuncs
-from .build import cast, func, number_value, template
+from ..dialect import timefuncs
+from ..dialect.build import cast, func, number_value, template
 from .catalog import TEMPORAL
 from .context import MAPPED, Ctx, src
 

@@ -14,7 +14,7 @@ import re
 
 from sqlglot import exp
 
-from .build import cast, func, is_predicate, number_value, string_value, template
+from ..dialect.build import cast, func, is_predicate, number_value, string_value, template
 from .catalog import TEMPORAL, ColumnInfo
 from .context import MAPPED, NUMBER_TYPES, Ctx, src
 from .funcrules import (

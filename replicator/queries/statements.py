@@ -9,7 +9,7 @@ import re
 import sqlglot
 from sqlglot import exp
 
-from .build import is_predicate
+from ..dialect.build import is_predicate
 from .catalog import TableInfo
 from .context import Ctx, src
 from .sqltext import masked

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
 
-from .quoting import qi
+from ..quoting import qi
+from ..source import split_statements
+from . import timefuncs
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its parse fallbacks are ours to report
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"
-_STRFTIME = {
-    "%Y": "YYYY", "%m": "MM", "%d": "DD", "%H": "HH24", "%M": "MI", "%S": "SS",
-    "%f": "SS.MS", "%j": "DDD", "%W": "WW", "%w": "D", "%%": "%",
-}
 
 
 @dataclass
@@ -142,21 +139,11 @@ def _strftime(node: exp.TimeToStr, notes: list[str]) -> exp.Expression:
     inner = src.this if isinstance(src, exp.TsOrDsToTimestamp) else src
     if fmt_text is None or not _is_now(inner):
         raise Untranslatable("strftime() is translated only for literal formats of 'now'")
-    if fmt_text == "%s":
-        return sqlglot.parse_one("floor(extract(epoch FROM now()))::bigint::text", read="postgres")
-    pg = ""
-    i = 0
-    while i < len(fmt_text):
-        two = fmt_text[i : i + 2]
-        if two in _STRFTIME:
-            pg += _STRFTIME[two]
-            i += 2
-        elif fmt_text[i] == "%":
-            raise Untranslatable(f"strftime format {two!r} is not translated")
-        else:
-            pg += '"' + fmt_text[i] + '"' if fmt_text[i].isalpha() else fmt_text[i]
-            i += 1
-    return _now_text(pg.replace("'", "''"))
+    now, _uses_now, _months = timefuncs.timestamp(exp.Literal.string("now"), [], None)
+    try:
+        return timefuncs.strftime(fmt_text, now)  # the query translator's table of codes
+    except timefuncs.Unsupported as exc:
+        raise Untranslatable(f"strftime: {exc}") from None
 
 
 def _glob(node: exp.Glob) -> exp.Expression:
@@ -301,7 +288,7 @@ def trigger(sql: str, pg_table: str, schema: str, columns: dict[str, str], ident
             if not t.ok:
                 raise Untranslatable(f"WHEN clause: {t.error}")
             cond = t.sql
-        for stmt in _statements(m["body"]):
+        for stmt in split_statements(m["body"]):
             raise_ = re.match(r"SELECT\s+RAISE\s*\(\s*(ABORT|FAIL|ROLLBACK)\s*,"
                               r"\s*('(?:[^']|'')*')\s*\)\s*;?$",
                               stmt, re.IGNORECASE)
@@ -329,17 +316,6 @@ def trigger(sql: str, pg_table: str, schema: str, columns: dict[str, str], ident
         f"FOR EACH ROW EXECUTE FUNCTION {fn}()"
     )
     out.sql = out.function_sql + ";\n" + out.trigger_sql
-    return out
-
-
-def _statements(body: str) -> list[str]:
-    out, buf = [], ""
-    for piece in body.split(";"):
-        buf += piece + ";"
-        if sqlite3.complete_statement(buf):
-            if buf.strip(" \n\t;"):
-                out.append(buf.strip())
-            buf = ""
     return out
 
 
