@@ -63,6 +63,9 @@ class BatchResult:
 
 
 class Applier:
+    """Applies log entries to Postgres inside the caller's transaction: for each table, deletes
+    every logged key, removes rows that clash on a unique key, and inserts the rows as SQLite
+    holds them now (read in the batch's read transaction), converted by the table's plan."""
     def __init__(self, pg: asyncpg.Connection, tables: dict[str, TableTarget], *,
                  track_dirty: bool = False, quarantined: dict[str, bool] | None = None):
         self.pg = pg

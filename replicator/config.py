@@ -44,6 +44,7 @@ class ColumnOverride:
 
 @dataclass(frozen=True)
 class Config:
+    """Every setting, validated (``build``); frozen so no stage can change it under another."""
     source: Path
     target_url: str | None = None
     target_schema: str = "public"

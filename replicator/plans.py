@@ -27,6 +27,8 @@ IDENTITY_INPUTS = {
 
 @dataclass(frozen=True)
 class ColumnPlan:
+    """One column in Postgres: its name and type, the converter that moves its values, whether
+    every stored value maps exactly, and the rule (``reason``) that chose the type."""
     name: str
     pg_name: str
     declared: str
@@ -83,6 +85,9 @@ class ObjectPlan:
 
 @dataclass(frozen=True)
 class TablePlan:
+    """One table in Postgres: its name, key, columns, indexes and other objects. Decided once
+    (``schema.plan_table``), stored with the table in ``_replicator.tables``, and used by the
+    copy, the applier, verification and cutover alike."""
     name: str
     pg_name: str
     key_kind: str

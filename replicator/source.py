@@ -26,6 +26,7 @@ KEY_ROWID = "rowid"  # no usable key: the rowid, which VACUUM may renumber (see 
 
 @dataclass(frozen=True)
 class Column:
+    """A column as SQLite declares it (``pragma_table_xinfo``)."""
     name: str
     declared: str
     notnull: bool
@@ -66,6 +67,8 @@ class ForeignKey:
 
 @dataclass(frozen=True)
 class Table:
+    """A SQLite table as inspected: columns, indexes, foreign keys, the app's triggers, and how
+    its rows are identified (``key_kind``: rowid alias, declared key, or rowid)."""
     name: str
     sql: str
     without_rowid: bool
@@ -103,6 +106,8 @@ class Table:
 
 @dataclass(frozen=True)
 class Schema:
+    """Every table of the file read in one read transaction, with the ``schema_version`` it
+    belongs to, what is skipped and why, and the replicator's own triggers present."""
     schema_version: int
     tables: dict[str, Table] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # name -> reason

@@ -96,6 +96,8 @@ PENDING, COPYING, STREAMING = "pending", "copying", "streaming"
 
 @dataclass(frozen=True)
 class State:
+    """The one row of ``_replicator.state``: which file this target replicates, the mode, the
+    state (new, snapshot, streaming, cutover, done, error), the cursor and free-form info."""
     source_id: str | None
     source_path: str
     mode: str
@@ -109,6 +111,7 @@ class State:
 
 @dataclass(frozen=True)
 class TableState:
+    """A row of ``_replicator.tables``: a replicated table's plan, status and counters."""
     name: str
     pg_name: str
     plan: TablePlan

@@ -1,7 +1,7 @@
 """Chaos: kill -9 the daemon at random moments (during the snapshot and while streaming) while an
 application writes; after the last restart the target must be exact, value by value, and the
 application must never have seen an error. ``REPLICATOR_CHAOS_KILLS`` sets the number of kills
-(default 8); ``python -m tests.chaos --kills 100`` runs a long one outside pytest."""
+(default 8); ``python -m tests.support.chaos --kills 100`` runs a long one outside pytest."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import os
 import asyncpg
 import pytest
 
-from . import chaos
-from .helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_streaming
+from .support import chaos
+from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_streaming
 
 pytestmark = pytest.mark.slow
 

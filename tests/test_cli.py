@@ -13,7 +13,7 @@ from replicator import config
 from replicator.cli import build_parser
 from replicator.errors import ConfigError
 
-from .helpers import ROOT, Daemon, cli, wait_streaming
+from .support.helpers import ROOT, Daemon, cli, wait_streaming
 
 
 def app_schema(path: Path):

@@ -22,7 +22,7 @@ from replicator import config as rconfig
 from replicator.embedded import free_port
 from replicator.metrics import REGISTRY
 
-from .helpers import Daemon, wait_streaming
+from .support.helpers import Daemon, wait_streaming
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 from replicator.dsn import parse_target
 from replicator.embedded import free_port
 
-from .helpers import ROOT
-from .pg_tls import tls_pg  # noqa: F401 - the fixture
+from .support.helpers import ROOT
+from .support.pg_tls import tls_pg  # noqa: F401 - the fixture
 
 WRONG = "not-the-password-4711"
 

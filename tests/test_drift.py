@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from .helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
+from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
 
 pytestmark = pytest.mark.slow
 

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .helpers import WRITER, Daemon, cli, compare_all, pg_state, wait_caught_up, wait_streaming
+from .support.apps import finish_writer, start_writer
+from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_streaming
+from .support.writer import create_app_db
 
 pytestmark = pytest.mark.slow
-
-
-def start_writer(db: Path, scenario: str, ops: int, pause: float = 0.002, seed: int = 7):
-    report = db.with_name(f"writer-{scenario}-{seed}.json")
-    proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), "--scenario", scenario, "--ops", str(ops),
-         "--pause", str(pause), "--seed", str(seed), "--report", str(report)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    return proc, report
-
-
-def finish_writer(proc, report: Path) -> dict:
-    _out, err = proc.communicate(timeout=300)
-    data = json.loads(report.read_text())
-    assert data["errors"] == [], f"the application saw errors: {data['errors'][:5]} {err[-2000:]}"
-    return data
 
 
 async def _replicate_under_writer(db: Path, target_dsn: str, scenario: str, ops: int):
@@ -64,9 +47,6 @@ async def test_chinook_under_live_writes(chinook, target_dsn):
 
 
 async def test_app_database_under_live_writes(tmp_path, target_dsn):
-    sys.path.insert(0, str(WRITER.parent))
-    from writer import create_app_db
-
     db = tmp_path / "app.db"
     create_app_db(str(db), users=3000)
     result, counts, _daemon = await _replicate_under_writer(db, target_dsn, "app", 2500)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from . import hostile
-from .helpers import Daemon, cli, compare_all, wait_caught_up, wait_streaming
+from .support import hostile
+from .support.helpers import Daemon, cli, compare_all, wait_caught_up, wait_streaming
 
 
 @pytest.fixture

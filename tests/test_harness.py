@@ -10,8 +10,8 @@ import time
 import asyncpg
 import pytest
 
-from .pgbouncer import pgbouncer  # noqa: F401 - the fixture
-from .proxy import FrameSplitter, Proxy, query_text, rewrite_dsn
+from .support.pgbouncer import pgbouncer  # noqa: F401 - the fixture
+from .support.proxy import FrameSplitter, Proxy, query_text, rewrite_dsn
 
 BROKEN = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError,
           ConnectionError, OSError)

@@ -22,8 +22,8 @@ import pytest
 
 from replicator.source_write import lock_holder
 
-from .helpers import Daemon, compare_all, wait_caught_up, wait_streaming
 from .support.app_shapes import create
+from .support.helpers import Daemon, compare_all, wait_caught_up, wait_streaming
 
 pytestmark = pytest.mark.slow
 

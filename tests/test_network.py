@@ -13,11 +13,11 @@ import pytest
 
 from replicator.dsn import parse_target
 
-from .helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
-from .pgbouncer import pgbouncer  # noqa: F401 - the fixture
-from .proxy import Proxy
-from .test_crash import _table_row, big_app_db
-from .test_e2e import finish_writer, start_writer
+from .support.apps import big_app_db, finish_writer, start_writer, table_row
+from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
+from .support.pgbouncer import pgbouncer  # noqa: F401 - the fixture
+from .support.proxy import Proxy
+from .support.writer import create_app_db
 
 pytestmark = pytest.mark.slow
 FAST = ("[verify]\ninterval = 0\n[target]\nconnect_timeout = 3\ndead_link_timeout = 3\n"
@@ -46,13 +46,6 @@ async def test_the_link_cut_mid_copy_is_retried_and_the_copy_resumes(tmp_path, t
 
 
 async def test_a_commit_whose_acknowledgement_is_lost_is_not_applied_twice(tmp_path, target_dsn):
-    import sys
-
-    from .helpers import WRITER
-
-    sys.path.insert(0, str(WRITER.parent))
-    from writer import create_app_db
-
     db = tmp_path / "app.db"
     create_app_db(str(db), users=1000)
     with proxy_for(target_dsn) as proxy:
@@ -146,4 +139,4 @@ async def test_a_pooled_dsn_copies_too(chinook, target_dsn, pgbouncer):  # noqa:
     await compare_all(chinook, target_dsn, expect_quarantined={})
 
 
-__all__ = ["_table_row"]
+__all__ = ["table_row"]

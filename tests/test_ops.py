@@ -15,8 +15,8 @@ import pytest
 
 from replicator.embedded import free_port
 
-from .helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
-from .test_crash import _table_row, _writing_backend, big_app_db, write_backlog
+from .support.apps import big_app_db, table_row, write_backlog, writing_backend
+from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ async def test_sigterm_mid_batch_commits_the_batch_and_resumes_exactly(tmp_path,
     assert daemon.stop() == 0
     write_backlog(db, 80_000, seed=9)
     daemon = Daemon(db, target_dsn, "--log-level", "debug")
-    await wait_for(lambda: _writing_backend(target_dsn), 60, "a batch mid-transaction", daemon)
+    await wait_for(lambda: writing_backend(target_dsn), 60, "a batch mid-transaction", daemon)
     t0 = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
@@ -169,7 +169,7 @@ async def test_sigterm_during_the_snapshot_stops_cleanly_and_resumes(tmp_path, t
 
     async def copying():
         st = await pg_state(target_dsn)
-        row = await _table_row(target_dsn, "readings")
+        row = await table_row(target_dsn, "readings")
         return st is not None and st["state"] == "snapshot" and row is not None \
             and 0 < row["rows_copied"] < 400_000
 
@@ -195,7 +195,7 @@ async def test_a_second_signal_forces_exit(tmp_path, target_dsn):
     write_backlog(db, 120_000, seed=4)
     cursor = (await pg_state(target_dsn))["cursor"]
     daemon = Daemon(db, target_dsn)
-    await wait_for(lambda: _writing_backend(target_dsn), 60, "a batch mid-transaction", daemon)
+    await wait_for(lambda: writing_backend(target_dsn), 60, "a batch mid-transaction", daemon)
     daemon.proc.send_signal(signal.SIGTERM)  # the first waits for the batch in flight ...
     await asyncio.sleep(0.1)
     daemon.proc.send_signal(signal.SIGTERM)  # ... the second does not

@@ -17,7 +17,7 @@ from replicator.dsn import parse_target
 from replicator.queries.replay import open_readonly
 from replicator.queries.translate import looks_like_sql, translate
 
-from .helpers import ROOT, cli
+from .support.helpers import ROOT, cli
 
 CORPUS = Path(__file__).parent / "corpus" / "chinook_traps.sql"
 APP = ROOT / "examples" / "app"

@@ -18,9 +18,9 @@ import pytest
 from replicator import embedded
 from replicator.dsn import parse_target
 
-from .helpers import WRITER, Daemon, cli, compare_all, pg_state, wait_caught_up, wait_streaming
-from .test_crash import big_app_db
-from .test_e2e import finish_writer, start_writer
+from .support.apps import big_app_db, finish_writer, start_writer
+from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_streaming
+from .support.writer import create_app_db
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +38,6 @@ async def terminate_daemon_backends(admin_dsn: str, database: str) -> int:
 
 async def test_connections_terminated_by_the_server_are_survived(tmp_path, target_dsn, pg_env):
     """pg_terminate_backend, as on a Neon compute suspend or a weekly restart (57P01)."""
-    sys.path.insert(0, str(WRITER.parent))
-    from writer import create_app_db
-
     db = tmp_path / "app.db"
     create_app_db(str(db), users=2000)
     writer, report = start_writer(db, "app", 2500, pause=0.003)

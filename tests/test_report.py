@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
-from . import hostile
-from .helpers import cli
+from .support import hostile
+from .support.helpers import cli
 
 
 def test_report_in_three_formats(tmp_path, target_dsn):

@@ -12,7 +12,7 @@ import pytest
 from replicator.dsn import parse_target
 from replicator.embedded import free_port
 
-from .helpers import Daemon, cli, wait_caught_up
+from .support.helpers import Daemon, cli, wait_caught_up
 
 pytestmark = pytest.mark.slow
 PASSWORD = "Sup3r$ecret-Pa55:w0rd@x"  # characters that need URL-quoting, on purpose

@@ -9,8 +9,8 @@ import asyncpg
 
 from replicator.dsn import mask_dsn, parse_target
 
-from .helpers import Daemon, cli, compare_all, wait_caught_up
-from .pg_tls import tls_pg  # noqa: F401 - the fixture
+from .support.helpers import Daemon, cli, compare_all, wait_caught_up
+from .support.pg_tls import tls_pg  # noqa: F401 - the fixture
 
 NEON = ("postgresql://neondb_owner:npg_S3cret@ep-cool-darkness-123456.us-east-2.aws.neon.tech/"
         "neondb?sslmode=require&channel_binding=require")

@@ -9,7 +9,7 @@ import sqlite3
 import asyncpg
 import pytest
 
-from .helpers import cli
+from .support.helpers import cli
 
 
 def verify(db, dsn, *extra):

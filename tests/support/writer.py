@@ -5,7 +5,7 @@ primary-key changes, REPLACE clashing on a UNIQUE column (its delete is invisibl
 UPSERT, DELETE without WHERE, ALTER TABLE ADD COLUMN and CREATE TABLE midway. Every SQLite
 error is recorded: the replicator must never cause one.
 
-    python tests/writer.py DB --scenario app|chinook --ops N [--seed S] [--report FILE]
+    python tests/support/writer.py DB --scenario app|chinook --ops N [--seed S] [--report FILE]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).resolve().parent / "writer.py"
 
 

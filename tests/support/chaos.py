@@ -8,12 +8,12 @@ As a library (the source file and the target database are the caller's)::
 As a script (builds its own SQLite file and, unless ``--target`` is given, its own embedded
 Postgres in a temp dir, which it stops at the end)::
 
-    python -m tests.chaos --kills 100 --seed 7 [--target DSN] [--keep]
+    python -m tests.support.chaos --kills 100 --seed 7 [--target DSN] [--keep]
 
 Prints the summary as JSON; exit status 0 only when the target ended exact and the application
 never saw an error.
 
-The application is ``tests/writer.py``'s ``Writer`` (app scenario) in its own process, driven until
+The application is ``tests/support/writer.py``'s ``Writer`` (app scenario) in its own process, driven until
 told to stop (SIGTERM) instead of for a fixed number of operations, so it writes through every kill
 and through the final catch-up; its schema changes (ADD COLUMN, CREATE TABLE) happen at fixed
 operation counts, mid-chaos.
@@ -88,7 +88,7 @@ def start_writer(source: Path, workdir: Path, seed: int, pause: float,
     report.unlink(missing_ok=True)
     with open(workdir / "writer.stderr", "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.chaos", "writer", str(source), "--seed", str(seed),
+            [sys.executable, "-m", "tests.support.chaos", "writer", str(source), "--seed", str(seed),
              "--pause", str(pause), "--report", str(report),
              "--midway", f"{midway[0]},{midway[1]}"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
@@ -115,7 +115,7 @@ def _writer_main(argv: list[str]) -> int:
 
     from .writer import Writer
 
-    ap = argparse.ArgumentParser(prog="tests.chaos writer")
+    ap = argparse.ArgumentParser(prog="tests.support.chaos writer")
     ap.add_argument("db")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--pause", type=float, default=0.005)
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "writer":
         return _writer_main(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tests.support.chaos", description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--target", help="an empty target database (default: a fresh embedded server)")
