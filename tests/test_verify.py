@@ -117,7 +117,7 @@ async def test_sample_and_tables_options(copied):
 
 
 async def test_the_daemon_verifies_in_the_background_and_records_it(chinook, target_dsn):
-    from .helpers import Daemon, wait_for
+    from .support.helpers import Daemon, wait_for
 
     daemon = Daemon(chinook, target_dsn, config="[verify]\ninterval = 1\nrate = 100000\n")
     try:
