@@ -14,6 +14,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -42,12 +43,12 @@ class TableTarget:
 class Page:
     """One page of log entries, grouped by table, with the current rows they name."""
 
-    keys: dict[str, list[tuple]]
+    keys: dict[str, list[tuple[Any, ...]]]
     rows: dict[str, RowSet]
     last_seq: int
 
 
-RowReader = Callable[[TablePlan, Sequence[tuple]], Awaitable[RowSet]]
+RowReader = Callable[[TablePlan, Sequence[tuple[Any, ...]]], Awaitable[RowSet]]
 
 
 @dataclass
@@ -58,8 +59,8 @@ class BatchResult:
     rows_deleted: int = 0
     quarantined: int = 0
     oldest_ts: float | None = None
-    per_table: Counter = field(default_factory=Counter)
-    ops: Counter = field(default_factory=Counter)
+    per_table: Counter[str] = field(default_factory=Counter)
+    ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (table, op) -> entries
 
 
 class Applier:
@@ -87,10 +88,10 @@ class Applier:
         Postgres work (a long read would pin the WAL and starve checkpoints)."""
         return [await self._read_page(txn, entries, result) async for entries in txn.entries(cursor)]
 
-    async def _read_page(self, txn: ReadTxn, entries: list[tuple], result: BatchResult) -> Page:
+    async def _read_page(self, txn: ReadTxn, entries: list[tuple[Any, ...]], result: BatchResult) -> Page:
         if result.oldest_ts is None:
             result.oldest_ts = entries[0][1]
-        keys: dict[str, dict[tuple, None]] = defaultdict(dict)
+        keys: dict[str, dict[tuple[Any, ...], None]] = defaultdict(dict)
         for seq, _ts, tbl, op, *k in entries:
             target = self.tables.get(tbl)
             if target is None:
@@ -115,7 +116,7 @@ class Applier:
                 await state.mark_dirty(self.pg, tbl, [key_to_json(k) for k in tkeys], page.last_seq)
 
     async def _apply_table(
-        self, target: TableTarget, keys: list[tuple], raw: RowSet, result: BatchResult,
+        self, target: TableTarget, keys: list[tuple[Any, ...]], raw: RowSet, result: BatchResult,
         reread: RowReader,
     ) -> None:
         plan = target.plan
@@ -158,7 +159,7 @@ class Applier:
         result.quarantined += len(bad)
         result.per_table[plan.name] += len(keys)
 
-    def _pg_keys(self, plan: TablePlan, keys: Sequence[tuple]) -> list[tuple]:
+    def _pg_keys(self, plan: TablePlan, keys: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Log keys (SQLite values) as Postgres values; a key that cannot convert is not there."""
         if plan.rowid_keyed:
             return [k for k in keys if type(k[0]) is int]
@@ -178,7 +179,7 @@ class Applier:
             return ["bigint"]
         return [c.pg_type for c in plan.key_plans]
 
-    async def _delete_keys(self, target: TableTarget, keys: Sequence[tuple]) -> int:
+    async def _delete_keys(self, target: TableTarget, keys: Sequence[tuple[Any, ...]]) -> int:
         plan = target.plan
         pg_keys = self._pg_keys(plan, keys)
         if not pg_keys:
@@ -199,7 +200,8 @@ class Applier:
             )
         return int(status.split()[-1])
 
-    async def _reconcile_unique(self, target: TableTarget, good: list[tuple]) -> list[tuple]:
+    async def _reconcile_unique(self, target: TableTarget, good: list[tuple[Any, ...]]
+                                ) -> list[tuple[Any, ...]]:
         """Delete Postgres rows that clash with incoming rows on a unique key (REPLACE deletes);
         returns their keys (as SQLite values) so they can be re-read."""
         plan = target.plan
@@ -207,12 +209,12 @@ class Applier:
             return []
         table = qualified(target.schema, plan.pg_name)
         index = {c.name: i for i, c in enumerate(plan.columns)}
-        resync: list[tuple] = []
+        resync: list[tuple[Any, ...]] = []
         for idx in plan.indexes:
             # Partial unique indexes are matched without their WHERE: over-matching is safe.
             if not idx.unique or idx.primary or any(c is None for c in idx.columns):
                 continue
-            pos = [index[c] for c in idx.columns]
+            pos = [index[c] for c in idx.columns if c is not None]
             cols = [plan.columns[p] for p in pos]
             rows = [tuple(r[p] for p in pos) for r in good]
             rows = [r for r in rows if all(v is not None for v in r)]
@@ -232,7 +234,7 @@ class Applier:
             resync += [tuple(to_sqlite_value(v) for v in r) for r in found]
         return resync
 
-    async def _insert(self, target: TableTarget, good: list[tuple]) -> None:
+    async def _insert(self, target: TableTarget, good: list[tuple[Any, ...]]) -> None:
         if not good:
             return
         plan = target.plan

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import log
 from .errors import SourceError
@@ -49,7 +49,7 @@ def guard_names(table: str) -> tuple[str, str]:
     return (f"_replicator_cri_{table}", f"_replicator_cru_{table}")
 
 
-def replace_keys(table: Table) -> list:
+def replace_keys(table: Table) -> list[Any]:
     """UNIQUE indexes (on plain columns) whose clashes REPLACE resolves by deleting other rows."""
     return [
         i for i in table.indexes
@@ -225,7 +225,7 @@ def _set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
     )
 
 
-def read_meta(conn: sqlite3.Connection) -> dict[str, object]:
+def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     if not _has_table(conn, META_TABLE):
         return {}
     return dict(conn.execute(f"SELECT key, value FROM {qi(META_TABLE)}").fetchall())
@@ -258,7 +258,7 @@ POSITION_SQL = (
 )
 
 
-def position_from(row: tuple, cursor: int) -> LogPosition:
+def position_from(row: tuple[Any, ...], cursor: int) -> LogPosition:
     version, high, low, oldest = row
     if high is None:
         return LogPosition(int(version), 0, 0, None, 0)

@@ -13,6 +13,7 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any, cast
 
 from .declared import affinity, type_hint
 from .quoting import qi
@@ -35,7 +36,7 @@ _BOOLS = {"true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"}
 @dataclass
 class ColumnCensus:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*CLASSES, "null"), 0))
-    nul_text: int = 0
+    nul_text: int | None = 0  # None when not looked for
     bad_utf8: int | None = None  # None when not checked
     max_bytes: int = 0
     int_beyond_2_53: int = 0
@@ -57,7 +58,7 @@ class ColumnCensus:
 class TableCensus:
     rows: int
     columns: dict[str, ColumnCensus]
-    samples: dict[tuple[str, str], list] = field(default_factory=dict)  # (column, problem) -> key
+    samples: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (column, problem) -> key
 
 
 def datetime_signature(text: str) -> str | None:
@@ -168,7 +169,7 @@ def census(
     """One scan of ``table``. ``text_columns`` get the text classification (None: none)."""
     text_columns = text_columns or set()
     conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
-    conn.create_aggregate("_replicator_text_census", 1, _TextCensus)
+    conn.create_aggregate("_replicator_text_census", 1, cast(Any, _TextCensus))
     exprs = ["count(*)"]
     for col in table.columns:
         q = qi(col.name)
@@ -209,7 +210,7 @@ def census(
     return TableCensus(rows=int(row[0]), columns=out)
 
 
-def sample_key(conn: sqlite3.Connection, table: Table, where: str) -> list | None:
+def sample_key(conn: sqlite3.Connection, table: Table, where: str) -> list[Any] | None:
     """The key of one row matching ``where`` (for the plan's "sample key")."""
     exprs = [table.rowid_name] if not table.key_columns else [qi(k) for k in table.key_columns]
     row = conn.execute(
@@ -229,7 +230,7 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     (None): a text column copied as-is that holds one fails its COPY chunk, which is then
     converted again value by value."""
     text_columns = text_columns or set()
-    conn.create_aggregate("_replicator_text_census", 1, _TextCensus)
+    conn.create_aggregate("_replicator_text_census", 1, cast(Any, _TextCensus))
     exprs = ["count(*)"]
     for col in table.columns:
         q, hint = qi(col.name), type_hint(col.declared)

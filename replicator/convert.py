@@ -233,7 +233,7 @@ def converter(col: ColumnPlan) -> Callable[[Any], Any]:
 
 def row_converter(
     plan: TablePlan, census: TableCensus | None = None
-) -> Callable[[Sequence[Any]], tuple]:
+) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     """Convert a row (in plan column order). With a census that proves a column holds only values
     its converter passes through unchanged, that column is not touched (the snapshot fast path)."""
     convs: list[tuple[int, Callable[[Any], Any]]] = []
@@ -244,7 +244,7 @@ def row_converter(
     if not convs:
         return tuple
 
-    def convert_row(row: Sequence[Any]) -> tuple:
+    def convert_row(row: Sequence[Any]) -> tuple[Any, ...]:
         out = list(row)
         for i, fn in convs:
             out[i] = fn(out[i])
@@ -321,18 +321,19 @@ def from_typed_json(v: Any) -> Any:
     if v is None:
         return None
     (kind, raw), = v.items()
-    return {
+    decoders: dict[str, Callable[[Any], Any]] = {
         "int": int,
         "real": float.fromhex,
         "text": str,
         "text_hex": lambda h: bytes.fromhex(h).decode("utf-8", "surrogateescape"),
         "blob": bytes.fromhex,
-    }[kind](raw)
+    }
+    return decoders[kind](raw)
 
 
 def convert_rows(
     plan: TablePlan, rows: Sequence[Sequence[Any]], *, safe: bool, census: TableCensus | None = None
-) -> tuple[list[tuple], list[tuple]]:
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Convert rows read as ``(rowid, *columns)`` (safe or fast form) for Postgres.
 
     Returns ``(good, bad)``: good rows in Postgres column order (plus the rowid for rowid-keyed

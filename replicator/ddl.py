@@ -67,6 +67,7 @@ def index_sql(plan: TablePlan, idx: IndexPlan, schema: str, unique: bool | None 
     unique = idx.unique if unique is None else unique
     items = []
     for col, coll, desc in zip(idx.columns, idx.collations, idx.descending, strict=False):
+        assert col is not None, "a plain index has no expressions"
         c = by_name[col]
         item = qi(c.pg_name)
         if unique and c.pg_type == "text" and coll == "NOCASE":
@@ -222,7 +223,7 @@ async def validate_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan]
     return out
 
 
-async def _promote_key(conn, plan: TablePlan, schema: str) -> list[dict[str, Any]]:
+async def _promote_key(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> list[dict[str, Any]]:
     if not plan.declared_key:
         return []
     cols = [plan.column(c).pg_name for c in plan.declared_key]
@@ -250,7 +251,8 @@ async def dry_run(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema:
     return out
 
 
-async def _table_final(conn, plan: TablePlan, schema: str, seq: int) -> list[dict[str, Any]]:
+async def _table_final(conn: asyncpg.Connection, plan: TablePlan, schema: str,
+                       seq: int) -> list[dict[str, Any]]:
     out = []
     table = qualified(schema, plan.pg_name)
     if plan.rowid_keyed:
@@ -270,7 +272,8 @@ async def _table_final(conn, plan: TablePlan, schema: str, seq: int) -> list[dic
     return out
 
 
-async def _final_object(conn, plan: TablePlan, obj: ObjectPlan, schema: str) -> dict[str, Any]:
+async def _final_object(conn: asyncpg.Connection, plan: TablePlan, obj: ObjectPlan,
+                        schema: str) -> dict[str, Any]:
     base = {"table": plan.name, "object": f"{obj.kind} {obj.name}", "original": obj.original}
     if not obj.sql:
         return {**base, "status": "not translated", "detail": obj.error}
@@ -285,7 +288,7 @@ async def _final_object(conn, plan: TablePlan, obj: ObjectPlan, schema: str) -> 
     return {**base, "status": "added", "detail": "NOT VALID until validated after cutover"}
 
 
-async def _views(conn, views: list[ObjectPlan]) -> list[dict[str, Any]]:
+async def _views(conn: asyncpg.Connection, views: list[ObjectPlan]) -> list[dict[str, Any]]:
     """Create views in dependency order: retry the ones that failed while any succeeds."""
     pending = [v for v in views if v.sql]
     out = [{"object": f"view {v.name}", "status": "not translated", "detail": v.error,

@@ -149,7 +149,7 @@ async def _dns(target: TargetDSN, timeout: float) -> tuple[Check, list[str]]:
     except (OSError, TimeoutError) as exc:
         return Check("dns", "fail", f"cannot resolve {target.host!r} ({_err(exc)}): check the "
                      "host name in the DSN and the machine's DNS"), []
-    addrs = list(dict.fromkeys(info[4][0] for info in infos))
+    addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
     return Check("dns", "ok", f"{target.host} -> {', '.join(addrs)}", _ms(t0)), addrs
 
 
@@ -198,7 +198,8 @@ def _probe(addr: str, target: TargetDSN, ctx: ssl.SSLContext, timeout: float) ->
             raise _NoTLS()
         # an IP address is matched against the certificate's IP entries; no SNI is sent for it
         with ctx.wrap_socket(sock, server_hostname=target.host.strip("[]")) as tls:
-            return f"{tls.version()}, {tls.cipher()[0]}"
+            cipher = tls.cipher()
+            return f"{tls.version()}, {cipher[0] if cipher else '?'}"
 
 
 class _NoTLS(Exception):

@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import log
 from .dsn import build_dsn
@@ -165,13 +166,13 @@ def _chown_tree(path: Path, user: str, only_top: bool = False) -> None:
             os.lchown(os.path.join(dirpath, name), pw.pw_uid, pw.pw_gid)
 
 
-def _load_or_init(home: Path, runner: _Runner, settings: dict[str, str]) -> dict:
+def _load_or_init(home: Path, runner: _Runner, settings: dict[str, str]) -> dict[str, Any]:
     creds_path = home / "credentials.json"
     data = home / "data"
     if creds_path.exists() and (data / "PG_VERSION").exists():
         return json.loads(creds_path.read_text())
     shutil.rmtree(data, ignore_errors=True)
-    creds = {
+    creds: dict[str, Any] = {
         "port": free_port(),
         "admin_password": secrets.token_urlsafe(18),
         "owner_password": secrets.token_urlsafe(18),

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -33,7 +34,7 @@ class Health:
         return True, "ok"
 
 
-async def serve_http(addr: str, health: Health, stop: asyncio.Event, bound: asyncio.Future) -> None:
+async def serve_http(addr: str, health: Health, stop: asyncio.Event, bound: asyncio.Future[Any]) -> None:
     """A minimal HTTP/1.0 server: GET /metrics, /healthz, /readyz."""
     host, port = parse_addr(addr)
 

@@ -19,7 +19,7 @@ from .config import Config
 from .dialect import expressions
 from .plans import ColumnPlan, IndexPlan, ObjectPlan, TablePlan, pg_ident, short_name
 from .quoting import qi, qualified
-from .source import KEY_ROWID, Index, Schema, Table, inspect, is_ours
+from .source import KEY_ROWID, ForeignKey, Index, Schema, Table, inspect, is_ours
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -82,7 +82,7 @@ def _parse_create(sql: str) -> dict[str, Any] | None:
     return {"generated": generated, "checks": checks}
 
 
-def _column(col: ColumnPlan, table: Table, colmap: dict[str, str], parsed: dict) -> ColumnPlan:
+def _column(col: ColumnPlan, table: Table, colmap: dict[str, str], parsed: dict[str, Any]) -> ColumnPlan:
     notes = list(col.notes)
     default_sql = generated_sql = None
     source = table.column(col.name)
@@ -183,7 +183,7 @@ def index_name(table: str, cols: list[str], unique: bool, sqlite_name: str) -> s
     return short_name(pg_ident(sqlite_name, "lower"))
 
 
-def _checks(plan: TablePlan, checks: list, colmap: dict[str, str], schema: str) -> list[ObjectPlan]:
+def _checks(plan: TablePlan, checks: list[Any], colmap: dict[str, str], schema: str) -> list[ObjectPlan]:
     out = []
     for i, (name, expr) in enumerate(checks):
         cname = short_name(pg_ident(name, "lower") if name else f"{plan.pg_name}_check{i + 1}")
@@ -199,11 +199,13 @@ def _checks(plan: TablePlan, checks: list, colmap: dict[str, str], schema: str) 
     return out
 
 
-def _foreign_key(plan: TablePlan, fk, colmap: dict[str, str], ident, schema: str, i: int) -> ObjectPlan:
+def _foreign_key(plan: TablePlan, fk: ForeignKey, colmap: dict[str, str],
+                 ident: Callable[[str], str], schema: str, i: int) -> ObjectPlan:
     cols = [colmap.get(c, ident(c)) for c in fk.columns]
     name = short_name(f"{plan.pg_name}_{'_'.join(cols)}_fkey")
-    parent_cols = "" if any(c is None for c in fk.parent_columns) else \
-        " (" + ", ".join(qi(ident(c)) for c in fk.parent_columns) + ")"
+    named = [c for c in fk.parent_columns if c is not None]
+    parent_cols = "" if len(named) < len(fk.parent_columns) else \
+        " (" + ", ".join(qi(ident(c)) for c in named) + ")"
     actions = "".join(f" ON {what} {act}" for what, act in (("DELETE", fk.on_delete),
                       ("UPDATE", fk.on_update)) if act and act.upper() != "NO ACTION")
     table = qualified(schema, plan.pg_name)
@@ -218,7 +220,8 @@ def _foreign_key(plan: TablePlan, fk, colmap: dict[str, str], ident, schema: str
     )
 
 
-def _trigger(plan: TablePlan, name: str, sql: str, colmap: dict[str, str], ident, schema: str
+def _trigger(plan: TablePlan, name: str, sql: str, colmap: dict[str, str],
+             ident: Callable[[str], str], schema: str
              ) -> ObjectPlan:
     t = expressions.trigger(sql, plan.pg_name, schema, colmap, ident)
     return ObjectPlan(kind="trigger", name=name, sql=t.sql, original=sql, error=t.error,

@@ -7,6 +7,7 @@ are stored as JSON in ``_replicator.tables``, so a restart uses exactly the plan
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,7 +189,7 @@ def write_columns(plan: TablePlan) -> list[str]:
     return cols + ([ROWID_COLUMN] if plan.rowid_keyed else [])
 
 
-def write_projection(plan: TablePlan):
+def write_projection(plan: TablePlan) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
     """A function dropping the generated columns from a converted row; None if there are none."""
     positions = plan.write_positions
     if positions is None:

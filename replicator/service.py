@@ -55,7 +55,7 @@ class Replicator:
         cfg, session = self.cfg, self.session
         conn = open_source(cfg.source, readonly=readonly_source,
                            busy_timeout_ms=cfg.busy_timeout_ms)
-        session.live = LiveFile(conn, cfg.source, cfg.busy_timeout_ms, cfg.quiet_write_timeout)
+        session.live_file = LiveFile(conn, cfg.source, cfg.busy_timeout_ms, cfg.quiet_write_timeout)
         self.stream.identity = source_identity(cfg.source)
         session.pg = await session.connect()
         try:
@@ -84,8 +84,8 @@ class Replicator:
         if session.pg is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.pg.close(), 5)
-        if session.live is not None:
-            session.live.conn.close()
+        if session.live_file is not None:
+            session.live_file.conn.close()
         if self._lock_file is not None:
             self._lock_file.close()
 

@@ -54,7 +54,7 @@ class Session:
     cfg: Config
     target: TargetDSN  # with ``pooled`` decided (config override, else the host name)
     mode: str  # "run" or "copy"
-    live: LiveFile | None = None
+    live_file: LiveFile | None = None
     pg: asyncpg.Connection | None = None
     stop: asyncio.Event | None = None  # set by the daemon's signal handlers
     bars: ProgressFn | None = None
@@ -82,9 +82,14 @@ class Session:
         return self.pg
 
     @property
+    def live(self) -> LiveFile:
+        """The replicator's writing connection to the live file (the source is open)."""
+        assert self.live_file is not None, "the source is not open"
+        return self.live_file
+
+    @property
     def writer(self) -> sqlite3.Connection:
         """The connection to the live file (its writes go through ``live``)."""
-        assert self.live is not None, "the source is not open"
         return self.live.conn
 
     async def connect(self, retry_for: float = 60.0) -> asyncpg.Connection:

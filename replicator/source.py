@@ -10,6 +10,7 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import SourceError, StartupError
 from .quoting import qi
@@ -228,7 +229,7 @@ def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) 
 
 
 def _foreign_keys(conn: sqlite3.Connection, table: str) -> tuple[ForeignKey, ...]:
-    groups: dict[int, list] = {}
+    groups: dict[int, list[Any]] = {}
     for fid, _seq, parent, frm, to, on_update, on_delete, _match in conn.execute(
         "SELECT id, seq, \"table\", \"from\", \"to\", on_update, on_delete, \"match\" "
         "FROM pragma_foreign_key_list(?) ORDER BY id, seq",
@@ -317,7 +318,7 @@ def _inspect_indexes(conn: sqlite3.Connection, table: str) -> list[Index]:
 
 
 def journal_mode(conn: sqlite3.Connection) -> str:
-    return conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
 
 _WS = re.compile(r"\s+")

@@ -267,7 +267,10 @@ async def merge_info(conn: asyncpg.Connection, **info: Any) -> None:
     )
 
 
-async def event(conn: asyncpg.Connection, kind: str, tbl: str | None = None, **detail: Any) -> None:
+async def event(conn: asyncpg.Connection, kind: str, tbl: str | None = None, /,
+                **detail: Any) -> None:
+    """Record an event (the report's timeline). Positional-only, so a detail may be called
+    ``kind`` (an error's kind) without clashing with the event's."""
     await conn.execute(
         f"INSERT INTO {SCHEMA}.events (kind, tbl, detail) VALUES ($1, $2, $3::jsonb)",
         kind, tbl, json.dumps(detail, default=str),
@@ -337,7 +340,7 @@ def check_source(st: State, source_id: str | None, source_path: str) -> None:
 
 
 async def quarantine_put(
-    conn: asyncpg.Connection, table: str, items: list[tuple[list, list, str, str]]
+    conn: asyncpg.Connection, table: str, items: list[tuple[list[Any], list[Any], str, str]]
 ) -> None:
     """Record rows that cannot move exactly: (typed key, typed raw row, column, reason)."""
     if not items:
@@ -351,7 +354,7 @@ async def quarantine_put(
     )
 
 
-async def quarantine_clear(conn: asyncpg.Connection, table: str, keys: list[list]) -> int:
+async def quarantine_clear(conn: asyncpg.Connection, table: str, keys: list[list[Any]]) -> int:
     """Forget quarantined rows whose keys were just applied (fixed or deleted in SQLite)."""
     if not keys:
         return 0
@@ -366,7 +369,7 @@ async def quarantine_clear_table(conn: asyncpg.Connection, table: str) -> None:
     await conn.execute(f"DELETE FROM {SCHEMA}.quarantine WHERE tbl = $1", table)
 
 
-async def mark_dirty(conn: asyncpg.Connection, table: str, keys: list[list], seq: int) -> None:
+async def mark_dirty(conn: asyncpg.Connection, table: str, keys: list[list[Any]], seq: int) -> None:
     """Keys changed since the last full verification (so cutover can verify only those)."""
     if not keys:
         return

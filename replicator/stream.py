@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import capture, log, metrics, state
 from .apply import Applier, BatchResult, Page, record_metrics
@@ -148,7 +149,7 @@ class Stream:
         )
         return result
 
-    async def _fresh_rows(self, plan: TablePlan, keys: Sequence[tuple]) -> RowSet:
+    async def _fresh_rows(self, plan: TablePlan, keys: Sequence[tuple[Any, ...]]) -> RowSet:
         """Rows read in a new short read transaction (unique-clash re-reads after the batch's)."""
         async with self.reader.read() as txn:
             return await txn.rows(plan, keys)
@@ -202,7 +203,6 @@ class Stream:
         """Delete applied entries from the change log (every write waits for a quiet moment;
         ``optional`` ones give up instead of going ahead: see source_write)."""
         session = self.session
-        assert session.live is not None
         try:
             await asyncio.to_thread(capture.prune, session.live, session.cursor,
                                     session.cfg.prune_chunk, optional=optional)

@@ -120,11 +120,12 @@ class Tail:
         assert self.conn is not None
         async with self.conn.execute(POSITION_SQL, (cursor,)) as cur:
             row = await cur.fetchone()
+        assert row is not None  # an aggregate always returns a row
         return position_from(tuple(row), cursor)
 
 
 class RowSet(NamedTuple):
-    rows: list[tuple]
+    rows: list[tuple[Any, ...]]
     safe: bool  # TEXT read as bytes plus typeof (see convert.select_list)
 
 
@@ -134,7 +135,7 @@ class ReadTxn:
         self.schema_version = schema_version
         self.high = high
 
-    async def entries(self, after: int) -> AsyncIterator[list[tuple]]:
+    async def entries(self, after: int) -> AsyncIterator[list[tuple[Any, ...]]]:
         """Log entries with after < seq <= high, in pages of ``tail.page``."""
         conn = self.tail.conn
         assert conn is not None
@@ -146,7 +147,7 @@ class ReadTxn:
         )
         while after < self.high:
             async with conn.execute(sql, (after, self.high, self.tail.page)) as cur:
-                rows = await cur.fetchall()
+                rows = [tuple(r) for r in await cur.fetchall()]
             if not rows:
                 return
             after = rows[-1][0]
@@ -160,10 +161,11 @@ class ReadTxn:
         return sum(1 for c in cols if c.startswith("k") and c[1:].isdigit())
 
     async def oldest_ts(self, after: int) -> float | None:
-        return await self.tail._one(
+        ts: float | None = await self.tail._one(
             f"SELECT ts FROM {qi(LOG_TABLE)} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 1",
             (after, self.high),
         )
+        return ts
 
     async def rowid_fingerprint(self, plan: TablePlan) -> tuple[int, int]:
         """(count, sum of rowids) of a rowid-keyed table, in this snapshot."""
@@ -174,9 +176,10 @@ class ReadTxn:
             f"SELECT count(*), coalesce(sum({rid}), 0) FROM {qi(plan.name)}"
         ) as cur:
             row = await cur.fetchone()
+        assert row is not None
         return int(row[0]), int(row[1])
 
-    async def rows(self, plan: TablePlan, keys: Sequence[tuple]) -> RowSet:
+    async def rows(self, plan: TablePlan, keys: Sequence[tuple[Any, ...]]) -> RowSet:
         """Current rows for ``keys`` as ``(rowid, *columns)``; read as-is, or in the safe
         (typeof-tagged) form when some TEXT is not valid UTF-8."""
         try:
@@ -186,7 +189,8 @@ class ReadTxn:
                 raise
             return RowSet(await self._rows(plan, keys, safe=True), safe=True)
 
-    async def _rows(self, plan: TablePlan, keys: Sequence[tuple], safe: bool) -> list[tuple]:
+    async def _rows(self, plan: TablePlan, keys: Sequence[tuple[Any, ...]], safe: bool
+                    ) -> list[tuple[Any, ...]]:
         conn = self.tail.conn
         assert conn is not None
         if not keys:
@@ -198,7 +202,7 @@ class ReadTxn:
         head = f"SELECT {rowid}, {select_list(plan, safe=safe)} FROM {qi(plan.name)} WHERE "
         width = len(key_exprs)
         per = max(1, MAX_PARAMS // width)
-        out: list[tuple] = []
+        out: list[tuple[Any, ...]] = []
         for i in range(0, len(keys), per):
             part = keys[i : i + per]
             if width == 1:
@@ -209,5 +213,5 @@ class ReadTxn:
                 where = f"({', '.join(key_exprs)}) IN (VALUES {', '.join([one] * len(part))})"
                 params = [v for k in part for v in k]
             async with conn.execute(head + where, params) as cur:
-                out.extend(await cur.fetchall())
+                out.extend(tuple(r) for r in await cur.fetchall())
         return out

@@ -12,7 +12,7 @@ _SLOT = re.compile(r"_(\d+)")
 
 def template(sql: str, *args: exp.Expression) -> exp.Expression:
     """Parse a Postgres expression whose columns ``_1``, ``_2``... stand for ``args`` (copied)."""
-    tree = sqlglot.parse_one(sql, read="postgres")
+    tree = parse(sql)
     for col in list(tree.find_all(exp.Column)):
         m = _SLOT.fullmatch(col.name)
         if m and not col.table:
@@ -67,3 +67,10 @@ def is_predicate(node: exp.Expression) -> bool:
         return is_predicate(node.this)
     return isinstance(node, (exp.Predicate, exp.Connector, exp.Not, exp.Boolean, exp.Exists,
                              exp.Like, exp.ILike, exp.Glob, exp.In, exp.Between, exp.Is))
+
+
+def parse(sql: str, read: str = "postgres") -> exp.Expression:
+    """``sqlglot.parse_one``, typed as the expression node it always is."""
+    node = sqlglot.parse_one(sql, read=read)
+    assert isinstance(node, exp.Expression)
+    return node

@@ -18,6 +18,7 @@ from sqlglot import exp
 from ..quoting import qi
 from ..source import split_statements
 from . import timefuncs
+from .build import parse
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its parse fallbacks are ours to report
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"
@@ -62,7 +63,7 @@ def _col(name: str, table: str | None = None, table_quoted: bool = True) -> exp.
 
 
 def _now_text(fmt: str) -> exp.Expression:
-    return sqlglot.parse_one(f"to_char({UTC_NOW}, '{fmt}')", read="postgres")
+    return parse(f"to_char({UTC_NOW}, '{fmt}')", read="postgres")
 
 
 def _rewrite(node: exp.Expression, columns: dict[str, str], notes: list[str]) -> exp.Expression:
@@ -118,14 +119,14 @@ def _rewrite_function(node: exp.Anonymous, notes: list[str]) -> exp.Expression:
     if name in ("datetime", "time") and len(args) == 1 and _is_now(args[0]):
         return _now_text("YYYY-MM-DD HH24:MI:SS" if name == "datetime" else "HH24:MI:SS")
     if name == "julianday" and len(args) == 1 and _is_now(args[0]):
-        return sqlglot.parse_one("(extract(epoch FROM now()) / 86400.0 + 2440587.5)", read="postgres")
+        return parse("(extract(epoch FROM now()) / 86400.0 + 2440587.5)", read="postgres")
     if name == "unixepoch" and (not args or len(args) == 1 and _is_now(args[0])):
-        return sqlglot.parse_one("floor(extract(epoch FROM now()))::bigint", read="postgres")
+        return parse("floor(extract(epoch FROM now()))::bigint", read="postgres")
     if name == "randomblob" and len(args) == 1 and isinstance(args[0], exp.Literal):
         n = int(args[0].name)
         if 0 < n <= 16:
             notes.append("randomblob(n): n random bytes from gen_random_uuid() (4 bits fixed)")
-            return sqlglot.parse_one(
+            return parse(
                 f"substring(decode(replace(gen_random_uuid()::text, '-', ''), 'hex') FROM 1 FOR {n})",
                 read="postgres",
             )
@@ -161,11 +162,11 @@ def expression(sql: str, columns: dict[str, str] | None = None) -> Translation:
     """Translate a scalar SQLite expression; ``columns`` maps SQLite to Postgres column names."""
     out = Translation(original=sql)
     try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
+        tree = parse(sql, read="sqlite")
         names = _names(columns or {})
         tree = _post_order(tree, lambda n: _rewrite(n, names, out.notes))
         out.sql = tree.sql(dialect="postgres")
-        sqlglot.parse_one(out.sql, read="postgres")
+        parse(out.sql, read="postgres")
     except Untranslatable as exc:
         out.sql, out.error = None, str(exc)
     except sqlglot.errors.SqlglotError as exc:
@@ -201,7 +202,7 @@ def default(sql: str, pg_type: str, columns: dict[str, str] | None = None) -> Tr
 
 def _is_literal(text: str) -> bool:
     try:
-        node = sqlglot.parse_one(text, read="sqlite")
+        node = parse(text, read="sqlite")
     except sqlglot.errors.SqlglotError:
         return False
     while isinstance(node, (exp.Paren, exp.Neg)):
@@ -220,7 +221,7 @@ def select(sql: str, ident, schema: str | None = None) -> Translation:
 
     names = _Names()
     try:
-        tree = sqlglot.parse_one(sql, read="sqlite")
+        tree = parse(sql, read="sqlite")
         aliases = {t.alias for t in tree.find_all(exp.Table) if t.alias}
 
         def fix(node: exp.Expression) -> exp.Expression:
@@ -299,7 +300,7 @@ def trigger(sql: str, pg_table: str, schema: str, columns: dict[str, str], ident
             if not t.ok:
                 raise Untranslatable(t.error or "statement not translated")
             out.notes += t.notes
-            body.append(t.sql + ";")
+            body.append(f"{t.sql};")
     except Untranslatable as exc:
         out.error = str(exc)
         return out

@@ -110,10 +110,10 @@ def timestamp(value: exp.Expression, modifiers: list[exp.Expression], value_type
     else:
         ts = cast(value, "timestamp")
     month_math = False
-    for m in mods:
-        if m.strip().lower() == "unixepoch":
+    for mod in mods:
+        if mod.strip().lower() == "unixepoch":
             continue
-        ts, is_month = _modifier(ts, m)
+        ts, is_month = _modifier(ts, mod)
         month_math = month_math or is_month
     return ts, uses_now, month_math
 

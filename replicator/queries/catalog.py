@@ -126,7 +126,7 @@ def _load(conn: sqlite3.Connection, cfg: Config) -> Catalog:
             key=tuple(c.name for c in sorted((c for c in table.columns if c.pk),
                                              key=lambda c: c.pk)),
             rowid_alias=table.key_columns[0] if table.key_kind == KEY_ALIAS else None,
-            uniques=tuple(i.columns for i in table.unique_keys),
+            uniques=tuple(tuple(c for c in i.columns if c is not None) for i in table.unique_keys),
             foreign_keys=_foreign_keys(conn, table.name),
             rows=cen.rows,
         )

@@ -63,7 +63,7 @@ class Ctx:
         if col.table:
             t = self.tables.get(col.table.lower())
             return t.column(col.name) if t else None
-        hits = {id(t): t.column(col.name) for t in self.tables.values() if t.column(col.name)}
+        hits = {id(t): c for t in self.tables.values() if (c := t.column(col.name)) is not None}
         found = list(hits.values())
         if len(found) == 1 or (found and len({c.pg_type for c in found}) == 1
                                and len({c.classes for c in found}) == 1):

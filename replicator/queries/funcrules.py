@@ -85,9 +85,10 @@ def time_call(node: exp.Expression, name: str, args: list, ctx: Ctx) -> exp.Expr
         ctx.flag("time-month", node)
     other = compared_with(node)
     other_type = ctx.pg_type(other) if other is not None else None
-    if res.ts is not None and other_type in TEMPORAL:
+    if res.ts is not None and other is not None and other_type in TEMPORAL:
         # a timestamptz column compared with SQLite's text form: compare as time instead
-        ctx.flag("temporal-compare", node.parent, col=src(other), pg_type=other_type)
+        parent = node.parent if isinstance(node.parent, exp.Expression) else None
+        ctx.flag("temporal-compare", parent, col=src(other), pg_type=other_type)
         if other_type == "date":
             return cast(res.ts, "date")
         return template("_1 AT TIME ZONE 'UTC'", res.ts) if other_type == "timestamptz" \
@@ -120,11 +121,12 @@ def time_to_str(node: exp.TimeToStr, ctx: Ctx) -> exp.Expression | None:
 def current(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     if ctx.ddl or node.find_ancestor(exp.ColumnDef):
         return None
-    name, fmt, pg = {
+    names: dict[type[exp.Expression], tuple[str, str, str]] = {
         exp.CurrentTimestamp: ("CURRENT_TIMESTAMP", "YYYY-MM-DD HH24:MI:SS", "timestamptz"),
         exp.CurrentDate: ("CURRENT_DATE", "YYYY-MM-DD", "date"),
         exp.CurrentTime: ("CURRENT_TIME", "HH24:MI:SS", "timetz"),
-    }[type(node)]
+    }
+    name, fmt, pg = names[type(node)]
     ctx.flag("current-time", name, fixed=True, func=name, pg=pg)
     return func("TO_CHAR", template("now() AT TIME ZONE 'UTC'"), exp.Literal.string(fmt))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
 from .sqltext import line_of
 
@@ -63,7 +64,8 @@ class _Scanner:
     """Shared machinery: position, output, previous significant token (regex heuristics)."""
 
     def __init__(self, src: str):
-        self.src, self.i, self.out, self.prev = src, 0, [], ""
+        self.src, self.i, self.prev = src, 0, ""
+        self.out: list[Any] = []
         self.markers = 0
 
     def add(self, start: int, text: str, interpolated: bool = False, tagged: bool = False):
@@ -128,7 +130,7 @@ def scan_js(src: str) -> list[Literal]:
             tagged = s.i > 0 and (src[s.i - 1].isalnum() or src[s.i - 1] in "_$")
             start = s.i
             s.i, text, parts = _template(src, s.i, s, tagged)
-            s.add(start, text, interpolated=parts and not tagged, tagged=tagged)
+            s.add(start, text, interpolated=bool(parts) and not tagged, tagged=tagged)
         elif c == "/" and s.prev in _REGEX_PREV:
             s.skip_regex()
         else:

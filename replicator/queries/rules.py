@@ -41,6 +41,8 @@ def apply(tree: exp.Expression, ctx: Ctx) -> exp.Expression:
     """Run every rule over ``tree`` bottom-up; returns the (possibly new) root."""
     root = tree
     for node in reversed(list(tree.walk())):
+        if not isinstance(node, exp.Expression):
+            continue
         rule = RULES.get(type(node))
         if rule is None:
             continue
@@ -367,7 +369,7 @@ def _sum_avg(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
 def _dpipe(node: exp.DPipe, ctx: Ctx) -> exp.Expression | None:
     types = [ctx.pg_type(node.this), ctx.pg_type(node.expression)]
     if all(t in NUMBER_TYPES for t in types):
-        ctx.flag("concat-nontext", node, fixed=True, types=" || ".join(types))
+        ctx.flag("concat-nontext", node, fixed=True, types=" || ".join(str(t) for t in types))
         node.set("this", cast(node.this, "text"))
     if isinstance(node.parent, exp.DPipe):
         return None  # one finding per chain, on the outermost ||

@@ -72,7 +72,8 @@ def _quiet():
 def parse(sql: str) -> list[exp.Expression]:
     """Parse SQLite text into statements (raises SqlglotError)."""
     with _quiet():
-        return [t for t in sqlglot.parse(_replace_into(sql), read="sqlite") if t is not None]
+        return [t for t in sqlglot.parse(_replace_into(sql), read="sqlite")
+                if isinstance(t, exp.Expression)]
 
 
 def _replace_into(sql: str) -> str:

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +77,7 @@ class TableCopier:
         progress: Callable[[str, int, int], None] | None = None,
         stop: asyncio.Event | None = None,
         unit: Unit | None = None,
-        should_stop=None,
+        should_stop: Callable[[], bool] | None = None,
     ):
         self.pg, self.frozen, self.plan, self.schema = pg, frozen, plan, schema
         self.census = census
@@ -97,7 +97,7 @@ class TableCopier:
                               if plan.key_kind == KEY_ALIAS and c.name in plan.key_columns), None)
 
     @staticmethod
-    def rows_for_budget(sample: list[tuple]) -> int:
+    def rows_for_budget(sample: list[tuple[Any, ...]]) -> int:
         """Rows per chunk so a chunk holds about CHUNK_BYTES of Python objects, from the size of a
         first sample: a table of 1 MB BLOBs and a table of small integers need very different
         chunks. (A worker holds about three chunks at once: the one being converted and written,
@@ -106,7 +106,7 @@ class TableCopier:
         per_row = max(1, size // max(1, len(sample)))
         return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row))
 
-    def _query(self, safe: bool, after: int | None, offset: int) -> tuple[str, tuple]:
+    def _query(self, safe: bool, after: int | None, offset: int) -> tuple[str, tuple[Any, ...]]:
         sel = select_list(self.plan, safe)
         if self.passthrough and not safe:
             # (columns[, rowid]): exactly the COPY layout; the rowid is last, or is the alias.
@@ -126,7 +126,7 @@ class TableCopier:
         order = ", ".join(qi(k) for k in self.plan.key_columns) or "1"
         return (f"SELECT {sel} FROM {table} ORDER BY {order} LIMIT -1 OFFSET ?", (offset,))
 
-    def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple]]:
+    def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple[Any, ...]]]:
         sql, params = self._query(safe, after, offset)
         cur = self.frozen.conn.execute(sql, params)
         n = 1000
@@ -179,7 +179,8 @@ class TableCopier:
                 safe = True
         return CopyResult(rows=rows, quarantined=quarantined, seconds=time.monotonic() - started)
 
-    async def _iter_chunks(self, safe: bool, after: int | None, offset: int):
+    async def _iter_chunks(self, safe: bool, after: int | None, offset: int
+                           ) -> AsyncIterator[list[tuple[Any, ...]]]:
         """Chunks, the next one read (in a thread) while the current one is being written."""
         it = self._chunks(safe, after, offset)
         ahead = asyncio.ensure_future(asyncio.to_thread(next, it, None))
@@ -195,7 +196,7 @@ class TableCopier:
             with contextlib.suppress(BaseException):
                 await ahead
 
-    def _as_is(self, chunk: list[tuple]) -> tuple[list, list, int | None]:
+    def _as_is(self, chunk: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], int | None]:
         """The passthrough layout: rows are already what COPY takes (minus a trailing rowid)."""
         if not self.use_rowid:
             return chunk, [], None
@@ -205,7 +206,7 @@ class TableCopier:
             return chunk, [], chunk[-1][-1]
         return [r[:-1] for r in chunk], [], chunk[-1][-1]
 
-    def _standard(self, chunk: list[tuple]) -> list[tuple]:
+    def _standard(self, chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """A passthrough chunk back in the (rowid, *columns) layout the converters read."""
         if not self.use_rowid:
             return [(None, *r) for r in chunk]
@@ -213,8 +214,8 @@ class TableCopier:
             return [(r[self.alias_at], *r) for r in chunk]
         return [(r[-1], *r[:-1]) for r in chunk]
 
-    def _convert(self, chunk: list[tuple], safe: bool, checked: bool = False
-                 ) -> tuple[list, list, int | None]:
+    def _convert(self, chunk: list[tuple[Any, ...]], safe: bool, checked: bool = False
+                 ) -> tuple[list[Any], list[Any], int | None]:
         census = None if checked else self.census
         good, bad = convert_rows(self.plan, chunk, safe=safe, census=census)
         if self.project is not None:
@@ -222,7 +223,7 @@ class TableCopier:
         return good, bad, chunk[-1][0]
 
     async def _write(
-        self, good: list, bad: list, last: int | None, rows_done: int, per_chunk_txn: bool
+        self, good: list[Any], bad: list[Any], last: int | None, rows_done: int, per_chunk_txn: bool
     ) -> None:
         if bad:
             self._check_policy(bad)
@@ -244,7 +245,7 @@ class TableCopier:
         if self.unit is None:  # units are counted from their committed progress
             metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(len(good))
 
-    def _check_policy(self, bad: list) -> None:
+    def _check_policy(self, bad: list[Any]) -> None:
         for _k, _r, column, reason, key in bad:
             if self.plan.column(column).policy == "fail":
                 raise BadValueError(

@@ -77,7 +77,7 @@ async def verify(
         await recheck(pg, src, cfg, reports, known, recheck_rounds)
         rows = sum(r.matched + r.missing + r.different + r.quarantined for r in reports)
         seconds = time.monotonic() - started
-        report = {
+        report: dict[str, Any] = {
             "ok": all(r.ok for r in reports),
             "mode": "changed since the last full verification, plus row counts" if changed_only
             else "sample" if sample else "full",

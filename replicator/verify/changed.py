@@ -3,7 +3,9 @@ plus the row counts of both sides: what cutover checks inside its write freeze."
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from typing import Any
 
 import asyncpg
 
@@ -19,12 +21,13 @@ from .common import TableReport
 from .recheck import recheck_table
 
 
-async def dirty_keys(pg: asyncpg.Connection) -> dict[str, list]:
+async def dirty_keys(pg: asyncpg.Connection) -> dict[str, list[Any]]:
     return {table: [[from_typed_json(v) for v in key] for key in keys]
             for table, keys in (await state.dirty_keys(pg)).items()}
 
 
-async def verify_changed(pg, src, plan: TablePlan, schema: str, raw_keys: list) -> TableReport:
+async def verify_changed(pg: asyncpg.Connection, src: sqlite3.Connection, plan: TablePlan, schema: str,
+                         raw_keys: list[Any]) -> TableReport:
     """The keys changed since the last full pass, row by row, and the row counts of both sides."""
     rep = TableReport(plan.name)
     t0 = time.monotonic()

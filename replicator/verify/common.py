@@ -45,7 +45,7 @@ class TableReport:
     sampled: bool = False
     samples: dict[str, list[Any]] = field(default_factory=lambda: {"missing": [], "extra": [],
                                                                      "different": []})
-    suspects: dict[str, list] = field(default_factory=dict)  # kind -> keys (to re-check)
+    suspects: dict[str, list[Any]] = field(default_factory=dict)  # kind -> keys (to re-check)
     seconds: float = 0.0
 
     @property
@@ -90,12 +90,12 @@ class Side:
             ]
             self.pg_types = [by_name[k].pg_type for k in plan.key_columns]
 
-    def key_of(self, rowid: Any, row: tuple) -> tuple:
+    def key_of(self, rowid: Any, row: tuple[Any, ...]) -> tuple[Any, ...]:
         if self.plan.rowid_keyed:
             return (rowid,)
         return tuple(row[i] for i in self.key_pos)
 
-    def sqlite_chunk(self, conn: sqlite3.Connection, after: tuple | None, safe: bool) -> list:
+    def sqlite_chunk(self, conn: sqlite3.Connection, after: tuple[Any, ...] | None, safe: bool) -> list[Any]:
         rid = self.plan.rowid_name or "NULL"
         keys = self.sqlite_key
         where = ""
@@ -111,7 +111,7 @@ class Side:
         finally:
             conn.execute("COMMIT")
 
-    async def pg_chunk(self, pg: asyncpg.Connection, after: tuple | None) -> list:
+    async def pg_chunk(self, pg: asyncpg.Connection, after: tuple[Any, ...] | None) -> list[Any]:
         cols = ", ".join(qi(c.pg_name) for c in self.plan.columns)
         table = qualified(self.schema, self.plan.pg_name)
         where = ""
@@ -121,11 +121,11 @@ class Side:
             where = f"WHERE ({', '.join(self.pg_key)}) > ({params})"
             args = list(after)
         key_sel = ", ".join(self.pg_key)
-        return await pg.fetch(
+        return list(await pg.fetch(
             f"SELECT {key_sel}, {cols} FROM {table} {where} ORDER BY {key_sel} LIMIT {CHUNK}", *args
-        )
+        ))
 
-    def differing(self, a: tuple, b: tuple) -> str:
+    def differing(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> str:
         """The first column whose values differ (bits included for floats)."""
         for i, (col, x, y) in enumerate(zip(self.plan.columns, a, b, strict=True)):
             if x != y or (i in self.float_pos and x == 0 and x is not None
@@ -133,7 +133,7 @@ class Side:
                 return col.name
         return "?"
 
-    def same(self, a: tuple, b: tuple) -> bool:
+    def same(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
         if a != b:
             return False
         # == treats 0.0 and -0.0 as equal; the bits must match too.
@@ -151,7 +151,8 @@ async def quarantined_keys(pg: asyncpg.Connection, table: str) -> set[str]:
     return await state.quarantine_keys(pg, table)
 
 
-def convert_chunk(conn, side: Side, after, safe: bool):
+def convert_chunk(conn: sqlite3.Connection, side: Side, after: tuple[Any, ...] | None, safe: bool
+                  ) -> tuple[list[Any], list[Any], tuple[Any, ...] | None]:
     """One chunk of SQLite rows in key order, through the copy's converters.
 
     Returns (good, bad, last raw key): good as (converted key, converted row), bad as
@@ -184,13 +185,13 @@ def convert_chunk(conn, side: Side, after, safe: bool):
     return good, bad, after_key
 
 
-def pg_key(side: Side, raw_key: tuple) -> tuple:
+def pg_key(side: Side, raw_key: tuple[Any, ...]) -> tuple[Any, ...]:
     if side.plan.rowid_keyed:
         return tuple(raw_key)
     return tuple(converter(c)(v) for c, v in zip(side.plan.key_plans, raw_key, strict=True))
 
 
-async def compare_keys(pg, side: Side, rep: TableReport, rows: list) -> None:
+async def compare_keys(pg: asyncpg.Connection, side: Side, rep: TableReport, rows: list[Any]) -> None:
     if not rows:
         return
     found = await pg_rows(pg, side, [k for k, _r in rows])
@@ -204,7 +205,8 @@ async def compare_keys(pg, side: Side, rep: TableReport, rows: list) -> None:
             rep.note("different", list(key), column=side.differing(row, prow))
 
 
-async def pg_rows(pg, side: Side, keys: list[tuple]) -> dict[tuple, tuple]:
+async def pg_rows(pg: asyncpg.Connection, side: Side, keys: list[tuple[Any, ...]]) -> dict[tuple[Any,
+                  ...], tuple[Any, ...]]:
     cols = ", ".join(qi(c.pg_name) for c in side.plan.columns)
     table = qualified(side.schema, side.plan.pg_name)
     raw_keys = [k.split(' COLLATE')[0] for k in side.pg_key]
@@ -220,9 +222,10 @@ async def pg_rows(pg, side: Side, keys: list[tuple]) -> dict[tuple, tuple]:
     return {tuple(r[:nk]): tuple(r[nk:]) for r in rows}
 
 
-def sqlite_rows_by_key(conn, side: Side, keys: list[tuple]) -> dict[tuple, Any]:
+def sqlite_rows_by_key(conn: sqlite3.Connection, side: Side, keys: list[tuple[Any,
+                       ...]]) -> dict[tuple[Any, ...], Any]:
     """Current SQLite rows (converted) for converted keys; "bad" where conversion fails."""
-    out: dict[tuple, Any] = {}
+    out: dict[tuple[Any, ...], Any] = {}
     plan = side.plan
     exprs = [plan.rowid_name] if plan.rowid_keyed else [qi(k) for k in plan.key_columns]
     conn.execute("BEGIN")

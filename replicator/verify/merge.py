@@ -10,10 +10,11 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from .. import log, workers
+from .. import log, state, workers
 from ..config import Config
 from ..convert import (
     BadValue,
@@ -65,7 +66,7 @@ class _Ranges:
         self.p_order = ", ".join(side.pg_key)
         self.table = qualified(side.schema, plan.pg_name)
 
-    def sqlite(self, conn: sqlite3.Connection, after: tuple | None) -> list[tuple]:
+    def sqlite(self, conn: sqlite3.Connection, after: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
         where, params = "", []
         if after is not None:
             where = f"WHERE ({', '.join(self.side.sqlite_key)}) > ({', '.join('?' * self.nk)})"
@@ -82,7 +83,7 @@ class _Ranges:
         finally:
             conn.execute("COMMIT")
 
-    def convert(self, raw: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    def convert(self, raw: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """(rows as Postgres would hold them, rows no column can hold: (raw key, column, reason))."""
         if not self.convs:
             return raw, []
@@ -98,8 +99,10 @@ class _Ranges:
             good.append(tuple(out))
         return good, bad
 
-    async def postgres(self, pg: asyncpg.Connection, lo: tuple | None, hi: tuple | None) -> list:
-        cond, args = [], []
+    async def postgres(self, pg: asyncpg.Connection, lo: tuple[Any, ...] | None,
+                       hi: tuple[Any, ...] | None) -> list[Any]:
+        cond: list[str] = []
+        args: list[Any] = []
         types = self.side.pg_types
         for op, bound in ((">", lo), ("<=", hi)):
             if bound is not None:
@@ -107,11 +110,12 @@ class _Ranges:
                 cond.append(f"({', '.join(self.side.pg_key)}) {op} ({marks})")
                 args += list(bound)
         where = f"WHERE {' AND '.join(cond)}" if cond else ""
-        return await pg.fetch(f"SELECT {self.p_select} FROM {self.table} {where} "
-                              f"ORDER BY {self.p_order}", *args)
+        return list(await pg.fetch(f"SELECT {self.p_select} FROM {self.table} {where} "
+                                   f"ORDER BY {self.p_order}", *args))
 
 
-async def verify_merge(pg, src, plan: TablePlan, schema: str) -> TableReport:
+async def verify_merge(pg: asyncpg.Connection, src: sqlite3.Connection, plan: TablePlan,
+                       schema: str) -> TableReport:
     """Range by range: whole-list comparison, row-by-row merge only where a range differs."""
     side = Side(plan, schema)
     ranges = _Ranges(side)
@@ -153,7 +157,8 @@ async def verify_merge(pg, src, plan: TablePlan, schema: str) -> TableReport:
     return rep
 
 
-async def merge_all(cfg: Config, target: TargetDSN, pg, src, tables: list) -> dict[str, TableReport]:
+async def merge_all(cfg: Config, target: TargetDSN, pg: asyncpg.Connection, src: sqlite3.Connection,
+                    tables: list[state.TableState]) -> dict[str, TableReport]:
     """Full comparison of ``tables`` (TableState): in worker processes, one table each, when
     there is enough to compare (a process reads SQLite and decodes Postgres rows at about one
     core's worth; the GIL keeps threads from doing better); else here, one after the other."""
@@ -175,7 +180,7 @@ async def merge_all(cfg: Config, target: TargetDSN, pg, src, tables: list) -> di
     return {rep.table: rep for rep in done}
 
 
-def _merge_in_worker(job: tuple, plan_json: dict) -> TableReport:
+def _merge_in_worker(job: tuple[Any, ...], plan_json: dict[str, Any]) -> TableReport:
     """Entry point in a worker process: one table's full comparison."""
     target, timeout, tls_verify, source, busy_ms, schema = job
     plan = TablePlan.from_json(plan_json)
@@ -197,7 +202,7 @@ def _merge_in_worker(job: tuple, plan_json: dict) -> TableReport:
         raise workers.carried(exc, f"table {plan.name!r}") from None
 
 
-def _merge_range(side: Side, rep: TableReport, rows: list, bad: list, prows: list,
+def _merge_range(side: Side, rep: TableReport, rows: list[Any], bad: list[Any], prows: list[Any],
                  qkeys: set[str]) -> None:
     nk = len(side.pg_key)
     for key, column, reason in bad:
@@ -210,14 +215,15 @@ def _merge_range(side: Side, rep: TableReport, rows: list, bad: list, prows: lis
     _merge_step(side, rep, s_buf, p_buf, True, True, qkeys)
 
 
-async def _verify_merge_rows(pg, src, plan: TablePlan, schema: str) -> TableReport:
+async def _verify_merge_rows(pg: asyncpg.Connection, src: sqlite3.Connection, plan: TablePlan,
+                             schema: str) -> TableReport:
     side = Side(plan, schema)
     rep = TableReport(plan.name)
     t0 = time.monotonic()
     qkeys = await quarantined_keys(pg, plan.name)
     s_after, p_after = None, None
-    s_buf: list = []
-    p_buf: list = []
+    s_buf: list[Any] = []
+    p_buf: list[Any] = []
     s_done = p_done = False
     nk = len(side.pg_key)
     while True:
@@ -250,7 +256,7 @@ async def _verify_merge_rows(pg, src, plan: TablePlan, schema: str) -> TableRepo
     return rep
 
 
-def _merge_step(side: Side, rep: TableReport, s_buf: list, p_buf: list, s_done: bool,
+def _merge_step(side: Side, rep: TableReport, s_buf: list[Any], p_buf: list[Any], s_done: bool,
                 p_done: bool, qkeys: set[str]) -> None:
     """Merge until one buffer runs dry (and its side is not finished)."""
     while (s_buf or s_done) and (p_buf or p_done):

@@ -4,8 +4,11 @@ rows."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections import Counter
+
+import asyncpg
 
 from ..convert import (
     convert_rows,
@@ -16,7 +19,8 @@ from ..quoting import qi, qualified
 from .common import TableReport
 
 
-async def verify_multiset(pg, src, plan: TablePlan, schema: str) -> TableReport:
+async def verify_multiset(pg: asyncpg.Connection, src: sqlite3.Connection, plan: TablePlan,
+                          schema: str) -> TableReport:
     """Keyless tables after cutover (no rowid helper column): compare the multisets of rows."""
     rep = TableReport(plan.name)
     t0 = time.monotonic()

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
+
+import asyncpg
 
 from .. import capture, state
 from ..config import Config
@@ -17,7 +20,8 @@ from ..plans import TablePlan
 from .common import Side, TableReport, has_rowid_column, pg_rows, quarantined_keys, sqlite_rows_by_key
 
 
-async def recheck(pg, src, cfg: Config, reports: list[TableReport], known, rounds: int) -> None:
+async def recheck(pg: asyncpg.Connection, src: sqlite3.Connection, cfg: Config, reports: list[TableReport],
+                  known: dict[str, state.TableState], rounds: int) -> None:
     """Re-compare suspect keys once the target has applied what SQLite held at the pass's end."""
     for attempt in range(rounds):
         suspects = [r for r in reports if r.suspects and not r.ok]
@@ -32,7 +36,7 @@ async def recheck(pg, src, cfg: Config, reports: list[TableReport], known, round
             await recheck_table(pg, src, plan, cfg.target_schema, rep)
 
 
-async def _wait_for_cursor(pg, goal: int, timeout: float) -> None:
+async def _wait_for_cursor(pg: asyncpg.Connection, goal: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = await state.load(pg)
@@ -41,7 +45,8 @@ async def _wait_for_cursor(pg, goal: int, timeout: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def recheck_table(pg, src, plan: TablePlan, schema: str, rep: TableReport) -> None:
+async def recheck_table(pg: asyncpg.Connection, src: sqlite3.Connection, plan: TablePlan, schema: str,
+                        rep: TableReport) -> None:
     side = Side(plan, schema)
     keys = [tuple(k) for kind in ("missing", "extra", "different") for k in rep.suspects.get(kind, [])]
     qkeys = await quarantined_keys(pg, plan.name)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import time
+
+import asyncpg
 
 from ..plans import TablePlan
 from ..quoting import qi, qualified
 from .common import Side, TableReport, compare_keys, convert_chunk, quarantined_keys
 
 
-async def verify_sample(pg, src, plan: TablePlan, schema: str, fraction: float) -> TableReport:
+async def verify_sample(pg: asyncpg.Connection, src: sqlite3.Connection, plan: TablePlan, schema: str,
+                        fraction: float) -> TableReport:
     """Check a random fraction of SQLite rows by key, plus the row counts of both sides."""
     side = Side(plan, schema)
     rep = TableReport(plan.name, sampled=True)
