@@ -1,0 +1,607 @@
+"""The type layer as a unit: census -> plan -> converters -> Postgres, on generated values.
+
+Values of every SQLite storage class (64-bit integers to both ends, floats with -0.0, infinities
+and subnormals, text with NUL bytes, ISO-8601 layouts, JSON and UUIDs, BLOBs, text that is not
+valid UTF-8) are stored in a real SQLite file under each declared type, then put through the
+census, ``plan_table`` and the copy's converters. A comparator written here, not taken from the
+product, proves that every value either arrives as a Postgres value meaning exactly the same
+thing (the same integer; the same float bit for bit; the same string; a timestamp from which the
+very same text is rebuilt) or is rejected with ``BadValue`` (quarantined), never altered; and
+that the plan names every column where a value is rejected. A sample also goes through real
+Postgres tables of the planned types (binary COPY, as the snapshot writes, and ``unnest`` arrays,
+as the applier writes), and what Postgres returns is compared the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import re
+import sqlite3
+import struct
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from replicator.census import census, quick_census
+from replicator.config import ColumnOverride, Config
+from replicator.convert import (
+    BadValue,
+    BadText,
+    convert_rows,
+    converter,
+    from_typed_json,
+    row_converter,
+    select_list,
+    typed_json,
+)
+from replicator.plans import TablePlan
+from replicator.schema import plan_table, text_census_columns
+from replicator.source import inspect
+
+DECLARED = ("INTEGER", "REAL", "TEXT", "BLOB", "NUMERIC", "DECIMAL(10,2)", "BOOLEAN", "DATETIME",
+            "DATE", "JSON", "UUID", "")
+# Bounded so the file runs in seconds; no example database written into the repository.
+_QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+PROPERTY = settings(max_examples=60, deadline=None, database=None, suppress_health_check=_QUIET)
+ROUND_TRIP = settings(max_examples=20, deadline=None, database=None, suppress_health_check=_QUIET)
+_files = itertools.count()
+
+
+# -- values ----------------------------------------------------------------------------------------
+
+
+class Raw(bytes):
+    """Bytes stored as TEXT (``CAST(? AS TEXT)``): text that is not valid UTF-8."""
+
+
+@dataclass(frozen=True)
+class BadUtf8:
+    """What SQLite holds when its TEXT is not valid UTF-8 (read back as raw bytes)."""
+
+    raw: bytes
+
+
+INT64 = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([-(2**63), 2**63 - 1, 0, 1, -1, 2**53, 2**53 + 1, -(2**53) - 1, 2**62]),
+    st.integers(-1000, 1000),
+)
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    st.sampled_from([-0.0, 0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                     math.inf, -math.inf, math.nan, 0.1, 1 / 3, 2.0**53, 2.0**63, 1e16, 12.0]),
+)
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)  # NUL included
+NUL_TEXT = st.tuples(TEXT, TEXT).map(lambda t: t[0] + "\x00" + t[1])
+NUMBER_TEXT = st.one_of(
+    INT64.map(str), FLOATS.map(repr),
+    st.sampled_from([" 12", "1e5", "0x10", "+7", "1.50", "-0", "007", "1e400", "-0.0", "Inf", "NaN"]),
+)
+BAD_UTF8 = st.one_of(
+    st.sampled_from([b"\xff", b"\xc3\x28", b"abc\x80", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80"]),
+    st.binary(min_size=1, max_size=12).filter(lambda b: not _decodes(b)),
+).map(Raw)
+DATES = st.one_of(st.dates().map(date.isoformat),
+                  st.sampled_from(["2024-02-30", "2023-02-29", "0000-01-01", "2024-1-01"]))
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), INT64,
+                         st.floats(allow_nan=False, allow_infinity=False), TEXT)
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)), max_leaves=6)
+JSON_TEXT = st.one_of(
+    st.tuples(st.one_of(st.lists(JSON_VALUES, max_size=3),
+                        st.dictionaries(TEXT, JSON_VALUES, max_size=3)), st.booleans())
+    .map(lambda t: json.dumps(t[0], ensure_ascii=t[1])),
+    st.sampled_from(['[1e400]', '{"a":1,"a":2}', '["\\ud800"]', '["\\u0000"]', '[1] ', '[-0]',
+                     '{"\\u00e9":"é"}', '{not json', '[NaN]', '[1,]', '{}', '[]']),
+)
+UUIDS = st.uuids().map(str)  # canonical lowercase (upper case: see the xfail test below)
+BLOBS = st.binary(max_size=24)
+
+# ISO-8601 layouts: separator, seconds, fraction digits (7+ cannot be kept), zone
+LAYOUTS = st.tuples(st.sampled_from([" ", "T"]), st.booleans(), st.sampled_from([0, 1, 3, 6, 7, 9]),
+                    st.sampled_from(["", "", "Z", "+00:00", "+0000", "+05:30", "-0800"]))
+
+
+def _iso(dt: datetime, layout: tuple, extra: int) -> str:
+    sep, seconds, digits, zone = layout
+    text = dt.strftime("%Y-%m-%d") + sep + f"{dt.hour:02d}:{dt.minute:02d}"
+    if seconds:
+        text += f":{dt.second:02d}"
+        if digits:
+            text += "." + (f"{dt.microsecond:06d}" + f"{extra:03d}")[:digits]
+    return text + zone
+
+
+def _datetimes(layout: tuple) -> st.SearchStrategy[str]:
+    return st.builds(_iso, st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+                     st.just(layout), st.integers(0, 999))
+
+
+KINDS: dict[str, st.SearchStrategy[Any]] = {
+    "int": INT64, "bit": st.sampled_from([0, 1]), "unix": st.integers(0, 4_102_444_800),
+    "float": FLOATS, "julian": st.floats(1_721_425.5, 5_373_484.5), "text": TEXT,
+    "nul": NUL_TEXT, "number_text": NUMBER_TEXT, "date": DATES, "json": JSON_TEXT, "uuid": UUIDS,
+    "blob": BLOBS, "bad_utf8": BAD_UTF8, "null": st.none(),
+    "bool_text": st.sampled_from(["true", "false", "yes", "no", "T", "f"]),
+}
+ANY_VALUE = st.one_of(*KINDS.values(), LAYOUTS.flatmap(_datetimes))
+
+
+def _kind(name: str) -> st.SearchStrategy[Any]:
+    if name == "datetime":
+        return LAYOUTS.flatmap(_datetimes)
+    return KINDS[name]
+
+
+HOMOGENEOUS = st.sampled_from([*KINDS, "datetime", "datetime"]).flatmap(
+    lambda k: LAYOUTS.flatmap(lambda lay: st.lists(_datetimes(lay), min_size=1, max_size=10))
+    if k == "datetime" else st.lists(_kind(k), min_size=1, max_size=10))
+COLUMNS = st.one_of(
+    HOMOGENEOUS,  # one kind: reaches boolean, timestamptz, date, json, uuid ...
+    st.tuples(HOMOGENEOUS, st.lists(ANY_VALUE, min_size=1, max_size=2)).map(lambda t: t[0] + t[1]),
+    st.lists(ANY_VALUE, max_size=10),
+)
+
+
+def _decodes(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# -- the independent comparator --------------------------------------------------------------------
+
+
+def bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+_ISO = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})([ T])([0-9]{2}):([0-9]{2})"
+                  r"(?::([0-9]{2})(?:\.([0-9]+))?)?(Z|[+-][0-9]{2}:?[0-9]{2})?")
+
+
+def _rebuilt(src: str, ts: datetime) -> bool:
+    """Does ``ts`` rebuild exactly the text ``src`` (in its own layout and zone)?"""
+    m = _ISO.fullmatch(src)  # ASCII digits only: other digits cannot be rebuilt from a number
+    if m is None or ts.tzinfo is None:
+        return False
+    _y, _mo, _d, sep, _h, _mi, sec, frac, zone = m.groups()
+    offset = timedelta(0)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    local = ts.astimezone(timezone(offset))
+    text = f"{local.year:04d}-{local.month:02d}-{local.day:02d}{sep}{local.hour:02d}:{local.minute:02d}"
+    micro = f"{local.microsecond:06d}"
+    if sec is None:
+        if local.second or local.microsecond:
+            return False
+    else:
+        text += f":{local.second:02d}"
+        if frac is None:
+            if local.microsecond:
+                return False
+        else:
+            text += "." + (micro + "0" * len(frac))[: len(frac)]
+            if len(frac) < 6 and micro[len(frac):].strip("0"):
+                return False
+    return text + (zone or "") == src
+
+
+def means_same(src: Any, pg_type: str, got: Any) -> bool:
+    """Does ``got`` (a value bound for, or read back from, a Postgres column of ``pg_type``) mean
+    exactly what SQLite holds (``src``)?"""
+    if src is None or got is None:
+        return src is None and got is None
+    if isinstance(src, BadUtf8):
+        return False  # Postgres text cannot hold it: only quarantine is right
+    if pg_type == "bigint":
+        return type(src) is int and type(got) is int and got == src
+    if pg_type == "double precision":
+        if type(got) is not float:
+            return False
+        if type(src) is float:
+            return bits(got) == bits(src)
+        return type(src) is int and math.isfinite(got) and Fraction(got) == src
+    if pg_type == "numeric":
+        if not isinstance(got, Decimal):
+            return False
+        if type(src) is int:
+            return got.is_finite() and Fraction(got) == src
+        if type(src) is float:
+            if math.isinf(src):
+                return got.is_infinite() and (got > 0) == (src > 0)
+            return got.is_finite() and bits(float(got)) == bits(src)
+        return False
+    if pg_type == "text":
+        if type(got) is not str:
+            return False
+        if type(src) is str:
+            return got == src
+        if type(src) is int:
+            return got == str(src)
+        if type(src) is float:
+            try:
+                return bits(float(got)) == bits(src)
+            except ValueError:
+                return False
+        return False
+    if pg_type == "bytea":
+        return type(src) is bytes and type(got) is bytes and got == src
+    if pg_type == "boolean":
+        return type(src) is int and src in (0, 1) and type(got) is bool and got == bool(src)
+    if pg_type == "timestamptz":
+        if not isinstance(got, datetime) or got.tzinfo is None:
+            return False
+        if type(src) is int:
+            return got - datetime(1970, 1, 1, tzinfo=UTC) == timedelta(seconds=src)
+        return type(src) is str and _rebuilt(src, got)
+    if pg_type == "date":
+        return type(src) is str and type(got) is date and got.isoformat() == src
+    if pg_type == "json":
+        return type(src) is str and type(got) is str and got == src
+    if pg_type == "uuid":
+        return type(src) is str and str(got) == src
+    raise AssertionError(f"the comparator does not know Postgres type {pg_type!r}")
+
+
+def same_raw(src: Any, typed: Any) -> bool:
+    """The quarantine keeps the raw value losslessly (typed JSON, through a JSON round trip)."""
+    back = from_typed_json(json.loads(json.dumps(typed)))
+    if isinstance(src, BadUtf8):
+        return typed == {"text_hex": src.raw.hex()}
+    if type(src) is float:
+        return type(back) is float and bits(back) == bits(src)
+    return type(back) is type(src) and back == src
+
+
+# -- SQLite side -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Stored:
+    path: Path
+    conn: sqlite3.Connection
+    truth: dict[int, Any]  # id -> the value SQLite holds, read independently
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def store(tmp: Path, declared: str, values: list[Any]) -> Stored:
+    path = tmp / f"v{next(_files)}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, v {declared})")
+    conn.execute("BEGIN")
+    for v in values:
+        if isinstance(v, Raw):
+            conn.execute("INSERT INTO t (v) VALUES (CAST(? AS TEXT))", (bytes(v),))
+        else:
+            conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+    conn.execute("COMMIT")
+    conn.text_factory = bytes
+    truth = {}
+    for rid, v, kind in conn.execute("SELECT id, v, typeof(v) FROM t"):
+        if kind == b"text":
+            v = v.decode("utf-8") if _decodes(v) else BadUtf8(v)
+        truth[rid] = v
+    conn.text_factory = str
+    return Stored(path, conn, truth)
+
+
+def read(conn: sqlite3.Connection, plan: TablePlan) -> tuple[list[tuple], bool]:
+    """Rows as the copy reads them: as-is, or in the safe form when some TEXT is bad UTF-8."""
+    try:
+        return conn.execute(f"SELECT rowid, {select_list(plan, False)} FROM t").fetchall(), False
+    except sqlite3.OperationalError:
+        return conn.execute(f"SELECT rowid, {select_list(plan, True)} FROM t").fetchall(), True
+
+
+def planned(s: Stored, cfg: Config | None = None) -> tuple[TablePlan, TablePlan, Any]:
+    """(plan from the full census, as ``plan`` makes it; plan from the quick census, as the
+    snapshot makes it; the quick census)."""
+    cfg = cfg or Config(source=s.path)
+    table = inspect(s.conn).tables["t"]
+    full = census(s.conn, table, check_utf8=True, text_columns=text_census_columns(table, True))
+    quick = quick_census(s.conn, table, text_columns=text_census_columns(table))
+    return plan_table(table, full, cfg), plan_table(table, quick, cfg), quick
+
+
+def check_conversion(s: Stored, declared: str) -> tuple[TablePlan, list[tuple]]:
+    full_plan, plan, quick = planned(s)
+    col, full_col = plan.column("v"), full_plan.column("v")
+    # What `plan` reports is what the snapshot does.
+    assert (full_col.pg_type, full_col.conv) == (col.pg_type, col.conv), (declared, s.truth)
+    rows, safe = read(s.conn, plan)
+    good, bad = convert_rows(plan, rows, safe=safe)
+    seen = set()
+    for rid, value in good:
+        seen.add(rid)
+        assert means_same(s.truth[rid], col.pg_type, value), (
+            f"{declared or 'no type'}: {s.truth[rid]!r} became {value!r} in {col.pg_type} "
+            f"({col.conv}; {col.reason})")
+    for key_json, raw_json, column, reason, key in bad:
+        rid = key[0]
+        seen.add(rid)
+        assert column == "v" and reason and key_json == [{"int": str(rid)}]
+        assert same_raw(s.truth[rid], raw_json[1]), (s.truth[rid], raw_json)
+        assert s.truth[rid] is not None
+    assert seen == set(s.truth)
+    if bad:  # the plan names every column where a value cannot move
+        assert not full_col.exact and full_col.problems, (declared, s.truth, full_col)
+    if not safe:
+        # The snapshot's fast path (columns the census proves need no conversion are passed
+        # through) gives the same rows, except text with a NUL byte, which the quick census does
+        # not look for: its COPY chunk fails and is converted again value by value.
+        fast_good, fast_bad = convert_rows(plan, rows, safe=False, census=quick)
+        nul = {r for r, v in s.truth.items() if type(v) is str and "\x00" in v}
+        assert [repr(r) for r in fast_good if r[0] not in nul] == \
+            [repr(r) for r in good if r[0] not in nul]
+        assert [b[4] for b in fast_bad] == [b[4] for b in bad if b[4][0] not in nul]
+    return plan, good
+
+
+@pytest.mark.parametrize("declared", DECLARED, ids=lambda d: d or "untyped")
+def test_every_value_converts_exactly_or_is_quarantined(tmp_path, declared):
+    @PROPERTY
+    @given(values=COLUMNS)
+    def prop(values):
+        s = store(tmp_path, declared, values)
+        try:
+            check_conversion(s, declared)
+        finally:
+            s.close()
+            s.path.unlink()
+
+    prop()
+
+
+# -- through Postgres ------------------------------------------------------------------------------
+
+
+def known_postgres_loss(src: Any, pg_type: str) -> bool:
+    """Product bugs pinned by xfail tests below, left out here so the property stays green.
+    Remove each line once its xfail test passes."""
+    return pg_type == "numeric" and type(src) is float and src == 0 and math.copysign(1, src) < 0
+
+
+async def _round_trip(pg: asyncpg.Connection, plan: TablePlan, good: list[tuple]
+                      ) -> tuple[list[tuple], list[tuple]]:
+    pg_type = plan.column("v").pg_type
+    await pg.execute("DROP TABLE IF EXISTS rt_copy, rt_unnest")
+    await pg.execute(f"CREATE TABLE rt_copy (id bigint, v {pg_type})")
+    await pg.execute(f"CREATE TABLE rt_unnest (id bigint, v {pg_type})")
+    await pg.copy_records_to_table("rt_copy", records=good, columns=["id", "v"])
+    await pg.execute(f"INSERT INTO rt_unnest SELECT * FROM unnest($1::bigint[], $2::{pg_type}[])",
+                     [r[0] for r in good], [r[1] for r in good])
+    copied = [tuple(r) for r in await pg.fetch("SELECT id, v FROM rt_copy ORDER BY id")]
+    inserted = [tuple(r) for r in await pg.fetch("SELECT id, v FROM rt_unnest ORDER BY id")]
+    return copied, inserted
+
+
+@pytest.mark.parametrize("declared", DECLARED, ids=lambda d: d or "untyped")
+def test_converted_values_come_back_from_postgres_unchanged(tmp_path, target_dsn, declared):
+    loop = asyncio.new_event_loop()
+    pg = loop.run_until_complete(asyncpg.connect(target_dsn))
+    try:
+        @ROUND_TRIP
+        @given(values=COLUMNS)
+        def prop(values):
+            s = store(tmp_path, declared, values)
+            try:
+                plan, good = check_conversion(s, declared)
+            finally:
+                s.close()
+                s.path.unlink()
+            pg_type = plan.column("v").pg_type
+            for got in loop.run_until_complete(_round_trip(pg, plan, good)):
+                assert [r[0] for r in got] == sorted(r[0] for r in good)
+                for rid, value in got:
+                    src = s.truth[rid]
+                    if known_postgres_loss(src, pg_type):
+                        continue
+                    assert means_same(src, pg_type, value), (
+                        f"{declared or 'no type'}: {src!r} came back from {pg_type} as {value!r}")
+
+        prop()
+    finally:
+        loop.run_until_complete(pg.close())
+        loop.close()
+
+
+# -- the rules, one by one -------------------------------------------------------------------------
+
+
+def _plan_of(tmp_path: Path, declared: str, values: list[Any], cfg_columns=None
+             ) -> tuple[TablePlan, Stored]:
+    s = store(tmp_path, declared, values)
+    cfg = Config(source=s.path, columns=cfg_columns or {})
+    full, _quick_plan, _quick = planned(s, cfg)
+    return full, s
+
+
+RULES = [
+    ("INTEGER", [1, 2**63 - 1, -(2**63)], "bigint", "bigint"),
+    ("INTEGER", [1, 2.5], "numeric", "numeric"),
+    ("REAL", [1.5, -0.0, 3], "double precision", "float"),
+    ("TEXT", ["a", 12], "text", "text"),
+    ("BLOB", [b"\x00\x01"], "bytea", "bytea"),
+    ("", [], "bytea", "bytea"),
+    ("NUMERIC", [], "numeric", "numeric"),
+    ("NUMERIC", [1, 2], "numeric", "numeric"),
+    ("NUMERIC", [1.5, 2.25], "numeric", "numeric"),
+    ("", [1, 2], "bigint", "bigint"),
+    ("", [1.5, 2.25], "double precision", "float"),
+    ("", [1, 2.5], "numeric", "numeric"),
+    ("DECIMAL(10,2)", [1, 2], "numeric", "numeric"),
+    ("DECIMAL(10,2)", [1.25, 2], "numeric", "numeric"),
+    ("", [1, "a", 1.5], "text", "text_render"),
+    ("BOOLEAN", [0, 1, 1], "boolean", "bool"),
+    ("BOOLEAN", [0, 2], "bigint", "bigint"),
+    ("BOOLEAN", ["true", "false"], "text", "text"),
+    ("DATETIME", ["2024-01-02 03:04:05", "1999-12-31 23:59:59"], "timestamptz",
+     "ts_text:YYYY-MM-DD HH:MM:SS"),
+    ("DATETIME", ["2024-01-02T03:04:05.123Z"], "timestamptz", "ts_text:YYYY-MM-DDTHH:MM:SS.fffZ"),
+    ("DATETIME", ["2024-01-02 03:04:05", "2024-01-02 03:04"], "text", "text"),
+    ("DATETIME", ["2024-01-02 03:04:05+02:00"], "text", "text"),
+    ("DATETIME", [0, 1_700_000_000], "timestamptz", "ts_unix"),
+    ("DATETIME", [2_460_000.5], "double precision", "float"),
+    ("DATE", ["2024-02-29", "0001-01-01"], "date", "date_text"),
+    ("JSON", ['{"a": 1, "a": 2}', "[1e400]"], "json", "json"),
+    ("JSON", ['{"a": 1}', "{nope"], "text", "text"),
+    ("UUID", ["123e4567-e89b-12d3-a456-426614174000"], "uuid", "uuid"),
+]
+
+
+@pytest.mark.parametrize("declared,values,pg_type,conv", RULES)
+def test_the_documented_type_rules(tmp_path, declared, values, pg_type, conv):
+    plan, s = _plan_of(tmp_path, declared, values)
+    try:
+        col = plan.column("v")
+        assert (col.pg_type, col.conv) == (pg_type, conv), col.reason
+        assert col.exact and col.reason
+        rows, safe = read(s.conn, plan)
+        good, bad = convert_rows(plan, rows, safe=safe)
+        assert not bad and all(means_same(s.truth[r[0]], pg_type, r[1]) for r in good)
+    finally:
+        s.close()
+
+
+def test_an_integer_primary_key_is_an_identity_column_and_every_key_kind_plans(tmp_path):
+    plan, s = _plan_of(tmp_path, "TEXT", ["x"])
+    s.close()
+    assert plan.column("id").identity and plan.column("id").notnull
+    assert plan.key_columns == ("id",) and plan.pg_key_columns == ("id",)
+    assert TablePlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+
+
+def test_a_float_bound_for_an_integer_column_is_rejected_never_truncated(tmp_path):
+    """asyncpg's integer encoder would send 2.9 as 2: an override to bigint must reject it."""
+    override = {("t", "v"): ColumnOverride(type="bigint")}
+    plan, s = _plan_of(tmp_path, "", [1, 2.9, 2**53 + 1, "3"], override)
+    try:
+        col = plan.column("v")
+        assert col.pg_type == "bigint" and not col.exact
+        rows, _safe = read(s.conn, plan)
+        good, bad = convert_rows(plan, rows, safe=False)
+        assert good == [(1, 1), (3, 2**53 + 1)]
+        assert [(b[4], b[2]) for b in bad] == [([2], "v"), ([4], "v")]
+        assert "REAL 2.9 cannot be stored exactly in bigint" in bad[0][3]
+    finally:
+        s.close()
+
+
+def test_overrides_convert_what_they_promise_and_reject_the_rest(tmp_path):
+    cases = [
+        ("text", [7, 0.1, "a", -0.0, b"\x01"], {1: "7", 2: "0.1", 3: "a", 4: "-0.0"}, [5]),
+        ("boolean", [1, 0, "Yes", " off ", "maybe", 2], {1: True, 2: False, 3: True, 4: False}, [5, 6]),
+        ("timestamptz", ["2024-01-02 03:04:05", "2024-01-02T03:04:05+01:00", 86400, "soon"],
+         {1: datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), 2: datetime(2024, 1, 2, 2, 4, 5, tzinfo=UTC),
+          3: datetime(1970, 1, 2, tzinfo=UTC)}, [4]),
+        ("numeric", [1, 0.1, "1"], {1: Decimal(1), 2: Decimal("0.1")}, [3]),
+    ]
+    for pg_type, values, expect_good, expect_bad in cases:
+        plan, s = _plan_of(tmp_path, "", values, {("t", "v"): ColumnOverride(type=pg_type)})
+        try:
+            rows, _safe = read(s.conn, plan)
+            good, bad = convert_rows(plan, rows, safe=False)
+            assert dict(good) == expect_good, pg_type
+            assert all(type(v) is type(expect_good[k]) for k, v in good), pg_type
+            assert [b[4][0] for b in bad] == expect_bad, pg_type
+        finally:
+            s.close()
+
+
+def test_null_passes_every_converter_and_nul_text_is_named(tmp_path):
+    plan, s = _plan_of(tmp_path, "TEXT", ["a\x00b", None])
+    s.close()
+    col = plan.column("v")
+    assert converter(col)(None) is None
+    with pytest.raises(BadValue, match="NUL byte"):
+        converter(col)("a\x00b")
+    assert row_converter(plan)((1, None)) == (1, None)
+    assert any("NUL" in p for p in col.problems)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(value=st.one_of(INT64, FLOATS, TEXT, NUL_TEXT, BLOBS, st.none()))
+def test_quarantined_raw_values_are_kept_losslessly(value):
+    back = from_typed_json(json.loads(json.dumps(typed_json(value))))
+    if type(value) is float:
+        assert type(back) is float and (bits(back) == bits(value) or math.isnan(value))
+    else:
+        assert type(back) is type(value) and back == value
+    bad = BadText(b"\xff\xfeab")
+    assert typed_json(bad) == {"text_hex": "fffe6162"}
+
+
+# -- product bugs found here (xfail until fixed) ---------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="REAL -0.0 in a column planned numeric (an untyped column "
+                   "holding integers and reals) arrives as 0: Postgres numeric has no negative "
+                   "zero, and convert._numeric sends Decimal('-0.0') anyway")
+async def test_negative_zero_in_a_numeric_column_keeps_its_sign(tmp_path, target_dsn):
+    plan, s = _plan_of(tmp_path, "", [1, -0.0])
+    s.close()
+    assert plan.column("v").pg_type == "numeric"
+    conn = sqlite3.connect(s.path)
+    try:
+        rows, _safe = read(conn, plan)
+    finally:
+        conn.close()
+    good, bad = convert_rows(plan, rows, safe=False)
+    pg = await asyncpg.connect(target_dsn)
+    try:
+        copied, inserted = await _round_trip(pg, plan, good)
+    finally:
+        await pg.close()
+    # Exact or quarantined: either -0.0 comes back with its sign, or its row is rejected.
+    kept = {rid: v for rid, v in copied}
+    assert 2 in {b[4][0] for b in bad} or means_same(-0.0, "numeric", kept.get(2))
+
+
+@pytest.mark.xfail(strict=True, reason="census counts upper-case UUID text as uuid (it lower-cases "
+                   "before matching) but the uuid converter accepts only canonical lower case: the "
+                   "column is planned uuid, `plan` says exact, and every row is quarantined")
+def test_upper_case_uuids_are_planned_as_text_not_quarantined(tmp_path):
+    plan, s = _plan_of(tmp_path, "UUID", ["A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"])
+    try:
+        rows, _safe = read(s.conn, plan)
+        good, bad = convert_rows(plan, rows, safe=False)
+        assert not bad or not plan.column("v").exact  # at the very least, `plan` must say so
+        assert not bad and means_same(s.truth[1], plan.column("v").pg_type, good[0][1])
+    finally:
+        s.close()
+
+
+@pytest.mark.xfail(strict=True, reason="census.DATETIME_TEXT uses \\d, which matches any Unicode "
+                   "digit, and int() reads them: full-width or Arabic-Indic digit date-times get "
+                   "an ISO layout signature, the column becomes timestamptz, and the text is "
+                   "silently rewritten with ASCII digits")
+def test_date_times_written_with_non_ascii_digits_are_not_rewritten(tmp_path):
+    values = ["２０２４-０１-０２ ０３:０４:０５", "٢٠٢٤-٠١-٠٢ ٠٣:٠٤:٠٥"]
+    plan, s = _plan_of(tmp_path, "DATETIME", values)
+    try:
+        col = plan.column("v")
+        rows, _safe = read(s.conn, plan)
+        good, _bad = convert_rows(plan, rows, safe=False)
+        for rid, value in good:
+            assert means_same(s.truth[rid], col.pg_type, value), (s.truth[rid], value, col.pg_type)
+    finally:
+        s.close()
