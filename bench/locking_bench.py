@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +31,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, LOGS, PY, REPLICATOR, ROOT, Server, clean_sqlite, save, say, table  # noqa: E402
+from common import (  # noqa: E402
+    DATA,
+    LOGS,
+    PY,
+    REPLICATOR,
+    ROOT,
+    Server,
+    clean_sqlite,
+    save,
+    say,
+    scratch_copy,
+    table,
+)
 
 APP = ROOT / "tests" / "support" / "app_shapes.py"
 DAEMON_CONFIG = "[verify]\ninterval = 0\n[metrics]\naddr = \"off\"\n"
@@ -45,15 +56,6 @@ def base_db(rows: int, journal: str) -> Path:
         subprocess.run([PY, str(APP), str(path), "--create-rows", str(rows), "--journal", journal],
                        check=True)
     return path
-
-
-def fresh_copy(src: Path, name: str) -> Path:
-    work = DATA / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    dest = work / name
-    clean_sqlite(dest)
-    shutil.copyfile(src, dest)
-    return dest
 
 
 def app(db: Path, shape: str, busy: int, txns: int, report: Path,
@@ -100,7 +102,7 @@ def caught_up(db: Path, dsn: str, timeout: float = 300) -> None:
 def cell(server: Server, src: Path, journal: str, shape: str, busy: int, txns: int,
          with_daemon: bool, pause_ms: float) -> dict[str, Any]:
     tag = f"{journal}-{shape}-{busy}-{'daemon' if with_daemon else 'control'}"
-    db = fresh_copy(src, f"locking-{tag}.db")
+    db = scratch_copy(src, f"locking-{tag}.db")
     report = LOGS / f"locking-{tag}.json"
     LOGS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
