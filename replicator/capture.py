@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from . import log
 from .errors import SourceError
 from .quoting import qi, ql
-from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Table, split_statements
+from .source import KEY_ROWID, LOG_TABLE, META_TABLE, Index, Table, split_statements
 from .source_write import LiveFile, NotQuiet
 
 _log = log.get("capture")
@@ -49,12 +49,15 @@ def guard_names(table: str) -> tuple[str, str]:
     return (f"_replicator_cri_{table}", f"_replicator_cru_{table}")
 
 
-def replace_keys(table: Table) -> list[Any]:
-    """UNIQUE indexes (on plain columns) whose clashes REPLACE resolves by deleting other rows."""
+def replace_keys(table: Table) -> list[Index]:
+    """UNIQUE indexes (on plain columns) whose clashes REPLACE resolves by deleting other rows.
+    The primary key counts only where another row can clash with it: when rows are tracked by
+    rowid, or when a collation (NOCASE, RTRIM) makes different keys equal."""
     return [
         i for i in table.indexes
         if i.unique and all(c is not None for c in i.columns)
-        and not (i.origin == "pk" and table.key_kind != KEY_ROWID)
+        and not (i.origin == "pk" and table.key_kind != KEY_ROWID
+                 and all(c == "BINARY" for c in i.collations))
     ]
 
 
@@ -66,13 +69,13 @@ def guard_sql(table: Table) -> list[str]:
 
     def body(self_ref: str) -> str:
         stmts = []
-        own = " AND ".join(
-            f"{e} IS {self_ref}.{e}" for e in table.key_exprs
+        own = " AND ".join(  # the row itself, compared exactly (not by the key's collation)
+            f"{e} IS {self_ref}.{e} COLLATE BINARY" for e in table.key_exprs
         )
         for idx in keys:
             cond = " AND ".join(
                 f"{qi(c)} COLLATE {coll} = NEW.{qi(c)}"
-                for c, coll in zip(idx.columns, idx.collations, strict=False)
+                for c, coll in zip(idx.columns, idx.collations, strict=False) if c is not None
             )
             stmts.append(
                 f'    INSERT INTO "_replicator_log" (tbl, op{_klist(table)}) SELECT '
@@ -114,7 +117,10 @@ def capture_sql(table: Table) -> list[str]:
         key_list=_klist(table),
         new_keys="".join(f", {k}" for k in new),
         old_keys="".join(f", {k}" for k in old),
-        key_changed=" OR ".join(f"{o} IS NOT {n}" for o, n in zip(old, new, strict=True)),
+        # BINARY: under the key's own collation (NOCASE, RTRIM) a case-only change is "equal",
+        # but Postgres keys compare exactly, so the old key must be logged too.
+        key_changed=" OR ".join(f"{o} IS NOT {n} COLLATE BINARY"
+                                for o, n in zip(old, new, strict=True)),
     )
     return split_statements(sql)
 

@@ -24,11 +24,14 @@ UNIX_MAX = 4_102_444_800  # 2100-01-01: integers in [0, this] can be unix second
 JULIAN_MIN, JULIAN_MAX = 1_721_425.5, 5_373_484.5  # years 1..9999 as Julian day numbers
 TEXT_TAGS = ("int", "float", "bool", "datetime", "date", "json", "uuid")
 
-_INT = re.compile(r"[+-]?\d+")
+# ASCII digits only: \d would match any Unicode digit (full-width, Arabic-Indic), which int()
+# reads, so such text would be taken for a date and rewritten with ASCII digits.
+_INT = re.compile(r"[+-]?\d+", re.ASCII)
 DATETIME_TEXT = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})([ T])(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?"
+    r"(\d{4})-(\d{2})-(\d{2})([ T])(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
 )
-DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _BOOLS = {"true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"}
 
@@ -105,7 +108,7 @@ def classify_text(text: str) -> list[str]:
             tags.append("json")
         except ValueError:
             pass
-    if _UUID.fullmatch(text.lower()):
+    if _UUID.fullmatch(text):  # canonical (lower-case) only: uuid renders lower case
         tags.append("uuid")
     return tags
 

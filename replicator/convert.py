@@ -61,8 +61,8 @@ def _numeric(v: Any) -> Decimal:
     if type(v) is int:
         return Decimal(v)
     if type(v) is float:
-        if math.isnan(v):
-            raise ValueError
+        if math.isnan(v) or (v == 0 and math.copysign(1.0, v) < 0):
+            raise ValueError  # NaN, and -0.0: numeric has no negative zero
         return Decimal(repr(v)) if math.isfinite(v) else Decimal("Infinity" if v > 0 else "-Infinity")
     raise ValueError
 

@@ -437,13 +437,9 @@ def test_key_kinds_of_the_workload_tables(tmp_path):
     assert tables["notes"].key_kind == KEY_ROWID
 
 
-# -- product bugs found here (xfail until fixed) ---------------------------------------------------
+# -- product bugs found here (fixed; each test failed before its fix) -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the capture trigger's key-change test (OLD.k IS NOT NEW.k) "
-                   "uses the key column's collation: a case-only change of a COLLATE NOCASE primary "
-                   "key logs no 'K' entry, so the old row stays in Postgres (whose key is binary) "
-                   "beside the new one")
 async def test_a_case_only_change_of_a_nocase_primary_key_is_followed(tmp_path, pg, target_dsn):
     db = make_db(tmp_path / "nocase-pk.db", schema="""
         CREATE TABLE codes (code TEXT NOT NULL PRIMARY KEY COLLATE NOCASE, v INTEGER);
@@ -454,6 +450,25 @@ async def test_a_case_only_change_of_a_nocase_primary_key_is_followed(tmp_path, 
         a.execute("INSERT INTO codes VALUES ('abc', 1)")
         await replica.batch()
         a.execute("UPDATE codes SET code = 'ABC' WHERE code = 'abc'")
+        await replica.batch()
+        await compare_all(db, target_dsn, expect_quarantined={})
+    finally:
+        a.close()
+        await replica.close()
+
+
+async def test_a_replace_that_clashes_with_a_nocase_primary_key_is_followed(tmp_path, pg, target_dsn):
+    """INSERT OR REPLACE 'ABC' deletes the row 'abc' (equal under NOCASE) without a delete
+    trigger; Postgres, whose key compares exactly, must lose 'abc' too."""
+    db = make_db(tmp_path / "nocase-replace.db", schema="""
+        CREATE TABLE codes (code TEXT NOT NULL PRIMARY KEY COLLATE NOCASE, v INTEGER);
+    """)
+    replica = await Replica(db, pg).open()
+    a = app(db)
+    try:
+        a.execute("INSERT INTO codes VALUES ('abc', 1)")
+        await replica.batch()
+        a.execute("INSERT OR REPLACE INTO codes VALUES ('ABC', 2)")
         await replica.batch()
         await compare_all(db, target_dsn, expect_quarantined={})
     finally:

@@ -431,12 +431,6 @@ def _layout(text: str) -> tuple[str, bool, int, str]:
 # -- through Postgres ------------------------------------------------------------------------------
 
 
-def known_postgres_loss(src: Any, pg_type: str) -> bool:
-    """Product bugs pinned by xfail tests below, left out here so the property stays green.
-    Remove each line once its xfail test passes."""
-    return pg_type == "numeric" and type(src) is float and src == 0 and math.copysign(1, src) < 0
-
-
 async def _round_trip(pg: asyncpg.Connection, plan: TablePlan, good: list[tuple]
                       ) -> tuple[list[tuple], list[tuple]]:
     """``good`` written by binary COPY (as the snapshot) and by ``unnest`` arrays (as the
@@ -478,8 +472,6 @@ def test_converted_values_come_back_from_postgres_unchanged(tmp_path, target_dsn
                 assert [r[0] for r in got] == sorted(r[0] for r in good)
                 for rid, value in got:
                     src = s.truth[rid]
-                    if known_postgres_loss(src, pg_type):
-                        continue
                     assert means_same(src, pg_type, value), (
                         f"{declared or 'no type'}: {src!r} came back from {pg_type} as {value!r}")
 
@@ -615,12 +607,9 @@ def test_quarantined_raw_values_are_kept_losslessly(value):
     assert typed_json(bad) == {"text_hex": "fffe6162"}
 
 
-# -- product bugs found here (xfail until fixed) ---------------------------------------------------
+# -- product bugs found here (fixed; each test failed before its fix) -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="REAL -0.0 in a column planned numeric (an untyped column "
-                   "holding integers and reals) arrives as 0: Postgres numeric has no negative "
-                   "zero, and convert._numeric sends Decimal('-0.0') anyway")
 async def test_negative_zero_in_a_numeric_column_keeps_its_sign(tmp_path, target_dsn):
     plan, s = _plan_of(tmp_path, "", [1, -0.0])
     s.close()
@@ -641,9 +630,6 @@ async def test_negative_zero_in_a_numeric_column_keeps_its_sign(tmp_path, target
     assert 2 in {b[4][0] for b in bad} or means_same(-0.0, "numeric", kept.get(2))
 
 
-@pytest.mark.xfail(strict=True, reason="census counts upper-case UUID text as uuid (it lower-cases "
-                   "before matching) but the uuid converter accepts only canonical lower case: the "
-                   "column is planned uuid, `plan` says exact, and every row is quarantined")
 def test_upper_case_uuids_are_planned_as_text_not_quarantined(tmp_path):
     plan, s = _plan_of(tmp_path, "UUID", ["A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"])
     try:
@@ -655,10 +641,6 @@ def test_upper_case_uuids_are_planned_as_text_not_quarantined(tmp_path):
         s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="census.DATETIME_TEXT uses \\d, which matches any Unicode "
-                   "digit, and int() reads them: full-width or Arabic-Indic digit date-times get "
-                   "an ISO layout signature, the column becomes timestamptz, and the text is "
-                   "silently rewritten with ASCII digits")
 def test_date_times_written_with_non_ascii_digits_are_not_rewritten(tmp_path):
     values = ["２０２４-０１-０２ ０３:０４:０５", "٢٠٢٤-٠١-٠٢ ٠٣:٠٤:٠٥"]
     plan, s = _plan_of(tmp_path, "DATETIME", values)

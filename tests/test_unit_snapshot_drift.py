@@ -284,12 +284,16 @@ def test_split_cuts_rowid_ranges_that_cover_each_rowid_once(lo, span, rows, work
         assert units == [Unit("t", 0, None, None)]
         return
     assert 2 <= len(units) <= workers * 4 and [u.id for u in units] == list(range(len(units)))
-    # Units are (lo, hi] ranges: contiguous, increasing, from just below lo up to hi.
-    assert units[0].lo == lo - 1 and units[-1].hi == hi
+    # Units are (lo, hi] ranges, contiguous and increasing; the first has no lower bound and the
+    # last no upper one (None), so every 64-bit rowid falls in exactly one.
+    assert units[0].lo is None and units[-1].hi is None
     for a, b in zip(units, units[1:], strict=False):
-        assert a.hi == b.lo
-    assert all(u.lo < u.hi for u in units)
-    assert all(INT64[0] <= b <= INT64[1] for u in units for b in (u.lo, u.hi))
+        assert a.hi == b.lo and a.hi is not None and lo <= a.hi < hi
+    inner = [u.hi for u in units[:-1]]
+    assert inner == sorted(set(inner))
+    for rid in {lo, hi, (lo + hi) // 2, *inner, *(b + 1 for b in inner if b < hi)}:
+        owners = [u for u in units if (u.lo is None or u.lo < rid) and (u.hi is None or rid <= u.hi)]
+        assert len(owners) == 1, (rid, owners)
 
 
 def test_split_leaves_small_tables_and_no_rowid_whole():
@@ -417,12 +421,9 @@ def test_drift_renamed_table_is_an_error_naming_both(replicated):
         replicated.detect(follow_drops=True)
 
 
-# -- product bugs found here (xfail until fixed) ---------------------------------------------------
+# -- product bugs found here (fixed; each test failed before its fix) -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="TableCopier reads rowid ranges as `rowid > lo`, starting "
-                   "from lo = -2**63 for a whole table: a row whose rowid is -9223372036854775808 "
-                   "is never copied (and is not quarantined either)")
 async def test_a_row_with_the_smallest_rowid_is_copied(tmp_path, pg, target_dsn):
     source = tmp_path / "extremes.db"
     conn = sqlite3.connect(source, isolation_level=None)
@@ -440,19 +441,11 @@ async def test_a_row_with_the_smallest_rowid_is_copied(tmp_path, pg, target_dsn)
     await compare_all(source, target_dsn, expect_quarantined={})
 
 
-@pytest.mark.xfail(strict=True, reason="split() starts the first unit at lo - 1, which is beyond "
-                   "bigint (and SQLite's integer) when the smallest rowid is -2**63: registering "
-                   "or reading that unit fails")
 def test_split_bounds_stay_within_64_bits_at_the_smallest_rowid():
     units = split("t", UNIT_ROWS * 4, -(2**63), 2**63 - 1, 4)
-    assert all(INT64[0] <= b <= INT64[1] for u in units for b in (u.lo, u.hi))
+    assert all(INT64[0] <= b <= INT64[1] for u in units for b in (u.lo, u.hi) if b is not None)
 
 
-@pytest.mark.xfail(strict=True, reason="asyncpg caches the column types copy_records_to_table "
-                   "looks up, per connection and table name: a table dropped and created again "
-                   "with another column type on the same connection (a re-copy after a rebuild "
-                   "or re-plan, prepare_table then TableCopier) gets values encoded for the old "
-                   "type; 2.5 arrives as 0 or the COPY fails")
 async def test_a_table_created_again_with_another_type_is_copied_exactly(tmp_path, pg, target_dsn):
     source = tmp_path / "replan.db"
     conn = sqlite3.connect(source, isolation_level=None)

@@ -118,11 +118,14 @@ class TableCopier:
         table = qi(self.plan.name)
         if self.use_rowid:
             rid = self.plan.rowid_name
-            lo = after if after is not None else (
-                self.unit.lo if self.unit and self.unit.lo is not None else -(2**63))
-            hi = self.unit.hi if self.unit and self.unit.hi is not None else 2**63 - 1
-            return (f"SELECT {sel} FROM {table} WHERE {rid} > ? AND {rid} <= ? "
-                    f"ORDER BY {rid}", (lo, hi))
+            # Bounds only where there is one: a rowid can be any 64-bit integer, the smallest
+            # included, so "above the smallest" would leave that row out.
+            lo = after if after is not None else (self.unit.lo if self.unit else None)
+            hi = self.unit.hi if self.unit else None
+            conds = [c for c, v in ((f"{rid} > ?", lo), (f"{rid} <= ?", hi)) if v is not None]
+            where = f" WHERE {' AND '.join(conds)}" if conds else ""
+            return (f"SELECT {sel} FROM {table}{where} ORDER BY {rid}",
+                    tuple(v for v in (lo, hi) if v is not None))
         order = ", ".join(qi(k) for k in self.plan.key_columns) or "1"
         return (f"SELECT {sel} FROM {table} ORDER BY {order} LIMIT -1 OFFSET ?", (offset,))
 
@@ -267,6 +270,9 @@ async def prepare_table(
             )
         await pg.execute(f"DROP TABLE {qualified(schema, plan.pg_name)} CASCADE")
     plan = await ddl.create_table(pg, plan, schema)
+    # asyncpg caches the column types COPY looked up, per table name: a table created again
+    # with other types (a rebuilt or re-planned table) must not be written with the old ones.
+    await pg.reload_schema_state()
     await state.put_table(pg, plan, sqlite_sql, state.COPYING)
     await state.quarantine_clear_table(pg, plan.name)
     return plan

@@ -65,7 +65,9 @@ def split(table: str, rows: int, lo: int | None, hi: int | None, workers: int) -
         return [Unit(table, 0, None, None)]
     n = min(max(2, rows // UNIT_ROWS), workers * 4)
     step = (hi - lo + n) // n
-    bounds = [lo - 1 + step * i for i in range(n)] + [hi]
+    # (lo, hi]: the first unit has no lower bound (lo - 1 may not fit in 64 bits), the last
+    # none above.
+    bounds: list[int | None] = [None, *(lo - 1 + step * i for i in range(1, n)), None]
     return [Unit(table, i, bounds[i], bounds[i + 1]) for i in range(n)]
 
 
