@@ -360,6 +360,10 @@ def write_results() -> Path:
                     [[n, t, m, verdict(ok)] for n, t, m, ok in all_targets]), "",
               "Targets not listed were not measured. Notes and oddities: see the end of this file.", ""]
     parts += body
+    locking = BENCH / "LOCKING.md"  # bench/locking_bench.py writes it (issue 17)
+    if locking.exists():
+        parts += ["## locking: does the replicator make the application see `database is locked`?",
+                  "", locking.read_text().strip(), ""]
     notes = BENCH / "NOTES.md"
     if notes.exists():
         parts += ["## Notes", "", notes.read_text().strip(), ""]
