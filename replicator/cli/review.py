@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import plan as migration_plan
+from .. import migration_plan
 from .. import report as migration_report
 from ..config import Config
 from ..errors import EXIT_OK, EXIT_RUNTIME
