@@ -192,24 +192,38 @@ def render(cells: list[dict[str, Any]]) -> str:
                   "max app txn ms (control / daemon)", "values"], rows)
 
 
-def write_markdown(cells: list[dict[str, Any]], a: argparse.Namespace, seconds: float) -> Path:
+def write_markdown(cells: list[dict[str, Any]], a: argparse.Namespace, seconds: float,
+                   commit: str | None = None) -> Path:
     """bench/LOCKING.md: the table, with the machine and the command (RESULTS.md includes it)."""
     import os
     import platform
 
+    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                      capture_output=True, text=True).stdout.strip()
     daemon = [c for c in cells if c["daemon"]]
-    at_writes = sum(c.get("errors_at_writes", 0) for c in daemon)
+    # A rollback journal with busy timeout 0 fails the application's commit at any reader.
+    no_wait = [c for c in daemon if c["journal"] != "wal" and c["busy_ms"] == 0]
+    others = [c for c in daemon if c not in no_wait]
+
+    def errors(group: list[dict[str, Any]]) -> str:
+        n, txns = sum(c["errors"] for c in group), sum(c["txns"] for c in group)
+        near = sum(c.get("errors_at_writes", 0) for c in group)
+        return (f"{n:,} app errors in {txns:,} transactions ({n / max(1, txns):.4%}), {near:,} of "
+                "them within 50 ms of one of the daemon's writes to the file")
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, SQLite "
-        f"{__import__('sqlite3').sqlite_version}; {a.rows:,}-row app database; {a.txns:,} app "
+        f"{__import__('sqlite3').sqlite_version}; replicator at {commit}; {a.rows:,}-row app "
+        f"database; {a.txns:,} app "
         f"transactions per cell, {a.pause_ms} ms mean pause between them; {seconds / 60:.0f} min. "
         f"Command: `python bench/locking_bench.py --txns {a.txns} --rows {a.rows} --journals "
         f"{a.journals} --shapes {a.shapes} --busy {a.busy} --pause-ms {a.pause_ms}`.", "",
         render(cells), "",
-        f"Daemon runs: {sum(c['errors'] for c in daemon):,} app errors in "
-        f"{sum(c['txns'] for c in daemon):,} transactions, {at_writes:,} of them within 50 ms of "
-        "one of the daemon's writes to the file. Every daemon run ended with `replicator verify` "
+        f"Daemon runs, WAL and rollback journal with a busy timeout: {errors(others)}. "
+        f"Rollback journal with busy timeout 0: {errors(no_wait)} (every read holds the "
+        "application's commit off, and with no busy timeout the commit fails at once). Controls: "
+        f"{sum(c['errors'] for c in cells if not c['daemon']):,} errors. Every daemon run ended "
+        "with `replicator verify` "
         + ("exact." if all(c.get("verify_ok") for c in daemon) else "**reporting differences**."),
     ]
     path = ROOT / "bench" / "LOCKING.md"
