@@ -269,11 +269,14 @@ class Stream:
             loop.errors = 0
         polled = await self.update_gauges()
         loop.backlog = polled.backlog
+        if result is not None and result.quarantined:
+            await self._quarantine_gauge()
         if result is not None and await self.prune_due(polled.rows - polled.backlog):
             await self.prune(optional=True)
         if not loop.caught_up and polled.backlog == 0:
             loop.caught_up = await session.bounded(self._record_caught_up(), "recording catch-up")
         if time.monotonic() - loop.last_summary >= session.cfg.summary_interval:
+            await self._quarantine_gauge()  # rows leave quarantine when they are fixed, too
             _log.info("summary", applied=loop.applied, cursor=session.cursor,
                       lag_seconds=round(polled.lag, 3), backlog=polled.backlog)
             loop.last_summary, loop.applied = time.monotonic(), 0
@@ -290,6 +293,7 @@ class Stream:
             session.progress.set_state("streaming")
         metrics.LAST_APPLY.set(await state.updated_at(session.conn))
         metrics.CURSOR.set(session.cursor)
+        await self._quarantine_gauge()
         loop.caught_up = bool(st.info.get("caught_up_at"))
         loop.started = True
 
@@ -350,6 +354,9 @@ class Stream:
                 await state.event(session.conn, "error", None, kind=kind, error=log.scrub(message))
         session.schema_version = None  # look at the schema again before the next try
         return min(30.0, 2.0 * errors)
+
+    async def _quarantine_gauge(self) -> None:
+        metrics.QUARANTINE_SIZE.set(sum((await state.quarantine_count(self.session.conn)).values()))
 
     async def update_gauges(self) -> capture.LogPosition:
         """Backlog, lag, log size and WAL size into the progress and the gauges."""

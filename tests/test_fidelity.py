@@ -12,8 +12,19 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from replicator.embedded import free_port
+
 from .support import hostile
-from .support.helpers import Daemon, cli, compare_all, wait_caught_up, wait_streaming
+from .support.helpers import (
+    Daemon,
+    cli,
+    compare_all,
+    metric,
+    scrape,
+    wait_caught_up,
+    wait_for,
+    wait_streaming,
+)
 
 
 @pytest.fixture
@@ -147,10 +158,26 @@ async def _triggers_views_types(pg):
     assert await pg.fetchval("SELECT payload FROM events WHERE id = 1") == '{"a": 1, "a": 2}'
 
 
+async def quarantine_rows(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM _replicator.quarantine"))
+    finally:
+        await conn.close()
+
+
 async def test_run_with_live_hostile_writes_then_cutover(hostile_db, target_dsn):
-    daemon = Daemon(hostile_db, target_dsn)
+    port = free_port()
+    daemon = Daemon(hostile_db, target_dsn, "--metrics-addr", f"127.0.0.1:{port}",
+                    config="[verify]\ninterval = 0\n[log]\nsummary_interval = 1\n")
+
+    async def gauge_agrees() -> bool:  # replicator_quarantine_rows is what the table holds
+        return metric(scrape(port), "replicator_quarantine_rows") == await quarantine_rows(target_dsn)
+
     try:
         await wait_streaming(target_dsn, daemon)
+        await wait_for(gauge_agrees, 30, "the quarantine gauge", daemon)
+        assert await quarantine_rows(target_dsn) > 0
         conn = sqlite3.connect(hostile_db, isolation_level=None, timeout=30)
         conn.execute("INSERT INTO numbers (id, qty) VALUES (10, 'oops')")  # quarantined ...
         conn.execute("INSERT INTO numbers (id, qty) VALUES (11, 'fixed later')")
@@ -161,10 +188,12 @@ async def test_run_with_live_hostile_writes_then_cutover(hostile_db, target_dsn)
                      "(9, '2030-01-01 00:00:00', 1, '{}')")
         conn.execute("INSERT INTO keyless VALUES ('live', 1.25)")
         await wait_caught_up(target_dsn, hostile_db, daemon)
+        await wait_for(gauge_agrees, 30, "the quarantine gauge after live bad values", daemon)
         conn.execute("UPDATE numbers SET qty = 11 WHERE id = 11")  # ... until fixed at the source
         conn.execute("DELETE FROM texts WHERE id = 2")  # a quarantined row deleted at the source
         conn.close()
         await wait_caught_up(target_dsn, hostile_db, daemon)
+        await wait_for(gauge_agrees, 30, "the quarantine gauge after fixes", daemon)
         out = cli("cutover", "--source", str(hostile_db), "--target", target_dsn, "--json", check=True)
         summary = json.loads(out.stdout)
         assert daemon.wait(30) == 0

@@ -8,39 +8,26 @@ import re
 import signal
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from replicator.embedded import free_port
 
 from .support.apps import big_app_db, table_row, write_backlog, writing_backend
-from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
+from .support.helpers import (
+    Daemon,
+    cli,
+    compare_all,
+    http_status,
+    metric,
+    pg_state,
+    scrape,
+    wait_caught_up,
+    wait_for,
+    wait_streaming,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def scrape(port: int) -> dict[str, float]:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-def http_status(port: int, path: str) -> int:
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def metric(m: dict[str, float], name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return m.get(f"{name}{{{want}}}" if labels else name, 0.0)
 
 
 async def test_metrics_move_through_snapshot_streaming_error_and_cutover(tmp_path, target_dsn):

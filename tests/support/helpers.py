@@ -13,6 +13,8 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -326,3 +328,28 @@ def _fingerprint_sqlite(row: tuple, types: list[str]) -> tuple:
             v = float(Decimal(repr(v)))
         out.append(str(_norm(v)) if not isinstance(v, (bytes, tuple)) else v)
     return tuple(out)
+
+
+# -- the daemon's /metrics -------------------------------------------------------------------------
+
+
+def scrape(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def metric(m: dict[str, float], name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return m.get(f"{name}{{{want}}}" if labels else name, 0.0)
