@@ -229,14 +229,7 @@ def scan_ruby(src: str) -> list[Literal]:
         elif src.startswith("=begin", s.i) and (s.i == 0 or src[s.i - 1] == "\n"):
             s.skip_block_comment("\n=end")
         elif c in "'\"":
-            end = _quoted_end(src, s.i, c)
-            body = src[s.i + 1:end - 1]
-            if c == "'":
-                s.add(s.i, body.replace("\\'", "'").replace("\\\\", "\\"))
-            else:
-                text, interp = _interpolate(unescape(body), _RUBY_INTERP, s)
-                s.add(s.i, text, interp)
-            s.i = end
+            _single_or_double(src, c, _RUBY_INTERP, s)
         elif (m := _RUBY_HEREDOC.match(src, s.i)) and (m.group(1) or not s.prev[-1:].isalnum()):
             pending.append((s.i, m.group(3), m.group(1) == "~", m.group(2) != "'"))
             s.i = m.end()
@@ -273,6 +266,19 @@ def _ruby_percent(src: str, i: int, m: re.Match, s: _Scanner) -> int:
     return j + 1
 
 
+def _single_or_double(src: str, quote: str, interp: re.Pattern[str], s: _Scanner) -> None:
+    """A Ruby/PHP string at ``s.i``: single quotes take only \\' and \\\\; double quotes
+    take escapes and interpolation (``interp``)."""
+    end = _quoted_end(src, s.i, quote)
+    body = src[s.i + 1:end - 1]
+    if quote == "'":
+        s.add(s.i, body.replace("\\'", "'").replace("\\\\", "\\"))
+    else:
+        text, parts = _interpolate(unescape(body), interp, s)
+        s.add(s.i, text, parts)
+    s.i = end
+
+
 def _ruby_heredocs(src: str, j: int, pending: list, s: _Scanner) -> int:
     """Read the bodies of the heredocs opened on the previous line; returns where code resumes."""
     for _start, ident, squiggly, interp in pending:
@@ -306,14 +312,7 @@ def scan_php(src: str) -> list[Literal]:
         elif src.startswith("/*", s.i):
             s.skip_block_comment()
         elif c in "'\"":
-            end = _quoted_end(src, s.i, c)
-            body = src[s.i + 1:end - 1]
-            if c == "'":
-                s.add(s.i, body.replace("\\'", "'").replace("\\\\", "\\"))
-            else:
-                text, interp = _interpolate(unescape(body), _PHP_INTERP, s)
-                s.add(s.i, text, interp)
-            s.i = end
+            _single_or_double(src, c, _PHP_INTERP, s)
         elif m := _PHP_HEREDOC.match(src, s.i):
             s.i = _php_heredoc(src, s.i, m, s)
         else:
