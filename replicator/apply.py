@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from . import log, metrics, state
-from .convert import BadValue, convert_rows, converter, key_to_json, to_sqlite_value
+from .convert import BadValue, convert_rows, converter, key_to_json, no_type_holds, to_sqlite_value
 from .errors import BadValueError, DriftError
 from .plans import TablePlan, write_columns, write_projection
 from .quoting import qi, qualified
@@ -61,6 +61,9 @@ class BatchResult:
     oldest_ts: float | None = None
     per_table: Counter[str] = field(default_factory=Counter)
     ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (table, op) -> entries
+    # table -> (column, its type, why): a value did not fit a type the census chose; the table
+    # is planned and copied again after the batch (its rows wait in quarantine until then)
+    replan: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 class Applier:
@@ -122,7 +125,10 @@ class Applier:
         plan = target.plan
         good, bad = convert_rows(plan, raw.rows, safe=raw.safe)
         for _k, _r, column, reason, key in bad:
-            if plan.column(column).policy == "fail":
+            col = plan.column(column)
+            if not col.pinned and not no_type_holds(reason):
+                result.replan.setdefault(plan.name, (column, col.pg_type, f"key {key!r}: {reason}"))
+            elif col.policy == "fail":
                 raise BadValueError(
                     f"table {plan.name!r}, column {column!r}, key {key!r}: {reason} "
                     "(on_bad_value = \"fail\")"

@@ -9,6 +9,7 @@ runs it on every text column, the snapshot only where the declared type asks for
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class ColumnCensus:
     int_01: int = 0  # integers that are 0 or 1
     int_unix: int = 0  # integers in the unix-seconds range
     real_julian: int = 0  # reals in the Julian-day range
+    real_negzero: int = 0  # REAL -0.0 values (numeric has no negative zero)
     text_tags: dict[str, int] | None = None  # how many text values parse as each TEXT_TAGS kind
     datetime_formats: dict[str, int] | None = None  # layout signature -> count
 
@@ -162,6 +164,10 @@ def _utf8_ok(value: bytes | None) -> int:
     return 1
 
 
+def _negative_zero(value: float) -> int:
+    return int(math.copysign(1.0, value) < 0)
+
+
 def census(
     conn: sqlite3.Connection,
     table: Table,
@@ -172,6 +178,7 @@ def census(
     """One scan of ``table``. ``text_columns`` get the text classification (None: none)."""
     text_columns = text_columns or set()
     conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
+    conn.create_function("_replicator_negzero", 1, _negative_zero, deterministic=True)
     conn.create_aggregate("_replicator_text_census", 1, cast(Any, _TextCensus))
     exprs = ["count(*)"]
     for col in table.columns:
@@ -189,10 +196,12 @@ def census(
             f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})",
             f"_replicator_text_census(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END)"
             if col.name in text_columns else "NULL",
+            # Python sees only the zeros: SQL cannot tell -0.0 from 0.0.
+            f"sum(CASE WHEN typeof({q}) = 'real' AND {q} = 0 THEN _replicator_negzero({q}) END)",
         ]
     row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
     out: dict[str, ColumnCensus] = {}
-    per = len(CLASSES) + 9
+    per = len(CLASSES) + 10
     for i, col in enumerate(table.columns):
         v = row[1 + i * per : 1 + (i + 1) * per]
         counts = {c: int(v[j] or 0) for j, c in enumerate(CLASSES)}
@@ -207,6 +216,7 @@ def census(
             int_01=int(v[9] or 0),
             int_unix=int(v[10] or 0),
             real_julian=int(v[11] or 0),
+            real_negzero=int(v[13] or 0),
             text_tags=text["tags"] if text else None,
             datetime_formats=text["formats"] if text else None,
         )

@@ -33,9 +33,18 @@ class BadValue(Exception):
         self.reason = reason
 
 
+_BAD_UTF8 = "TEXT that is not valid UTF-8"
+_NUL_TEXT = "TEXT containing a NUL byte (Postgres text cannot hold it)"
+
+
+def no_type_holds(reason: str) -> bool:
+    """Whether a BadValue's reason is one no Postgres type can fix (re-planning cannot help)."""
+    return reason == _NUL_TEXT or reason.startswith(_BAD_UTF8)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, BadText):
-        return "TEXT that is not valid UTF-8"
+        return _BAD_UTF8
     kind = {int: "INTEGER", float: "REAL", str: "TEXT", bytes: "BLOB"}.get(type(value), "value")
     shown = repr(value)
     if len(shown) > 40:
@@ -225,7 +234,7 @@ def converter(col: ColumnPlan) -> Callable[[Any], Any]:
         except (ValueError, OverflowError):
             reason = f"{_describe(v)} cannot be stored exactly in {pg_type}"
             if type(v) is str and "\x00" in v:
-                reason = "TEXT containing a NUL byte (Postgres text cannot hold it)"
+                reason = _NUL_TEXT
             raise BadValue(name, reason) from None
 
     return convert

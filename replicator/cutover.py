@@ -22,7 +22,14 @@ from typing import Any
 from . import capture, ddl, log, state
 from .config import Config
 from .dsn import TargetDSN
-from .errors import POOLER_HINT, ReplicatorError, StartupError, StateError, pooler_symptom
+from .errors import (
+    POOLER_HINT,
+    QuarantineBlocks,
+    ReplicatorError,
+    StartupError,
+    StateError,
+    pooler_symptom,
+)
 from .objects import final_inputs
 from .quoting import qualified
 from .service import Replicator
@@ -39,19 +46,21 @@ class VerificationFailed(ReplicatorError):
 
 
 async def cutover(cfg: Config, target: TargetDSN, *, timeout: float = 60.0,
-                  max_lag: float = 30.0) -> dict[str, Any]:
+                  max_lag: float = 30.0, accept_quarantine: bool = False) -> dict[str, Any]:
     rep = Replicator(cfg, target, mode="run")
     await rep.open()
     try:
-        return await _cutover(rep, cfg, target, timeout, max_lag)
+        return await _cutover(rep, cfg, target, timeout, max_lag, accept_quarantine)
     finally:
         await rep.close()
 
 
 async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: float,
-                   max_lag: float) -> dict[str, Any]:
+                   max_lag: float, accept_quarantine: bool) -> dict[str, Any]:
     session = rep.session
     pre = await _preflight(rep, max_lag)
+    if not accept_quarantine:
+        await _refuse_quarantine(session, "")
     tables = sorted(session.targets)
     t_fence = time.monotonic()
     await asyncio.to_thread(capture.install_fence, session.live, tables, target.masked)
@@ -65,23 +74,45 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
             bad = [t["table"] for t in checked["tables"] if not t["ok"]]
             raise VerificationFailed(f"cutover: verification found differences in {', '.join(bad)}; "
                                      "run `replicator verify` for details", )
+        if not accept_quarantine:  # rows the drain quarantined
+            await _refuse_quarantine(session, "the drain quarantined rows: ")
         t_verified = time.monotonic()
+        quarantined = await state.quarantine_list(session.conn, None)
         objects, rows = await _finish(session)
     except BaseException as exc:
         await _rollback(session, exc)
         raise
     freeze_ms = round((time.monotonic() - t_fence) * 1000, 1)
     validated = await _after(rep)
+    if quarantined:
+        await state.event(session.conn, "quarantine_accepted", rows=len(quarantined))
+        _log.warning("quarantine_accepted", rows=len(quarantined),
+                     tables=sorted({q["table"] for q in quarantined}))
     summary = _summary(pre, checked, objects + validated, rows, cursor, freeze_ms, {
         "drain_ms": round((t_drained - t_fence) * 1000, 1),
         "verify_ms": round((t_verified - t_drained) * 1000, 1),
         "finish_ms": round(freeze_ms - (t_verified - t_fence) * 1000, 1),
     })
+    summary["quarantine_accepted"] = [
+        {**q, "since": q["since"].isoformat(timespec="seconds")} for q in quarantined]
     await state.merge_info(session.conn, cutover=summary)
     await state.event(session.conn, "cutover", freeze_ms=freeze_ms, cursor=cursor)
     _log.info("cutover_complete", freeze_window_ms=freeze_ms, rows=summary["rows"],
               left_for_a_human=len(summary["for_a_human"]))
     return summary
+
+
+async def _refuse_quarantine(session: Session, why: str) -> None:
+    """Cutover never hides rows that could not move: refuse, naming each table and column."""
+    held = await state.quarantine_summary(session.conn)
+    if not held:
+        return
+    lines = [f"{q['table']}.{q['column']}: {q['rows']} row(s), e.g. {q['reason']}" for q in held]
+    raise QuarantineBlocks(
+        f"cutover: {why}{sum(q['rows'] for q in held)} row(s) in quarantine could not move "
+        "exactly:\n  " + "\n  ".join(lines) + "\nFix them in SQLite (they leave the quarantine "
+        "when changed), set a column type in the config, or pass --accept-quarantine to cut "
+        "over without them (the report lists every such row with its raw values)")
 
 
 async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .plans import TablePlan
 from .quoting import qualified
 from .schema import plan_table, text_census_columns
 from .session import Session
-from .snapshot.copier import TableCopier, describe, finish_table, prepare_table
+from .snapshot.copier import TableCopier, check_complete, describe, finish_table, prepare_table
 from .snapshot.frozen import open_frozen_brief
 from .source import KEY_ROWID, Schema, Table, inspect, normalize_sql
 
@@ -107,6 +107,11 @@ def _added_columns(plan: TablePlan, table: Table) -> list[str] | None:
     return [n for n, _d in new[len(old) :]]
 
 
+def _same_type(a: TablePlan, b: TablePlan, column: str) -> bool:
+    x, y = a.column(column), b.column(column)
+    return (x.pg_type, x.conv) == (y.pg_type, y.conv)
+
+
 def _index_names(plan: TablePlan) -> set[str]:
     return {i.sqlite_name for i in plan.indexes}
 
@@ -122,6 +127,8 @@ class DriftFollower:
         self.session = session
         self.fenced = False  # the cutover fence is in the file
         self.rowid_check: set[str] = set()  # rowid-keyed tables to compare after the next batch
+        # (table, column, converter) a re-plan kept: no type fits its values better; not retried
+        self.kept: set[tuple[str, str, str]] = set()
 
     async def follow(self) -> None:
         """Look at the schema again and follow every change found."""
@@ -171,8 +178,31 @@ class DriftFollower:
         session.sql.pop(name, None)
         _log.info("table_dropped", table=name)
 
-    async def resnapshot(self, name: str, reason: str) -> None:
-        """Capture (again) and copy one table from a consistent read of the live file."""
+    async def replan(self, name: str, column: str, why: str) -> str | None:
+        """A streamed value did not fit the type the census chose for ``column``: plan the table
+        again with the new evidence and copy it again. Returns the new type, or None when the
+        evidence gives the same type (the value then stays in quarantine, named)."""
+        old = self.session.targets[name].plan.column(column)
+        if (name, column, old.conv) in self.kept:
+            return None
+        new = await self.resnapshot(name, f"re-plan {column}: {why}", unless_same=column)
+        if new is None:
+            self.kept.add((name, column, old.conv))
+            _log.warning("replan_kept_type", table=name, column=column, type=old.pg_type,
+                         value=why, action="no type fits better; the row stays in quarantine")
+            return None
+        new_type = new.column(column).pg_type if new.has_column(column) else "(gone)"
+        metrics.REPLANS.labels(name).inc()
+        await state.event(self.session.conn, "table_replanned", name, column=column,
+                          old=old.pg_type, new=new_type, value=why)
+        _log.warning("table_replanned", table=name, column=column, old_type=old.pg_type,
+                     new_type=new_type, value=why)
+        return new_type
+
+    async def resnapshot(self, name: str, reason: str, *, unless_same: str | None = None
+                         ) -> TablePlan | None:
+        """Capture (again) and copy one table from a consistent read of the live file. With
+        ``unless_same``, nothing is copied (None) when that column's plan would not change."""
         session = self.session
         conn, cfg = session.conn, session.cfg
         table = (await asyncio.to_thread(inspect, session.writer)).tables[name]
@@ -186,10 +216,14 @@ class DriftFollower:
                 cen = await asyncio.to_thread(
                     quick_census, frozen.conn, live, text_columns=text_census_columns(live))
                 plan = plan_table(live, cen, cfg)
+                if unless_same is not None and plan.has_column(unless_same) and \
+                        _same_type(plan, session.targets[name].plan, unless_same):
+                    return None
                 plan = await prepare_table(conn, plan, session.schema, live.sql,
                                            owned=await state.owned_tables(conn))
                 result = await TableCopier(conn, frozen, plan, session.schema,
                                            census=cen).run(per_chunk_txn=False)
+                await check_complete(conn, plan, session.schema, cen.rows)
                 plan = await finish_table(conn, plan, session.schema, status=state.STREAMING,
                                           mark=frozen.mark, seconds=result.seconds,
                                           rows=result.rows)
@@ -201,6 +235,7 @@ class DriftFollower:
         session.quarantined[name] = True  # the copy may have quarantined rows
         metrics.RESNAPSHOTS.labels(name).inc()
         _log.info("table_resnapshot", table=name, reason=reason, **describe(result))
+        return plan
 
     async def add_columns(self, table: Table, names: list[str]) -> None:
         """ALTER TABLE ... ADD COLUMN: add them in Postgres, with the value old rows read back."""

@@ -141,3 +141,15 @@ def startup_message(exc: BaseException, what: str) -> str | None:
     if sqlstate == "25006":
         return f"{what}: the target is read-only (a standby or a read replica endpoint)"
     return None
+
+
+class QuarantineBlocks(StateError):
+    """Cutover refused: rows sit in quarantine and the operator has not accepted them."""
+
+    kind = "quarantine"
+
+
+class SnapshotIncomplete(ReplicatorError):
+    """A table's copy does not account for every row of the frozen copy (a bug, never ignored)."""
+
+    kind = "snapshot"

@@ -99,6 +99,10 @@ RESNAPSHOTS = Counter(
     "replicator_table_resnapshots", "Tables copied again (rebuilt, altered, or VACUUM)",
     ["table"], registry=REGISTRY,
 )
+REPLANS = Counter(
+    "replicator_column_replans", "Columns planned again because a streamed value did not fit the "
+    "type the census chose (the table is copied again)", ["table"], registry=REGISTRY,
+)
 VERIFY_ROWS = Counter(
     "replicator_verify_rows", "Rows compared value by value by background verification",
     registry=REGISTRY,

@@ -46,6 +46,7 @@ class ColumnPlan:
     default_sql: str | None = None  # translated DEFAULT (Postgres SQL)
     generated_sql: str | None = None  # translated generation expression: Postgres computes it
     notes: tuple[str, ...] = ()
+    pinned: bool = False  # the type was chosen by the user (config), not by the census
 
     @property
     def written(self) -> bool:
@@ -124,6 +125,9 @@ class TablePlan:
         if all(c.written for c in self.columns):
             return None
         return tuple(i for i, c in enumerate(self.columns) if c.written)
+
+    def has_column(self, name: str) -> bool:
+        return any(col.name == name for col in self.columns)
 
     def column(self, name: str) -> ColumnPlan:
         for col in self.columns:

@@ -17,6 +17,7 @@ import asyncpg
 
 from . import __version__, ddl, state
 from .config import Config
+from .convert import from_typed_json
 from .dsn import TargetDSN
 from .errors import StateError
 from .quoting import qualified
@@ -84,7 +85,7 @@ def _mapping(tables) -> list[dict[str, Any]]:
 
 async def _quarantine(pg: asyncpg.Connection) -> list[dict[str, Any]]:
     return [{**q, "since": q["since"].isoformat(timespec="seconds")}
-            for q in await state.quarantine_list(pg)]
+            for q in await state.quarantine_list(pg, None)]  # raw: typed JSON, lossless
 
 
 def _before(cfg: Config) -> list[str]:
@@ -165,8 +166,10 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
     mapping = [["column", "declared", "Postgres", "rule", "notes"]] + [
         [f"{m['table']}.{m['column']}", m["declared"] or "-", m["pg_type"], m["rule"],
          "; ".join(m["notes"])] for m in r["mapping"]]
-    quarantine = [["table", "key", "column", "reason"]] + [
-        [q["table"], json.dumps(q["key"]), q["column"], q["reason"]] for q in r["quarantine"]]
+    quarantine = [["table", "key", "column", "reason", "raw values"]] + [
+        [q["table"], json.dumps(q["key"]), q["column"], q["reason"],
+         repr([from_typed_json(v) for v in q["raw"]])]
+        for q in r["quarantine"]]
     objects = [["object", "status", "detail"]] + [
         [o.get("object"), o.get("status"), o.get("detail") or ""] for o in r["schema"]["objects"]]
     trouble = [["when", "what", "table", "detail", "hint"]] + [

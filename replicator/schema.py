@@ -17,6 +17,11 @@ what the column actually holds. The rules (stated in the plan for every column):
   DECIMAL/NUMERIC/MONEY declaration or a mix of integers and reals give numeric (exact for
   both); only reals give double precision; any text gives text (numbers rendered in their
   shortest exact decimal form); only BLOBs give bytea.
+* No stored value (an empty or new table, an added column): the declared type decides.
+  DATETIME/TIMESTAMP give timestamptz in SQLite's own layout (YYYY-MM-DD HH:MM:SS), DATE date,
+  BOOLEAN boolean, JSON json, UUID uuid, any other name its affinity's type (no type: bytea).
+  A value that arrives later and does not fit such a census-chosen type re-plans the column
+  (``stream`` copies the table again with the new evidence) instead of being quarantined.
 * A BLOB in a column that is not bytea, a NUL byte or invalid UTF-8 in text: quarantine.
 """
 
@@ -75,6 +80,7 @@ def plan_column(table: Table, col: Column, cen: ColumnCensus | None, cfg: Config
         problems=tuple(problems),
         identity=identity,
         notes=tuple(choice.notes),
+        pinned=bool(override.type),
     )
 
 
@@ -92,7 +98,7 @@ def _choose(aff: str, declared: str, present: set[str], cen: ColumnCensus | None
         return _Choice("double precision", "float", "REAL affinity: double precision (never 4-byte real)")
     if aff == "TEXT":
         return _Choice("text", "text", "TEXT affinity: text (varchar(n) limits are not enforced by SQLite)")
-    hinted = _hinted(type_hint(declared), present, cen)
+    hinted = _hinted(type_hint(declared), declared, present, cen)
     if hinted is not None:
         return hinted
     return _by_census(aff, declared, present, numbers, big_ints)
@@ -116,19 +122,24 @@ def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], bi
                        "numbers: numeric, exact for integers and for reals in their shortest "
                        "round-trip form")
     if aff == "BLOB":
-        return _Choice("bytea", "bytea", "no declared type and no values yet: bytea holds anything")
-    return _Choice("numeric", "numeric", f"{aff} affinity and no values yet: numeric")
+        return _Choice("bytea", "bytea", _NO_DATA.format(declared=declared or "no type",
+                       pg_type="bytea") + " (BLOB affinity)" + _LATER)
+    return _Choice("numeric", "numeric", _NO_DATA.format(declared=declared, pg_type="numeric")
+                   + f" ({aff} affinity)" + _LATER)
 
 
-def _hinted(hint: str | None, present: set[str], cen: ColumnCensus | None) -> _Choice | None:
+def _hinted(hint: str | None, declared: str, present: set[str], cen: ColumnCensus | None
+            ) -> _Choice | None:
     """Booleans, timestamps, dates, JSON and UUIDs: only when every stored value fits exactly."""
     if hint is None or cen is None:
         return None
     empty = not present
+    if empty:
+        return _declared_only(hint, declared)
     texts = cen.counts["text"]
     tags = cen.text_tags or {}
     if hint == "bool":
-        if empty or present == {"integer"} and cen.int_01 == cen.counts["integer"]:
+        if present == {"integer"} and cen.int_01 == cen.counts["integer"]:
             return _Choice("boolean", "bool", "BOOLEAN holding only 0 and 1: boolean")
         if tags.get("bool"):
             return _Choice(*_general_note(cen, "BOOLEAN"), notes=[
@@ -137,7 +148,7 @@ def _hinted(hint: str | None, present: set[str], cen: ColumnCensus | None) -> _C
         return None
     if hint in ("datetime", "date"):
         return _temporal(present, cen, texts)
-    if hint == "json" and (empty or present == {"text"} and tags.get("json") == texts):
+    if hint == "json" and present == {"text"} and tags.get("json") == texts:
         return _Choice("json", "json", "JSON holding only valid JSON text: json, which keeps the "
                        "text exactly (jsonb would drop duplicate keys and reorder them)")
     if hint == "json" and present == {"text"}:
@@ -145,6 +156,29 @@ def _hinted(hint: str | None, present: set[str], cen: ColumnCensus | None) -> _C
                        "value(s) not valid JSON: text (Postgres json would reject them)")
     if hint == "uuid" and present == {"text"} and tags.get("uuid") == texts:
         return _Choice("uuid", "uuid", "UUID holding only canonical lowercase UUID text: uuid")
+    return None
+
+
+# SQLite's own date-time layout (datetime(), CURRENT_TIMESTAMP): the guess for a column that is
+# declared a date-time but holds no values yet.
+SQLITE_DATETIME = "YYYY-MM-DD HH:MM:SS"
+_NO_DATA = "declared {declared}, no data yet: {pg_type}"
+_LATER = " (a later value that does not fit re-plans the column)"
+
+
+def _declared_only(hint: str, declared: str) -> _Choice | None:
+    """No stored value to look at (an empty table, a new table, an added column): the declared
+    type decides; values that arrive later and do not fit re-plan the column (see stream)."""
+    d = declared.upper()
+    if hint == "datetime" and ("DATETIME" in d or "TIMESTAMP" in d):
+        return _Choice("timestamptz", "ts_text:" + SQLITE_DATETIME, _NO_DATA.format(
+            declared=declared, pg_type="timestamptz") + f" in SQLite's own layout {SQLITE_DATETIME}"
+            + _LATER)
+    known = {"date": ("date", "date_text"), "bool": ("boolean", "bool"),
+             "json": ("json", "json"), "uuid": ("uuid", "uuid")}
+    if hint in known:
+        pg_type, conv = known[hint]
+        return _Choice(pg_type, conv, _NO_DATA.format(declared=declared, pg_type=pg_type) + _LATER)
     return None
 
 
@@ -229,6 +263,8 @@ def _problems(conv: str, present: set[str], cen: ColumnCensus) -> list[str]:
         out.append(f"{cen.counts[cls]} {cls.upper()} value(s) cannot be stored as {conv}")
     if base == "float" and cen.int_beyond_2_53:
         out.append(f"{cen.int_beyond_2_53} integer(s) beyond 2^53 are not exact in double precision")
+    if base == "numeric" and cen.real_negzero:
+        out.append(f"{cen.real_negzero} REAL -0.0 value(s): numeric has no negative zero")
     if base == "bool" and cen.counts["integer"] != cen.int_01:
         out.append(f"{cen.counts['integer'] - cen.int_01} integer(s) other than 0/1")
     if base in ("text", "text_render") and cen.nul_text:

@@ -464,12 +464,24 @@ async def quarantine_rows(conn: asyncpg.Connection, table: str) -> int:
                                    table))
 
 
-async def quarantine_list(conn: asyncpg.Connection, limit: int = 500) -> list[dict[str, Any]]:
-    """The quarantined rows, oldest first per table (table, key, column, reason, since)."""
-    rows = await conn.fetch(f"SELECT tbl, key, column_name, reason, first_seen FROM "
-                            f"{SCHEMA}.quarantine ORDER BY tbl, first_seen LIMIT $1", limit)
+async def quarantine_list(conn: asyncpg.Connection, limit: int | None = 500
+                          ) -> list[dict[str, Any]]:
+    """The quarantined rows, oldest first per table (table, key, column, reason, since, and the
+    raw row as typed JSON); ``limit`` None: all of them."""
+    rows = await conn.fetch(f"SELECT tbl, key, column_name, reason, first_seen, raw FROM "
+                            f"{SCHEMA}.quarantine ORDER BY tbl, first_seen, key LIMIT $1", limit)
     return [{"table": r[0], "key": json.loads(r[1]), "column": r[2], "reason": r[3],
-             "since": r[4]} for r in rows]
+             "since": r[4], "raw": json.loads(r[5])} for r in rows]
+
+
+async def quarantine_summary(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Quarantined rows per table and column: how many, and the reason of the oldest one."""
+    if not await exists(conn):
+        return []
+    rows = await conn.fetch(
+        f"SELECT tbl, column_name, count(*), (array_agg(reason ORDER BY first_seen))[1] "
+        f"FROM {SCHEMA}.quarantine GROUP BY tbl, column_name ORDER BY tbl, column_name")
+    return [{"table": r[0], "column": r[1], "rows": r[2], "reason": r[3]} for r in rows]
 
 
 async def events_of(conn: asyncpg.Connection, kinds: tuple[str, ...]) -> list[dict[str, Any]]:

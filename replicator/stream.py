@@ -140,6 +140,9 @@ class Stream:
         for name in renumbered:
             await self.drift.resnapshot(name, "rowids differ from the target (VACUUM renumbered "
                                         "them)")
+        for name, (column, _type, why) in result.replan.items():
+            if name not in renumbered and name in session.targets:
+                await self.drift.replan(name, column, why)
         session.cursor = result.high
         record_metrics(result, time.monotonic() - t0)
         _log.debug(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -157,3 +158,99 @@ async def test_follow_drops_drops_the_table_in_postgres_too(tmp_path, target_dsn
         await compare_all(db, target_dsn)
     finally:
         daemon.stop()
+
+
+async def test_a_table_created_while_streaming_is_typed_from_its_declaration(tmp_path, target_dsn):
+    """Issue 12's first report: a table created mid-stream was planned from its zero rows
+    (DATETIME -> numeric) and every row it then received went to quarantine."""
+    db = tmp_path / "d.db"
+    make_db(db)
+    daemon = Daemon(db, target_dsn)
+    try:
+        await wait_caught_up(target_dsn, db, daemon)
+        sql(db, "CREATE TABLE late_table (id INTEGER PRIMARY KEY, body TEXT, "
+                "at DATETIME DEFAULT CURRENT_TIMESTAMP, flag BOOLEAN, doc JSON, day DATE, "
+                "amount NUMERIC, anything)")
+
+        async def followed():
+            return [e for e in await events_of(daemon, "table_resnapshot")
+                    if e["table"] == "late_table" and e["rows"] == 0]
+
+        await wait_for(followed, 60, "the new table followed while empty", daemon)
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+        for i in range(162):
+            conn.execute("INSERT INTO late_table (body, flag, doc, day, amount, anything) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (f"row {i}", i % 2, json.dumps({"n": i}), f"2026-11-{1 + i % 28:02d}",
+                          i * 0.25, i))
+        conn.close()
+        await wait_for(lambda: _settled(db, target_dsn, daemon), 60, "late_table copied", daemon)
+        await compare_all(db, target_dsn, expect_quarantined={})
+        pg = await asyncpg.connect(target_dsn)
+        try:
+            types = dict(await pg.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'late_table'"))
+            assert types == {"id": "bigint", "body": "text", "at": "timestamp with time zone",
+                             "flag": "boolean", "doc": "json", "day": "date",
+                             "amount": "numeric", "anything": "bigint"}, types
+            assert await pg.fetchval("SELECT count(*) FROM late_table") == 162
+        finally:
+            await pg.close()
+
+        # Later evidence re-plans the column instead of quarantining: another date-time layout
+        # (at -> text, every old value kept in its own layout) and an untyped column of integers
+        # that now holds text (anything -> text, the integers written in their exact form).
+        sql(db, "INSERT INTO late_table (body, at, anything) VALUES "
+                "('iso', '2026-11-29T22:29:42.5Z', 'now text')")
+
+        async def replanned():
+            return {e["column"] for e in await events_of(daemon, "table_replanned")} >= {"at"}
+
+        await wait_for(replanned, 60, "the at column re-planned", daemon)
+        await wait_caught_up(target_dsn, db, daemon)
+        await wait_for(lambda: _settled(db, target_dsn, daemon), 60, "target equal to source",
+                       daemon)
+        event = next(e for e in await events_of(daemon, "table_replanned") if e["column"] == "at")
+        assert (event["old_type"], event["new_type"]) == ("timestamptz", "text")
+        assert "2026-11-29T22:29:42.5Z" in event["value"]
+        await compare_all(db, target_dsn, expect_quarantined={})
+
+        # A value no re-plan can take in a column whose declared type wins (REAL affinity
+        # holding text) stays in quarantine, and cutover refuses to hide it.
+        sql(db, "INSERT INTO items (name, price) VALUES ('odd', 'call us')")
+        await wait_for(lambda: _quarantined(target_dsn, "items"), 60, "row quarantined", daemon)
+        assert await events_of(daemon, "replan_kept_type")
+        refused = cli("cutover", "--source", str(db), "--target", target_dsn)
+        assert refused.returncode == 3, refused.stderr
+        assert "items.price: 1 row(s)" in refused.stderr and "--accept-quarantine" in refused.stderr
+        assert (await pg_state(target_dsn))["state"] == "streaming"  # the fence was never set
+        sql(db, "INSERT INTO keep (id, v) VALUES (99, 'written after the refusal')")
+        await wait_caught_up(target_dsn, db, daemon)
+
+        cli("cutover", "--source", str(db), "--target", target_dsn, "--accept-quarantine",
+            check=True)
+        report = cli("report", "--source", str(db), "--target", target_dsn, "--format", "md",
+                     check=True).stdout
+        assert "'call us'" in report and "items" in report
+        await compare_all(db, target_dsn, expect_quarantined={"items": 1})
+    finally:
+        daemon.stop()
+
+
+async def _settled(db: Path, dsn: str, daemon: Daemon) -> bool:
+    await wait_caught_up(dsn, db, daemon)
+    try:
+        await compare_all(db, dsn)
+        return True
+    except AssertionError:
+        return False
+
+
+async def _quarantined(dsn: str, table: str) -> bool:
+    pg = await asyncpg.connect(dsn)
+    try:
+        return bool(await pg.fetchval("SELECT count(*) FROM _replicator.quarantine WHERE tbl = $1",
+                                      table))
+    finally:
+        await pg.close()

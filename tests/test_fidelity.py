@@ -194,9 +194,19 @@ async def test_run_with_live_hostile_writes_then_cutover(hostile_db, target_dsn)
         conn.close()
         await wait_caught_up(target_dsn, hostile_db, daemon)
         await wait_for(gauge_agrees, 30, "the quarantine gauge after fixes", daemon)
-        out = cli("cutover", "--source", str(hostile_db), "--target", target_dsn, "--json", check=True)
+        # Cutover never hides the quarantine: refused, naming each table and column...
+        refused = cli("cutover", "--source", str(hostile_db), "--target", target_dsn)
+        assert refused.returncode == 3
+        assert "6 row(s) in quarantine" in refused.stderr
+        assert "numbers.qty: 3 row(s)" in refused.stderr and "texts.body: 2 row(s)" in refused.stderr
+        # ...until the operator accepts it; the summary then lists every row with its raw values.
+        out = cli("cutover", "--source", str(hostile_db), "--target", target_dsn, "--json",
+                  "--accept-quarantine", check=True)
         summary = json.loads(out.stdout)
         assert daemon.wait(30) == 0
+        accepted = summary["quarantine_accepted"]
+        assert len(accepted) == 6 and all(q["raw"] and q["reason"] for q in accepted)
+        assert {"text": "N/A"} in [v for q in accepted for v in q["raw"]]
     finally:
         daemon.kill9_if_running()
     assert {o["object"] for o in summary["for_a_human"]} >= {

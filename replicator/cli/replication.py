@@ -28,6 +28,9 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for the drain")
     p.add_argument("--max-lag", type=float, default=30.0,
                    help="refuse to start while replication lags more than this (seconds)")
+    p.add_argument("--accept-quarantine", action="store_true",
+                   help="cut over even though rows sit in quarantine (they stay out of Postgres; "
+                   "the report lists each with its raw values)")
     p = common(sub, "uninstall", "remove every replicator object from the SQLite file")
     p.add_argument("--target-schema", action="store_true",
                    help="also drop the target's _replicator bookkeeping schema")
@@ -66,7 +69,8 @@ async def status(args: argparse.Namespace, cfg: Config) -> int:
 
 async def cutover(args: argparse.Namespace, cfg: Config) -> int:
     target = config_target(cfg)
-    summary = await do_cutover(cfg, target, timeout=args.timeout, max_lag=args.max_lag)
+    summary = await do_cutover(cfg, target, timeout=args.timeout, max_lag=args.max_lag,
+                               accept_quarantine=args.accept_quarantine)
     human = (
         f"cutover done: {summary['rows']} rows in {len(summary['tables'])} tables; "
         f"write freeze {summary['freeze_window_ms']} ms"

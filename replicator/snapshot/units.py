@@ -27,7 +27,7 @@ from ..plans import TablePlan
 from ..quoting import qi
 from ..session import Session
 from ..target import connect
-from .copier import Interrupted, TableCopier, Unit, finish_table
+from .copier import Interrupted, TableCopier, Unit, check_complete, finish_table
 from .frozen import Frozen, open_frozen_copy
 
 _log = log.get("units")
@@ -215,6 +215,9 @@ class Coordinator:
     async def _finish(self, name: str) -> None:
         session = self.session
         rows, quarantined = await state.units_total(session.conn, name)
+        if name in self.census_rows:
+            await check_complete(session.conn, self.plans[name], session.schema,
+                                 self.census_rows[name])
         seconds = time.monotonic() - self.started[name]
         self._count(name, rows)
         status = "copied" if session.mode == "copy" else state.STREAMING
