@@ -13,9 +13,17 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
 
 from replicator import embedded
 from replicator.dsn import build_dsn, parse_target
+
+# Property tests: the suite (and CI) runs a fixed set of generated examples, so a red run is a
+# real regression and can be reproduced; `HYPOTHESIS_PROFILE=explore make test` draws new ones
+# on every run, to hunt for bugs. A failure found that way becomes a pinned test.
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 ROOT = Path(__file__).resolve().parent.parent
 CHINOOK = ROOT / "examples" / "chinook.sqlite"

@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from .compare import means_same
+from .values import BadUtf8
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = Path(__file__).resolve().parent / "writer.py"
@@ -156,51 +157,18 @@ def _lower(name: str) -> str:
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
 
 
+# information_schema's type names -> the names the comparator knows
+_TYPE_NAMES = {"timestamp with time zone": "timestamptz", "character varying": "text",
+               "character": "text"}
+
+
 def _same(sqlite_value: Any, pg_value: Any, pg_type: str) -> bool:
-    """Does the Postgres value hold exactly the SQLite value (under the documented mapping)?"""
-    if sqlite_value is None or pg_value is None:
-        return sqlite_value is None and pg_value is None
-    if pg_type == "double precision":
-        if type(sqlite_value) is int:
-            return float(sqlite_value) == sqlite_value and pg_value == float(sqlite_value)
-        return struct.pack("<d", sqlite_value) == struct.pack("<d", pg_value)
-    if pg_type == "numeric":
-        if type(sqlite_value) is float:
-            return math.isfinite(sqlite_value) and float(pg_value) == sqlite_value and \
-                Decimal(repr(sqlite_value)) == pg_value
-        return type(sqlite_value) is int and Decimal(sqlite_value) == pg_value
-    if pg_type == "bigint":
-        return type(sqlite_value) is int and sqlite_value == pg_value
-    if pg_type == "text":
-        if type(sqlite_value) is str:
-            return sqlite_value == pg_value
-        if type(sqlite_value) is int:
-            return str(sqlite_value) == pg_value
-        if type(sqlite_value) is float:
-            return float(pg_value) == sqlite_value
-        return False
-    if pg_type == "bytea":
-        return type(sqlite_value) is bytes and sqlite_value == pg_value
-    if pg_type == "boolean":
-        return type(sqlite_value) is int and sqlite_value in (0, 1) and bool(sqlite_value) is pg_value
-    if pg_type == "timestamp with time zone":
-        if type(sqlite_value) is int:
-            return pg_value.timestamp() == sqlite_value
-        # ISO text, naive = UTC: the text must be rebuildable from the timestamp exactly.
-        utc = pg_value.astimezone(UTC)
-        sep = "T" if "T" in sqlite_value else " "
-        text = utc.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
-        if "." in sqlite_value:
-            digits = len(sqlite_value.split(".", 1)[1].rstrip("Z"))
-            text += "." + f"{utc.microsecond:06d}"[:digits]
-        if sqlite_value.endswith("Z"):
-            text += "Z"
-        return text == sqlite_value
-    if pg_type == "date":
-        return sqlite_value == pg_value.isoformat()
-    if pg_type in ("json", "uuid"):
-        return sqlite_value == str(pg_value)
-    raise AssertionError(f"comparator does not know Postgres type {pg_type}")
+    """Does the Postgres value hold exactly the SQLite value (the one comparator, compare.py)?"""
+    if isinstance(sqlite_value, tuple) and sqlite_value[:1] == ("BADUTF8",):
+        sqlite_value = BadUtf8(sqlite_value[1])
+    if pg_type == "uuid" and pg_value is not None:
+        pg_value = str(pg_value)
+    return means_same(sqlite_value, _TYPE_NAMES.get(pg_type, pg_type), pg_value)
 
 
 async def compare_all(source: Path, dsn: str, schema: str = "public",
