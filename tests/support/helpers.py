@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -238,7 +239,7 @@ async def _compare_table(src, pg, schema, table, quarantined, problems) -> int:
     # Multiset match: each SQLite row must find a Postgres row holding exactly its values.
     index: dict[Any, list[tuple]] = {}
     for r in pg_rows:
-        index.setdefault(_fingerprint(r), []).append(r)
+        index.setdefault(_fingerprint(r, col_types), []).append(r)
     unmatched = 0
     for row in rows:
         candidates = index.get(_fingerprint_sqlite(row, col_types), [])
@@ -281,21 +282,42 @@ def _norm(v: Any) -> Any:
     return v
 
 
-def _fingerprint(row: tuple) -> tuple:
+def _fingerprint(row: tuple, types: list[str]) -> tuple:
     # A coarse key that equal values share whatever their type; _same() decides exactly.
-    return tuple(str(_norm(v)) if not isinstance(v, bytes) else v for v in row)
+    return tuple(_numeric_text(v) if t in _TEXT_TYPES else
+                 str(_norm(v)) if not isinstance(v, bytes) else v
+                 for v, t in zip(row, types, strict=True))
 
 
 def _fingerprint_sqlite(row: tuple, types: list[str]) -> tuple:
-    out = []
+    out: list[Any] = []
     for v, t in zip(row, types, strict=True):
         if t == "timestamp with time zone" and v is not None:
             out.append("ts")
+            continue
+        if t in _TEXT_TYPES:
+            out.append(_numeric_text(v))
             continue
         if t == "numeric" and type(v) is float:
             v = float(Decimal(repr(v)))
         out.append(str(_norm(v)) if not isinstance(v, (bytes, tuple)) else v)
     return tuple(out)
+
+
+_TEXT_TYPES = ("text", "character varying", "character")
+
+
+def _numeric_text(v: Any) -> Any:
+    """Text columns hold numbers rendered as text: a number and any text that reads as the same
+    number share a key (on both sides alike), so the exact check is _same()'s alone."""
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        try:
+            f = float(v)
+        except (ValueError, OverflowError):
+            return v
+        if math.isfinite(f):
+            return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
+    return v
 
 
 # -- the daemon's /metrics -------------------------------------------------------------------------
