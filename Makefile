@@ -20,9 +20,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Every `make demo` is a fresh rehearsal: a new copy of the file and its own embedded database,
+# dropped first if an earlier demo left one (cut over or not).
 demo: venv
 	@mkdir -p $(DEMO_DIR)
-	@test -f $(DEMO_DIR)/chinook.sqlite || cp examples/chinook.sqlite $(DEMO_DIR)/chinook.sqlite
+	@$(VENV)/bin/replicator embedded drop --source $(DEMO_DIR)/chinook.sqlite
+	@rm -rf $(DEMO_DIR)/chinook.sqlite* $(DEMO_DIR)/chinook.sqlite.replicator
+	cp examples/chinook.sqlite $(DEMO_DIR)/chinook.sqlite
 	$(VENV)/bin/replicator run --source $(DEMO_DIR)/chinook.sqlite
 
 test: venv
@@ -32,4 +36,5 @@ lint: venv
 	$(VENV)/bin/ruff check replicator tests
 
 clean:
+	-@test -x $(VENV)/bin/replicator && $(VENV)/bin/replicator embedded drop --source $(DEMO_DIR)/chinook.sqlite
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -8,15 +8,17 @@ an unprivileged user (``postgres`` if it exists, else a ``replicator`` system us
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +51,21 @@ def default_home() -> Path:
     return Path(base) / "replicator" / "embedded"
 
 
+def database_name(source: Path) -> str:
+    """The embedded target's database for one source file. Each file (by its real path: another
+    clone's copy is another file) has its own, so rehearsals never collide, and resetting one
+    (``replicator embedded drop --source``) leaves the others alone."""
+    real = str(Path(source).resolve())
+    stem = re.sub(r"[^a-z0-9]+", "_", Path(real).stem.lower()).strip("_")[:30] or "db"
+    return f"{stem}_{hashlib.sha256(real.encode()).hexdigest()[:8]}"
+
+
 def ensure_running(
-    home: Path | None = None, settings: dict[str, str] | None = None
+    home: Path | None = None, settings: dict[str, str] | None = None, *,
+    source: Path | None = None,
 ) -> Embedded:
-    """Start (initialising on first use) the embedded server under ``home``; reuse a running one."""
+    """Start (initialising on first use) the embedded server under ``home``; reuse a running one.
+    With ``source``, the DSN is that file's own database, created on first use."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     runner = _Runner(home)
@@ -65,8 +78,41 @@ def ensure_running(
             _save_creds(home, creds)
         _start(runner, data, home / "server.log", port)
     emb = _embedded(home, creds)
+    if source is not None:
+        name = database_name(source)
+        if not _psql(runner, creds, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+            _psql(runner, creds, f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
+            _log.info("embedded_database_created", database=name, source=str(source))
+        emb = replace(emb, dsn=build_dsn("127.0.0.1", emb.port, OWNER_ROLE,
+                                         creds["owner_password"], name))
     _log.debug("embedded_ready", home=str(home), port=emb.port)
     return emb
+
+
+def drop_database(source: Path, home: Path | None = None) -> bool:
+    """Reset the rehearsal of ``source``: drop its database in the embedded server (which must
+    be initialised). True when there was one."""
+    home = (home or default_home()).resolve()
+    if not (home / "data").exists():
+        return False
+    ensure_running(home)
+    runner, creds = _Runner(home), json.loads((home / "credentials.json").read_text())
+    name = database_name(source)
+    if not _psql(runner, creds, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        return False
+    _psql(runner, creds, f'DROP DATABASE "{name}" WITH (FORCE)')
+    _log.info("embedded_database_dropped", database=name, source=str(source))
+    return True
+
+
+def _psql(runner: _Runner, creds: dict, sql: str) -> str:
+    """One statement as the embedded server's superuser; its output (unaligned, tuples only)."""
+    env = dict(os.environ, PGPASSWORD=creds["admin_password"])
+    return runner.run(
+        [runner.bin("psql"), "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", str(creds["port"]),
+         "-U", ADMIN_ROLE, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        env=env,
+    ).stdout.strip()
 
 
 def stop(home: Path | None = None) -> bool:
@@ -223,20 +269,9 @@ def _initdb(runner: _Runner, home: Path, data: Path, admin_pw: str, settings: di
 
 def _bootstrap(runner: _Runner, creds: dict) -> None:
     """Create the non-superuser owner role and its database, as Neon's console does."""
-    sql = (
-        f"CREATE ROLE {OWNER_ROLE} LOGIN CREATEDB PASSWORD '{creds['owner_password']}';"
-        f"CREATE DATABASE {DEFAULT_DB} OWNER {OWNER_ROLE};"
-    )
-    env = dict(os.environ, PGPASSWORD=creds["admin_password"])
-    for stmt in sql.split(";"):
-        if stmt:
-            runner.run(
-                [
-                    runner.bin("psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(creds["port"]),
-                    "-U", ADMIN_ROLE, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", stmt,
-                ],
-                env=env,
-            )
+    _psql(runner, creds, f"CREATE ROLE {OWNER_ROLE} LOGIN CREATEDB PASSWORD "
+                         f"'{creds['owner_password']}'")
+    _psql(runner, creds, f"CREATE DATABASE {DEFAULT_DB} OWNER {OWNER_ROLE}")
 
 
 def _running(runner: _Runner, data: Path) -> bool:

@@ -121,9 +121,14 @@ class Replicator:
         meta = capture.read_meta(writer)
         fresh = st is None or st.mode != mode or mode == "copy" and st.state == "done"
         if st is not None and st.state == "done" and mode == "run" and st.mode == "run":
+            src = self.cfg.source
             raise StateError(
-                "target: this migration was already cut over (state done); run "
-                "`replicator uninstall` to start again"
+                f"target: it holds a finished migration of {st.source_path} (already cut over). "
+                f"To rehearse again from the start: `replicator uninstall --source {src}` (lifts "
+                "the fence from the file; or restore it from its backup in "
+                f"{self.cfg.backup_path}), then a fresh target: with the embedded default "
+                f"`replicator embedded drop --source {src}`, elsewhere a new database (or drop "
+                "its _replicator schema and the replicated tables)"
             )
         if st is not None and not fresh:
             state.check_source(st, meta.get("source_id"), str(self.cfg.source))

@@ -87,9 +87,16 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             data["lag_seconds"] = src["lag_seconds"]
     data["tables"] = tables
     data["ready"] = (
-        data["state"] == "streaming" and not data.get("error")
+        data["state"] == "streaming" and not data.get("error") and bool(data["daemon_pid"])
         and data["lag_seconds"] <= cfg.ready_max_lag and "target_error" not in data
     )
+    src = data.get("source", {})
+    if not data["daemon_pid"] and src.get("capture_installed") and data["state"] != "done":
+        data["unattended"] = (
+            f"no daemon is running, but capture is installed in {cfg.source}: the change log "
+            f"grows ({src.get('backlog_changes', 0)} changes waiting) with nothing applying it. "
+            f"Start `replicator run --source {cfg.source}`, or remove capture with "
+            f"`replicator uninstall --source {cfg.source}`")
     return data
 
 
@@ -122,6 +129,8 @@ def render(data: dict[str, Any]) -> str:
     ]
     if "target_error" in data:
         lines.append(f"target error: {data['target_error']}")
+    if data.get("unattended"):
+        lines.append(f"attention:  {data['unattended']}")
     src = data.get("source", {})
     if src:
         lines.append(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from replicator import config
@@ -120,6 +123,29 @@ def test_wrong_password_is_a_startup_error_without_the_password(chinook, target_
     assert out.returncode == 3
     assert "password authentication failed" in out.stderr
     assert "wrong" not in out.stderr and "x9secretx" not in out.stderr
+    # status shows what it can from the source, but its exit code says the target was not reached
+    st = cli("status", "--source", str(chinook), "--target", bad)
+    assert st.returncode == 3 and "password authentication failed" in st.stdout
+    assert "x9secretx" not in st.stdout + st.stderr
+
+
+async def test_status_check_fails_and_says_so_when_no_daemon_applies_the_log(chinook, target_dsn):
+    daemon = Daemon(chinook, target_dsn)
+    try:
+        await wait_streaming(target_dsn, daemon)
+        assert cli("status", "--source", str(chinook), "--target", target_dsn, "--check"
+                   ).returncode == 0
+    finally:
+        daemon.stop()
+    conn = sqlite3.connect(chinook)
+    conn.execute("UPDATE artist SET name = name || '!' WHERE artistid < 4")
+    conn.commit()
+    conn.close()
+    st = cli("status", "--source", str(chinook), "--target", target_dsn, "--check")
+    assert st.returncode == 1  # streaming state on record, but nothing is streaming
+    assert "daemon:     not running" in st.stdout
+    assert "the change log grows (3 changes waiting)" in st.stdout
+    assert f"replicator uninstall --source {chinook}" in st.stdout
 
 
 def test_the_example_config_is_valid(monkeypatch):
@@ -141,3 +167,43 @@ def test_every_config_key_is_in_the_example_config():
     example = (ROOT / "config" / "replicator.example.toml").read_text()
     for section, key in config._SCHEMA:
         assert re.search(rf"^#? ?{key} *=", example, re.M), f"{section}.{key} missing from the example"
+
+
+async def test_rehearsals_of_each_file_have_their_own_embedded_database(tmp_path):
+    """Issue 16: the embedded target was one database for every file, so a second rehearsal (or
+    a fresh clone's demo) found the first one's finished migration. Each file now has its own,
+    and `embedded drop --source` resets one without touching the others."""
+    # Outside pytest's private tmp: the server runs as an unprivileged user when we are root.
+    home = Path(tempfile.mkdtemp(prefix="replicator-embedded-"))
+    home.chmod(0o755)
+    a, b = tmp_path / "a" / "app.sqlite", tmp_path / "b" / "app.sqlite"  # same name, two files
+    for path in (a, b):
+        path.parent.mkdir()
+        shutil.copy(ROOT / "examples" / "chinook.sqlite", path)
+    conf = tmp_path / "r.toml"
+    conf.write_text(f'[target]\nembedded_dir = "{home}"\n')
+    try:
+        copied = cli("copy", "--source", str(a), "--config", str(conf), "--json", timeout=300)
+        assert copied.returncode == 0, copied.stderr
+        dsn_a = cli("embedded", "dsn", "--dir", str(home), "--source", str(a), check=True).stdout.strip()
+        dsn_b = cli("embedded", "dsn", "--dir", str(home), "--source", str(b), check=True).stdout.strip()
+        assert dsn_a.rsplit("/", 1)[1] != dsn_b.rsplit("/", 1)[1]
+        pg = await asyncpg.connect(dsn_a)
+        try:
+            assert await pg.fetchval("SELECT count(*) FROM track") == 3503
+        finally:
+            await pg.close()
+        pg = await asyncpg.connect(dsn_b)
+        try:
+            assert await pg.fetchval("SELECT to_regclass('track')") is None  # b's is untouched
+        finally:
+            await pg.close()
+        dropped = cli("embedded", "drop", "--dir", str(home), "--source", str(a), check=True)
+        assert "dropped database app_" in dropped.stdout
+        with pytest.raises(asyncpg.InvalidCatalogNameError):
+            await asyncpg.connect(dsn_a)
+        again = cli("copy", "--source", str(a), "--config", str(conf), timeout=300)
+        assert again.returncode == 0, again.stderr  # a fresh rehearsal of the same file
+    finally:
+        cli("embedded", "stop", "--dir", str(home))
+        shutil.rmtree(home, ignore_errors=True)

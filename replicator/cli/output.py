@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .. import config, embedded, log
@@ -44,13 +45,15 @@ def load_config(args: argparse.Namespace) -> config.Config:
 
 
 def resolve_target(url: str | None, *, embedded_dir: Any = None, pooled: bool | None = None,
-                   allow_embedded: bool = True, warn_pooled: bool = True) -> TargetDSN:
+                   allow_embedded: bool = True, warn_pooled: bool = True,
+                   source: Path | None = None) -> TargetDSN:
     """The target: the URL given (flag, config or environment), else the embedded default
-    (started if needed) where the command allows it. Its password is registered for masking."""
+    (started if needed; the source file's own database) where the command allows it. Its
+    password is registered for masking."""
     if url:
         target = parse_target(url)
     elif allow_embedded:
-        emb = embedded.ensure_running(embedded_dir)
+        emb = embedded.ensure_running(embedded_dir, source=source)
         log.add_secret(emb.owner_password)
         target = parse_target(emb.dsn)
         print(f"embedded Postgres: {target.masked} (credentials in "
@@ -72,7 +75,8 @@ def resolve_target(url: str | None, *, embedded_dir: Any = None, pooled: bool | 
 
 def config_target(cfg: config.Config) -> TargetDSN:
     """The target of a replication command, from its configuration."""
-    return resolve_target(cfg.target_url, embedded_dir=cfg.embedded_dir, pooled=cfg.pooled)
+    return resolve_target(cfg.target_url, embedded_dir=cfg.embedded_dir, pooled=cfg.pooled,
+                          source=cfg.source)
 
 
 def explicit_target(args: argparse.Namespace) -> TargetDSN:

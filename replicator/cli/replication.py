@@ -8,7 +8,7 @@ import asyncio
 from .. import daemon, service
 from ..config import Config
 from ..cutover import cutover as do_cutover
-from ..errors import EXIT_OK, EXIT_RUNTIME
+from ..errors import EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP
 from ..status import gather as gather_status
 from ..status import render as render_status
 from .output import config_target, emit, progress
@@ -62,6 +62,8 @@ async def copy(args: argparse.Namespace, cfg: Config) -> int:
 async def status(args: argparse.Namespace, cfg: Config) -> int:
     data = await gather_status(cfg, config_target(cfg))
     emit(data, args.json, render_status(data))
+    if "target_error" in data:
+        return EXIT_STARTUP  # the target could not be reached: the figures above are partial
     if args.check:
         return EXIT_OK if data.get("ready") else EXIT_RUNTIME
     return EXIT_OK

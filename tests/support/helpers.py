@@ -315,8 +315,9 @@ def _numeric_text(v: Any) -> Any:
             f = float(v)
         except (ValueError, OverflowError):
             return v
-        if math.isfinite(f):
-            return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
+        if math.isfinite(f) and f.is_integer() and abs(f) < 2**63:
+            return str(int(f))
+        return repr(f)  # also 'inf' for a REAL infinity rendered in a text column
     return v
 
 
