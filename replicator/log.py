@@ -48,11 +48,21 @@ def _scrub_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[st
     return {k: _scrub_value(v) for k, v in event.items()}
 
 
+_format = "console"
+
+
+def is_json() -> bool:
+    """Whether log lines are JSON (not a terminal, or log_format = json)."""
+    return _format == "json"
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     """Configure structlog once per process; ``fmt`` is auto, json or console."""
     stream = stream or _stream
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    global _format
+    _format = fmt
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

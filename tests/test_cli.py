@@ -207,3 +207,15 @@ async def test_rehearsals_of_each_file_have_their_own_embedded_database(tmp_path
     finally:
         cli("embedded", "stop", "--dir", str(home))
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(chinook):
+    # `replicator plan --json | head -1`: the pipe closes before everything is written.
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "replicator", "plan", "--source", str(chinook),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err

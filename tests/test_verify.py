@@ -61,8 +61,11 @@ async def test_each_kind_of_difference_is_named(copied, sql, tbl, kind, key):
     assert t[kind] == 1
     sample = t["samples"][kind][0]
     assert sample["key"] == key
-    if kind == "different":
-        assert sample["column"] == "Composer"
+    if kind == "different":  # both values, so the operator sees what differs
+        assert sample["column"] == "Composer" and sample["postgres"] == "'someone else'"
+        assert sample["sqlite"].startswith("'") and sample["sqlite"] != sample["postgres"]
+        human = cli("verify", "--source", str(db), "--target", dsn).stdout
+        assert "column Composer: SQLite '" in human and "Postgres 'someone else'" in human
 
 
 async def test_a_float_differing_in_the_last_bit_is_a_difference(tmp_path, target_dsn):
@@ -156,7 +159,9 @@ async def test_a_timestamp_differing_only_in_time_zone_is_a_difference(tmp_path,
     finally:
         await pg.close()
     code, report = verify(db, target_dsn)
-    assert code == 1 and table(report, "e")["samples"]["different"][0] == {"key": [2], "column": "at"}
+    sample = table(report, "e")["samples"]["different"][0]
+    assert code == 1 and (sample["key"], sample["column"]) == ([2], "at")
+    assert sample["sqlite"] != sample["postgres"] and "datetime" in sample["postgres"]
 
 
 async def test_tables_compared_in_worker_processes_find_the_same_differences(copied, monkeypatch):

@@ -8,10 +8,11 @@ One module per command family (``replication``, ``review``, ``queries``, ``docto
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from .. import log
-from ..errors import EXIT_RUNTIME, ReplicatorError
+from ..errors import EXIT_OK, EXIT_RUNTIME, ReplicatorError
 from . import doctor, embedded, queries, replication, review
 from .output import load_config
 from .parser import Parser
@@ -39,13 +40,26 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(level=cfg.log_level, fmt=cfg.log_format)
         return asyncio.run(CONFIGURED[args.command](args, cfg)) or 0
     except ReplicatorError as exc:
-        _log.error("failed", kind=exc.kind, error=str(exc))
-        print(f"replicator: error: {log.scrub(str(exc))}", file=sys.stderr)
+        _report("error", str(exc), kind=exc.kind)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_RUNTIME
+    except BrokenPipeError:
+        # The reader went away (`plan --json | head`): what it read was all it wanted. Quietly,
+        # and with stdout pointed elsewhere so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - last resort: logged with traceback, exit 1
-        _log.exception("unexpected_error", error=f"{type(exc).__name__}: {exc}")
-        print(f"replicator: unexpected error: {log.scrub(f'{type(exc).__name__}: {exc}')}",
-              file=sys.stderr)
+        if log.is_json():
+            _log.exception("unexpected_error", error=f"{type(exc).__name__}: {exc}")
+        else:
+            _report("unexpected error", f"{type(exc).__name__}: {exc}")
         return EXIT_RUNTIME
+
+
+def _report(what: str, message: str, **fields: str) -> None:
+    """The final error, once: a JSON log line for machines, or one line for a person."""
+    if log.is_json():
+        _log.error("failed", error=message, **fields)
+    else:
+        print(f"replicator: {what}: {log.scrub(message)}", file=sys.stderr)

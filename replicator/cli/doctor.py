@@ -6,15 +6,15 @@ import argparse
 from pathlib import Path
 
 from .. import doctor
-from .output import explicit_target
+from .output import command_target
 from .parser import Subparsers
 
 
 def add_parsers(sub: Subparsers) -> None:
     d = sub.add_parser("doctor", help="connection diagnostics for the target, one line per check",
                        description="connection diagnostics for the target, one line per check")
-    d.add_argument("--target", help="Postgres DSN (default: $REPLICATOR_TARGET_URL, "
-                   "$DATABASE_URL)")
+    d.add_argument("--target", help="Postgres DSN (default: the config's target.url, "
+                   "$REPLICATOR_TARGET_URL, $DATABASE_URL, else the embedded default)")
     d.add_argument("--config", type=Path, help="TOML config file (its target.url)")
     d.add_argument("--schema", default="public", help="target schema (default public)")
     d.add_argument("--source", type=Path, help="also check the SQLite file: readable, and what "
@@ -24,5 +24,5 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    return await doctor.run(explicit_target(args), schema=args.schema, timeout=args.timeout,
+    return await doctor.run(command_target(args), schema=args.schema, timeout=args.timeout,
                             fmt=args.format, source=args.source)

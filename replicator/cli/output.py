@@ -79,10 +79,13 @@ def config_target(cfg: config.Config) -> TargetDSN:
                           source=cfg.source)
 
 
-def explicit_target(args: argparse.Namespace) -> TargetDSN:
-    """The target of a diagnostic command (doctor, queries): --target, the config file's
-    target.url, or the environment; never the embedded default."""
+def command_target(args: argparse.Namespace) -> TargetDSN:
+    """The target of a command without a full Config (doctor, queries), resolved as every other
+    command does: --target, the config file's target.url, the environment, else the embedded
+    default (the --source file's own database, in the config's target.embedded_dir)."""
     url = getattr(args, "target", None)
-    if not url and getattr(args, "config", None):
-        url = config.load_file(args.config).get("target_url")
-    return resolve_target(url or config.target_from_env(), allow_embedded=False, warn_pooled=False)
+    values = config.load_file(args.config) if getattr(args, "config", None) else {}
+    source, home = getattr(args, "source", None), values.get("embedded_dir")
+    return resolve_target(url or values.get("target_url") or config.target_from_env(),
+                          embedded_dir=Path(home) if home else None, warn_pooled=False,
+                          source=Path(source) if source else None)

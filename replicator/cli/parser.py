@@ -12,6 +12,19 @@ from .. import __version__
 from ..errors import EXIT_USAGE
 
 DESCRIPTION = "Live SQLite -> Neon (Postgres) replication for zero-downtime migrations"
+EPILOG = """\
+a migration, step by step:
+  export REPLICATOR_TARGET_URL='postgresql://USER:PASSWORD@ep-....neon.tech/DB?sslmode=require'
+  replicator doctor --source app.db     can we reach Neon, and is the file ready?
+  replicator plan --source app.db       what each column becomes, and why
+  replicator run --source app.db        the daemon: capture, snapshot, then stream changes
+  replicator status --source app.db     lag, backlog, quarantine
+  replicator verify --source app.db     every value compared on both sides
+  replicator cutover --source app.db    freeze writes, drain, verify, done
+with no target at all, an embedded local Postgres is used: a rehearsal.
+
+exit codes: 0 ok, 1 failed or needs attention, 2 bad usage or config, 3 could not start
+"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,7 +56,8 @@ def common(sub: Subparsers, name: str, help_: str, *, target: bool = True,
 
 
 def build(families: list[Callable[[Subparsers], None]]) -> Parser:
-    parser = Parser(prog="replicator", description=DESCRIPTION)
+    parser = Parser(prog="replicator", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"replicator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in families:

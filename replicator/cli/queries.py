@@ -17,7 +17,7 @@ from ..queries.replay import replay as run_replay
 from ..queries.scan import scan as run_scan
 from ..quoting import qi
 from ..target import connect
-from .output import explicit_target
+from .output import command_target
 from .parser import Subparsers
 
 FORMATS = ("text", "md", "json")
@@ -51,8 +51,8 @@ def add_parsers(sub: Subparsers) -> None:
 
 def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=Path, required=True, help="the SQLite file")
-    p.add_argument("--target", help="Postgres DSN (default: $REPLICATOR_TARGET_URL, "
-                   "$DATABASE_URL)")
+    p.add_argument("--target", help="Postgres DSN (default: the config's target.url, "
+                   "$REPLICATOR_TARGET_URL, $DATABASE_URL, else the embedded default)")
     p.add_argument("--config", type=Path, help="TOML config file (its target.url)")
     p.add_argument("--schema", default="public", help="target schema (default public)")
     p.add_argument("--seq-scan-rows", type=float, default=DEFAULT_SEQ_ROWS,
@@ -78,7 +78,7 @@ async def scan(args: argparse.Namespace) -> int:
 
 
 async def _open(args: argparse.Namespace) -> tuple[asyncpg.Connection, catalog.Catalog, str]:
-    target = explicit_target(args)
+    target = command_target(args)
     cat = catalog.load(args.source)
     pg = await connect(target, retry_for=10.0)
     try:

@@ -124,7 +124,11 @@ def render(report: dict[str, Any]) -> str:
         if not t["ok"]:
             for kind in ("missing", "extra", "different"):
                 for s in t["samples"][kind]:
-                    lines.append(f"       {kind}: {s}")
+                    where = f"{kind}: key {s['key']}"
+                    if kind == "different" and "sqlite" in s:
+                        where += (f", column {s['column']}: SQLite {s['sqlite']}, "
+                                  f"Postgres {s['postgres']}")
+                    lines.append(f"       {where}")
     verdict = "everything matches" if report["ok"] else "DIFFERENCES FOUND"
     lines.append(
         f"\n{verdict}: {report['rows']} rows in {report['seconds']}s "

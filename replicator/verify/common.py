@@ -68,6 +68,11 @@ class TableReport:
         }
 
 
+def _shown(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 class Side:
     """Key order shared by both sides: text compares as UTF-8 bytes (code points) on both."""
 
@@ -125,13 +130,14 @@ class Side:
             f"SELECT {key_sel}, {cols} FROM {table} {where} ORDER BY {key_sel} LIMIT {CHUNK}", *args
         ))
 
-    def differing(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> str:
-        """The first column whose values differ (bits included for floats)."""
+    def differing(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> dict[str, Any]:
+        """The first column whose values differ (bits included for floats), with both values
+        (as SQLite's converts to Postgres's type, and as Postgres holds it), truncated."""
         for i, (col, x, y) in enumerate(zip(self.plan.columns, a, b, strict=True)):
             if x != y or (i in self.float_pos and x == 0 and x is not None
                           and math.copysign(1, x) != math.copysign(1, y)):
-                return col.name
-        return "?"
+                return {"column": col.name, "sqlite": _shown(x), "postgres": _shown(y)}
+        return {"column": "?"}
 
     def same(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
         if a != b:
@@ -202,7 +208,7 @@ async def compare_keys(pg: asyncpg.Connection, side: Side, rep: TableReport, row
         elif side.same(row, prow):
             rep.matched += 1
         else:
-            rep.note("different", list(key), column=side.differing(row, prow))
+            rep.note("different", list(key), **side.differing(row, prow))
 
 
 async def pg_rows(pg: asyncpg.Connection, side: Side, keys: list[tuple[Any, ...]]) -> dict[tuple[Any,

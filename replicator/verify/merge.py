@@ -278,7 +278,7 @@ def _merge_step(side: Side, rep: TableReport, s_buf: list[Any], p_buf: list[Any]
             if side.same(srow, prow):
                 rep.matched += 1
             else:
-                rep.note("different", list(sk), column=side.differing(srow, prow))
+                rep.note("different", list(sk), **side.differing(srow, prow))
         elif sk < pk:
             s_buf.pop()
             rep.note("missing", list(sk))

@@ -70,7 +70,7 @@ async def recheck_table(pg: asyncpg.Connection, src: sqlite3.Connection, plan: T
         elif side.same(srow, prow):
             fresh.matched += 1
         else:
-            fresh.note("different", list(key), column=side.differing(srow, prow))
+            fresh.note("different", list(key), **side.differing(srow, prow))
     rep.matched += fresh.matched
     rep.quarantined += fresh.quarantined
     for kind in ("missing", "extra", "different"):
