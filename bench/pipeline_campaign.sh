@@ -11,7 +11,8 @@ per_round=${2:-50}
 mkdir -p bench/out
 for round in $(seq 1 "$rounds"); do
     start=$(date +%s)
-    if HYPOTHESIS_PROFILE=explore PIPELINE_EXAMPLES="$per_round" .venv/bin/python -m pytest -q \
+    if HYPOTHESIS_PROFILE=explore PIPELINE_EXAMPLES="$per_round" PROPERTY_EXAMPLES=$((per_round * 10)) \
+        .venv/bin/python -m pytest -q \
         -p no:cacheprovider tests/test_pipeline_property.py tests/test_unit_convert.py \
         tests/test_unit_snapshot_drift.py > bench/out/campaign-round.txt 2>&1; then
         echo "$(date -u +%FT%TZ) round $round: ok, $per_round pipeline examples, $(( $(date +%s) - start ))s, $(tail -1 bench/out/campaign-round.txt)" | tee -a bench/out/campaign.log

@@ -1,9 +1,14 @@
 """Census of stored values: what each column actually holds, counted in one scan per table.
 
-Storage classes, NUL bytes, maximum sizes and number ranges are counted in SQL. Columns whose
-values may carry a meaning beyond their class (text that could be a timestamp, a boolean, JSON
-or a UUID) also pass through a Python aggregate that classifies every text value; ``plan``
-runs it on every text column, the snapshot only where the declared type asks for it.
+Everything is counted in SQL, at SQLite's speed: storage classes, NUL bytes, sizes, number
+ranges, and for columns whose text may carry a meaning beyond its class, what that text is.
+A text value that starts like a date is reduced to its *shape* (every digit written as 0, plus
+whether it ends in a UTC offset), and the shapes found are turned into ISO-8601 layouts here,
+once per distinct shape, with calendar validity checked in SQL; canonical UUIDs
+are matched by a GLOB; JSON by ``json_valid``. Python sees a value only where SQL cannot decide
+exactly: a JSON candidate holding a backslash escape, a control character or a non-ASCII
+byte, and (for ``plan``) the UTF-8 validity of non-ASCII text. ``plan`` classifies every text
+column, the snapshot only those whose declared type asks for it.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import json
 import math
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
 from .declared import affinity, type_hint
 from .quoting import qi
@@ -23,17 +29,15 @@ from .source import Table
 CLASSES = ("integer", "real", "text", "blob")
 UNIX_MAX = 4_102_444_800  # 2100-01-01: integers in [0, this] can be unix seconds
 JULIAN_MIN, JULIAN_MAX = 1_721_425.5, 5_373_484.5  # years 1..9999 as Julian day numbers
-TEXT_TAGS = ("int", "float", "bool", "datetime", "date", "json", "uuid")
+TEXT_TAGS = ("int", "bool", "datetime", "date", "json", "uuid")
 
 # ASCII digits only: \d would match any Unicode digit (full-width, Arabic-Indic), which int()
 # reads, so such text would be taken for a date and rewritten with ASCII digits.
-_INT = re.compile(r"[+-]?\d+", re.ASCII)
 DATETIME_TEXT = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})([ T])(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:?\d{2})?",
     re.ASCII,
 )
 DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _BOOLS = {"true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"}
 
 
@@ -85,73 +89,168 @@ def datetime_signature(text: str) -> str | None:
     return sig
 
 
-def classify_text(text: str) -> list[str]:
-    """The TEXT_TAGS a string parses as."""
-    tags = []
-    stripped = text.strip()
-    if _INT.fullmatch(stripped):
-        tags.append("int")
-    else:
-        try:
-            value = float(stripped)
-            if value == value and abs(value) != float("inf"):
-                tags.append("float")
-        except ValueError:
-            pass
-    if stripped.lower() in _BOOLS:
-        tags.append("bool")
-    if datetime_signature(text):
-        tags.append("datetime")
-    elif DATE_TEXT.fullmatch(text) and _valid_date(text):
-        tags.append("date")
-    if text[:1] in ("{", "["):
-        try:
-            json.loads(text, parse_constant=_reject)
-            tags.append("json")
-        except ValueError:
-            pass
-    if _UUID.fullmatch(text):  # canonical (lower-case) only: uuid renders lower case
-        tags.append("uuid")
-    return tags
-
-
 def _reject(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _valid_date(text: str) -> bool:
+# -- text classification in SQL ------------------------------------------------------------------
+
+_WS = "' ' || char(9, 10, 11, 12, 13)"  # ASCII whitespace, trim()med before the word check
+_BOOL_WORDS = ", ".join(f"'{w}'" for w in sorted(_BOOLS))
+_UUID_GLOB = "-".join("[0-9a-f]" * n for n in (8, 4, 4, 4, 12))
+_DATED = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'"  # text that starts like a date
+_UTC = "({q} GLOB '*+00:00' OR {q} GLOB '*+0000')"
+_NON_ASCII = "'*[^' || char(1) || '-' || char(127) || ']*'"  # a byte >= 0x80, valid or not
+# Up to 3.41 json_valid() is RFC 8259, as Python's json (checked value by value by the tests);
+# from 3.42 it also accepts JSON5, which Postgres refuses: Python decides there.
+_JSON_STRICT = sqlite3.sqlite_version_info < (3, 42, 0)
+_TEXT_WIDTH = 7  # aggregates per classified column, see _text_exprs
+
+
+def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[str]:
+    """One scan's aggregates classifying the text of column ``q``: the smallest and largest
+    date-like text and how many there are (their layouts are settled after the scan), UUIDs,
+    boolean words, JSON documents, and digit strings; NULL for a kind not ``wanted``."""
+    text = f"typeof({q}) = 'text'"
+    dated = f"CASE WHEN {text} AND {q} GLOB {_DATED} THEN {q} END"
+    json_ok = (f"json_valid({q}) AND instr(CAST({q} AS BLOB), X'00') = 0" if _JSON_STRICT
+               else f"_replicator_json_ok(CAST({q} AS BLOB))")
+    exprs = {
+        "datetime": [f"min({dated})", f"max({dated})", f"count({dated})"],
+        "uuid": [f"sum({text} AND {q} GLOB '{_UUID_GLOB}')"],
+        "bool": [f"sum(CASE WHEN {text} AND length({q}) <= 16 THEN lower(trim({q}, {_WS})) IN "
+                 f"({_BOOL_WORDS}) END)"],
+        "json": [f"sum(CASE WHEN {text} AND substr({q}, 1, 1) IN ('{{', '[') THEN {json_ok} END)"],
+        "int": [f"sum(CASE WHEN {text} AND {q} GLOB '[0-9]*' THEN NOT {q} GLOB '*[^0-9]*' END)"],
+    }
+    out = []
+    for kind, sql in exprs.items():
+        if kind in wanted or kind == "datetime" and "date" in wanted:
+            out += sql if kind == "datetime" else [f"coalesce({e}, 0)" for e in sql]
+        else:
+            out += ["NULL"] * len(sql)  # not looked for
+    return out
+
+
+# What the snapshot's census classifies, by the declared type's hint (plan classifies it all).
+HINTED_TAGS = {"datetime": frozenset({"datetime"}), "date": frozenset({"date"}),
+               "json": frozenset({"json"}), "uuid": frozenset({"uuid"}),
+               "bool": frozenset({"bool"})}
+
+
+def shape(text: str) -> str:
+    """Every ASCII digit written as 0, marked when the text ends in UTC written as an offset
+    (+00:00, +0000), which the layout keeps apart from other offsets. The same in SQL: _SHAPE."""
+    out = re.sub("[0-9]", "0", text)
+    return out + "|utc" if text.endswith(("+00:00", "+0000")) else out
+
+
+def _shape_sql(q: str) -> str:
+    expr = q
+    for digit in "123456789":
+        expr = f"replace({expr}, '{digit}', '0')"
+    return f"{expr} || CASE WHEN {_UTC.format(q=q)} THEN '|utc' ELSE '' END"
+
+
+def layout_of_shape(text_shape: str) -> str | None:
+    """The ISO-8601 layout (``datetime_signature``) shared by every text of this shape."""
+    utc = text_shape.endswith("|utc")
+    text_shape = text_shape.removesuffix("|utc")
+    sample = text_shape.replace("0", "1")  # 1111-11-11 11:11:11 is a real date and time
+    if utc:  # the offset is +00:00 / +0000 itself, not another offset
+        zone = "+00:00" if text_shape.endswith("+00:00") else "+0000"
+        sample = sample[: -len(zone)] + zone
+    if DATE_TEXT.fullmatch(sample):
+        return "YYYY-MM-DD"
+    return datetime_signature(sample)
+
+
+def _glob_of_shape(text_shape: str) -> str:
+    """A GLOB (as a SQL string's body) matching the texts of this shape: a digit wherever it
+    has a 0, except in a +00:00 / +0000 offset, which stays literal."""
+    utc = text_shape.endswith("|utc")
+    text_shape = text_shape.removesuffix("|utc")
+    zone = ""
+    if utc:
+        zone = "+00:00" if text_shape.endswith("+00:00") else "+0000"
+        text_shape = text_shape[: -len(zone)]
+    special = {"*": "[*]", "?": "[?]", "[": "[[]", "'": "''"}
+    return "".join("[0-9]" if c == "0" else special.get(c, c) for c in text_shape) + zone
+
+
+def _calendar_ok(q: str) -> str:
+    """A date-shaped text names a real date and time: month 1-12, a day the month has (leap
+    years by the Gregorian rule; SQLite's date() would accept February 30), no year 0, hours
+    < 24, minutes and seconds < 60."""
+    year = f"CAST(substr({q}, 1, 4) AS INTEGER)"
+    last_day = (f"CASE substr({q}, 6, 2) WHEN '02' THEN CASE WHEN {year} % 4 = 0 AND "
+                f"({year} % 100 <> 0 OR {year} % 400 = 0) THEN '29' ELSE '28' END "
+                "WHEN '04' THEN '30' WHEN '06' THEN '30' WHEN '09' THEN '30' WHEN '11' THEN '30' "
+                "ELSE '31' END")
+    return (f"substr({q}, 6, 2) BETWEEN '01' AND '12' AND substr({q}, 9, 2) BETWEEN '01' AND "
+            f"{last_day} AND substr({q}, 1, 4) <> '0000' "
+            f"AND (length({q}) = 10 OR substr({q}, 12, 2) < '24' AND substr({q}, 15, 2) < '60' "
+            f"AND (substr({q}, 17, 1) <> ':' OR substr({q}, 18, 2) < '60'))")
+
+
+def _text_results(conn: sqlite3.Connection, table: Table, names: list[str], values: Sequence[Any]
+                  ) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+    """(tags, layouts) per classified column. Layouts: when the smallest and largest date-like
+    text share a shape, one more scan counts the valid texts of that shape (usually all of them);
+    otherwise the texts are grouped by shape (a column mixing layouts)."""
+    rows = {name: values[i * _TEXT_WIDTH:(i + 1) * _TEXT_WIDTH] for i, name in enumerate(names)}
+    single: dict[str, str] = {}  # column -> the one shape its date-like text may have
+    for name, (low, high, dated, *_rest) in rows.items():
+        if dated and shape(low) == shape(high) and layout_of_shape(shape(low)):
+            single[name] = shape(low)
+    counted: dict[str, int] = {}
+    if single:
+        exprs = []
+        for name, one in single.items():
+            q = qi(name)
+            utc = f"{_UTC.format(q=q)}" if one.endswith("|utc") else f"NOT {_UTC.format(q=q)}"
+            # GLOB stops reading at a NUL byte: such text is never a date-time.
+            exprs.append(f"sum(CASE WHEN typeof({q}) = 'text' AND {q} GLOB '{_glob_of_shape(one)}' "
+                         f"AND {utc} AND instr(CAST({q} AS BLOB), X'00') = 0 "
+                         f"THEN {_calendar_ok(q)} END)")
+        found = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+        counted = {name: int(n or 0) for name, n in zip(single, found, strict=True)}
+    out = {}
+    for name, (_low, _high, dated, uuids, bools, jsons, ints) in rows.items():
+        formats: dict[str, int] = {}
+        if name in single and counted[name] == dated:  # every date-like text: one layout
+            formats = {str(layout_of_shape(single[name])): counted[name]}
+        elif dated:
+            formats = _layouts_by_shape(conn, table, name)
+        dates = formats.get("YYYY-MM-DD", 0)
+        tags = {"int": ints, "bool": bools, "json": jsons, "uuid": uuids}
+        out[name] = ({**{k: int(v) for k, v in tags.items() if v is not None},
+                      "datetime": sum(formats.values()) - dates, "date": dates}, formats)
+    return out
+
+
+def _layouts_by_shape(conn: sqlite3.Connection, table: Table, name: str) -> dict[str, int]:
+    q = qi(name)
+    formats: dict[str, int] = {}
+    for text_shape, n in conn.execute(
+            f"SELECT {_shape_sql(q)} AS s, sum({_calendar_ok(q)}) FROM {qi(table.name)} "
+            f"WHERE typeof({q}) = 'text' AND {q} GLOB {_DATED} "
+            f"AND instr(CAST({q} AS BLOB), X'00') = 0 GROUP BY s"):
+        sig = layout_of_shape(text_shape)
+        if sig and n:
+            formats[sig] = formats.get(sig, 0) + int(n)
+    return formats
+
+
+def _json_ok(value: bytes | None) -> int:
+    """Python's json (as Postgres's json) accepts the text: where json_valid() is not RFC 8259."""
+    if value is None:
+        return 0
     try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-class _TextCensus:
-    """SQLite aggregate: counts TEXT_TAGS and datetime signatures over a column's text values."""
-
-    def __init__(self) -> None:
-        self.tags = dict.fromkeys(TEXT_TAGS, 0)
-        self.formats: dict[str, int] = {}
-
-    def step(self, value: object) -> None:
-        if type(value) is not bytes:
-            return
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return
-        tags = classify_text(text)
-        for tag in tags:
-            self.tags[tag] += 1
-        sig = datetime_signature(text) if "datetime" in tags else None
-        if sig is None and "date" in tags:
-            sig = "YYYY-MM-DD"
-        if sig:
-            self.formats[sig] = self.formats.get(sig, 0) + 1
-
-    def finalize(self) -> str:
-        return json.dumps({"tags": self.tags, "formats": self.formats})
+        json.loads(value.decode("utf-8"), parse_constant=_reject)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+        return 0
+    return 1
 
 
 def _utf8_ok(value: bytes | None) -> int:
@@ -179,7 +278,7 @@ def census(
     text_columns = text_columns or set()
     conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
     conn.create_function("_replicator_negzero", 1, _negative_zero, deterministic=True)
-    conn.create_aggregate("_replicator_text_census", 1, cast(Any, _TextCensus))
+    conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
     exprs = ["count(*)"]
     for col in table.columns:
         q = qi(col.name)
@@ -187,26 +286,30 @@ def census(
         exprs += [
             f"sum({q} IS NULL)",
             f"sum(typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0)",
-            f"sum(typeof({q}) = 'text' AND NOT _replicator_utf8_ok(CAST({q} AS BLOB)))"
-            if check_utf8 else "NULL",
+            # Only text with a byte >= 0x80 can be invalid UTF-8: Python looks at that alone
+            # (and at text holding NUL, where GLOB stops reading).
+            f"sum(typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR instr(CAST({q} AS BLOB), "
+            f"X'00') > 0) AND NOT _replicator_utf8_ok(CAST({q} AS BLOB)))" if check_utf8 else "NULL",
             f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN length(CAST({q} AS BLOB)) END)",
             f"sum(typeof({q}) = 'integer' AND {q} NOT BETWEEN -9007199254740992 AND 9007199254740992)",
             f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))",
             f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})",
             f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})",
-            f"_replicator_text_census(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END)"
-            if col.name in text_columns else "NULL",
             # Python sees only the zeros: SQL cannot tell -0.0 from 0.0.
             f"sum(CASE WHEN typeof({q}) = 'real' AND {q} = 0 THEN _replicator_negzero({q}) END)",
         ]
+    classified = [c.name for c in table.columns if c.name in text_columns]
+    for name in classified:
+        exprs += _text_exprs(qi(name))
     row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
     out: dict[str, ColumnCensus] = {}
-    per = len(CLASSES) + 10
+    per = len(CLASSES) + 9
+    texts = _text_results(conn, table, classified, row[1 + per * len(table.columns):])
     for i, col in enumerate(table.columns):
         v = row[1 + i * per : 1 + (i + 1) * per]
         counts = {c: int(v[j] or 0) for j, c in enumerate(CLASSES)}
         counts["null"] = int(v[4] or 0)
-        text = json.loads(v[12]) if v[12] else None
+        tags, formats = texts.get(col.name, (None, None))
         out[col.name] = ColumnCensus(
             counts=counts,
             nul_text=int(v[5] or 0),
@@ -216,9 +319,9 @@ def census(
             int_01=int(v[9] or 0),
             int_unix=int(v[10] or 0),
             real_julian=int(v[11] or 0),
-            real_negzero=int(v[13] or 0),
-            text_tags=text["tags"] if text else None,
-            datetime_formats=text["formats"] if text else None,
+            real_negzero=int(v[12] or 0),
+            text_tags=tags,
+            datetime_formats=formats,
         )
     return TableCensus(rows=int(row[0]), columns=out)
 
@@ -243,7 +346,7 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     (None): a text column copied as-is that holds one fails its COPY chunk, which is then
     converted again value by value."""
     text_columns = text_columns or set()
-    conn.create_aggregate("_replicator_text_census", 1, cast(Any, _TextCensus))
+    conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
     exprs = ["count(*)"]
     for col in table.columns:
         q, hint = qi(col.name), type_hint(col.declared)
@@ -256,13 +359,17 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
                   f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})"
                   if hint in ("datetime", "date") else "NULL",
                   f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})"
-                  if hint in ("datetime", "date") else "NULL",
-                  f"_replicator_text_census(CASE WHEN typeof({q}) = 'text' THEN CAST({q} AS BLOB) END)"
-                  if col.name in text_columns else "NULL"]
+                  if hint in ("datetime", "date") else "NULL"]
+    classified = [c for c in table.columns if c.name in text_columns]
+    for col in classified:
+        exprs += _text_exprs(qi(col.name), HINTED_TAGS.get(type_hint(col.declared) or "",
+                                                            frozenset(TEXT_TAGS)))
     row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
     rows, out, mixed = int(row[0]), {}, []
+    texts = _text_results(conn, table, [c.name for c in classified],
+                          row[1 + 7 * len(table.columns):])
     for i, col in enumerate(table.columns):
-        count, lo, hi, ints, int01, unix, julian, text = row[1 + i * 8 : 1 + (i + 1) * 8]
+        count, lo, hi, ints, int01, unix, julian = row[1 + i * 7 : 1 + (i + 1) * 7]
         span = [] if lo is None else [c for c in _ORDER[_ORDER.index(lo):_ORDER.index(hi) + 1] if c != "null"]
         counts = dict.fromkeys((*CLASSES, "null"), 0)
         counts["null"] = rows - int(count)
@@ -272,11 +379,11 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
             counts["integer"], counts["real"] = int(ints), int(count) - int(ints)
         elif span:
             mixed.append((col.name, span))
-        t = json.loads(text) if text else None
+        tags, formats = texts.get(col.name, (None, None))
         out[col.name] = ColumnCensus(
             counts=counts, nul_text=None, bad_utf8=None, max_bytes=0, int_beyond_2_53=0,
             int_01=int(int01 or 0), int_unix=int(unix or 0), real_julian=int(julian or 0),
-            text_tags=t["tags"] if t else None, datetime_formats=t["formats"] if t else None,
+            text_tags=tags, datetime_formats=formats,
         )
     if mixed:
         exprs = [f"sum(typeof({qi(name)}) = '{c}')" for name, span in mixed for c in span]

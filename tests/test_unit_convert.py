@@ -18,9 +18,11 @@ import asyncio
 import itertools
 import json
 import math
+import os
+import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -58,13 +60,16 @@ from .support.values import (
     columns_for,
     decodes_utf8,
     homogeneous,
+    kind,
 )
 
 DECLARED = ("INTEGER", "REAL", "TEXT", "BLOB", "NUMERIC", "DECIMAL(10,2)", "BOOLEAN", "DATETIME",
             "DATE", "JSON", "UUID", "")
 # Bounded so the file runs in seconds; no example database written into the repository.
 _QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-PROPERTY = settings(max_examples=100, deadline=None, database=None, suppress_health_check=_QUIET)
+# PROPERTY_EXAMPLES raises the count for a campaign (bench/pipeline_campaign.sh).
+PROPERTY = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "100")), deadline=None,
+                    database=None, suppress_health_check=_QUIET)
 ROUND_TRIP = settings(max_examples=25, deadline=None, database=None, suppress_health_check=_QUIET)
 _files = itertools.count()
 
@@ -112,8 +117,8 @@ def store(tmp: Path, declared: str, values: list[Any]) -> Stored:
     conn.execute("COMMIT")
     conn.text_factory = bytes
     truth = {}
-    for rid, v, kind in conn.execute("SELECT id, v, typeof(v) FROM t"):
-        if kind == b"text":
+    for rid, v, storage in conn.execute("SELECT id, v, typeof(v) FROM t"):
+        if storage == b"text":
             v = v.decode("utf-8") if decodes_utf8(v) else BadUtf8(v)
         truth[rid] = v
     conn.text_factory = str
@@ -452,5 +457,88 @@ def test_date_times_written_with_non_ascii_digits_are_not_rewritten(tmp_path):
         good, _bad = convert_rows(plan, rows, safe=False)
         for rid, value in good:
             assert means_same(s.truth[rid], col.pg_type, value), (s.truth[rid], value, col.pg_type)
+    finally:
+        s.close()
+
+
+# -- the census classifies text in SQL as a careful reader would --------------------------------
+
+_REF_DT = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})([ T])([0-9]{2}):([0-9]{2})"
+                     r"(?::([0-9]{2})(?:\.([0-9]{1,9}))?)?(Z|[+-][0-9]{2}:?[0-9]{2})?")
+_REF_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _reference_layout(text: str) -> str | None:
+    """The layout of an ISO date or date-time text, written here from the ISO rules: a real
+    calendar date and time, seconds and fraction digits as written, the zone kept apart when it
+    is UTC written as Z, +00:00 or +0000."""
+    m = _REF_DT.fullmatch(text)
+    if m:
+        y, mo, d, sep, hh, mi, ss, frac, zone = m.groups()
+        try:
+            datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss or 0))
+        except ValueError:
+            return None
+        sig = f"YYYY-MM-DD{sep}HH:MM" + (":SS" if ss is not None else "")
+        sig += "." + "f" * len(frac) if frac is not None else ""
+        return sig + ((zone if zone in ("Z", "+00:00", "+0000") else "±zone") if zone else "")
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        try:
+            date(int(text[:4]), int(text[5:7]), int(text[8:]))
+        except ValueError:
+            return None
+        return "YYYY-MM-DD"
+    return None
+
+
+def _reference_json(text: str) -> bool:
+    if text[:1] not in ("{", "["):
+        return False
+    try:
+        json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+    except ValueError:
+        return False
+    return True
+
+
+TEXTS = st.lists(st.one_of(
+    kind("datetime"), kind("date"), kind("not_date"), kind("json"), kind("uuid"),
+    kind("uuid").map(str.upper), kind("text"), kind("number_text"), kind("bool_text"),
+    kind("bad_utf8"), kind("nul"),
+    st.sampled_from(["2024-02-29", "2023-02-29", "2024-02-30", "2024-04-31", "1900-02-29",
+                     "2000-02-29", "0000-01-01", "2024-00-10", "2024-01-00", "2024-01-32",
+                     "2024-01-01T23:59:59Z", "2024-01-01 24:00", "2024-01-01 23:60",
+                     "2024-01-01 10:00:60", "2024-01-01 10:00+00:00", "2024-01-01 10:00+0530",
+                     "2024-01-01 10:00-00:00", "2024-01-01 10:00*00:00", "2024-01-01x",
+                     "2024-01-01 10:00:00.1234567890", '{"a": 1}\x00', "[1]\x0c", "[01]",
+                     "2024-05-01 10:00:00\x00x", "2024-05-01\x00", "2024-05-01 10:00:00"])),
+    min_size=1, max_size=12)
+
+
+@PROPERTY
+@given(values=TEXTS)
+def test_the_census_classifies_text_as_a_careful_reader_would(tmp_path_factory, values):
+    """Layouts (with their counts), JSON documents and canonical UUIDs, counted in SQL, agree
+    with a reading of each value in Python, in both censuses. Text that is not valid UTF-8 is
+    left out of the JSON count (it is quarantined whatever the type)."""
+    s = store(tmp_path_factory.mktemp("census"), "DATETIME", values)
+    try:
+        texts = [v for v in s.truth.values() if isinstance(v, str)]
+        layouts: dict[str, int] = {}
+        for text in texts:
+            layout = _reference_layout(text)
+            if layout:
+                layouts[layout] = layouts.get(layout, 0) + 1
+        table = inspect(s.conn).tables["t"]
+        full = census(s.conn, table, check_utf8=True, text_columns={"v"}).columns["v"]
+        quick = quick_census(s.conn, table, text_columns={"v"}).columns["v"]
+        assert full.datetime_formats == layouts == quick.datetime_formats, texts
+        assert full.text_tags is not None
+        bad_json = sum(1 for v in s.truth.values() if isinstance(v, BadUtf8)
+                       and v.raw[:1] in (b"{", b"["))
+        expected_json = sum(_reference_json(t) for t in texts)
+        assert expected_json <= full.text_tags["json"] <= expected_json + bad_json, texts
+        assert full.text_tags["uuid"] == sum(bool(_REF_UUID.fullmatch(t)) for t in texts)
+        assert full.bad_utf8 == sum(isinstance(v, BadUtf8) for v in s.truth.values())
     finally:
         s.close()
