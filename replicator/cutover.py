@@ -177,7 +177,8 @@ def _summary(pre: dict[str, Any], checked: dict[str, Any], objects: list[dict[st
              timings: dict[str, float]) -> dict[str, Any]:
     human = [o for o in objects if o["status"] not in ddl.DONE_STATUSES and o["status"] != "added"]
     human += [{"object": f"quarantine {t}", "status": f"{n} row(s)", "detail":
-               "rows that could not move exactly; see _replicator.quarantine"}
+               "rows that could not move exactly (accepted with --accept-quarantine)",
+               "fix": "their raw values: `replicator report`; insert them by hand if needed"}
               for t, n in pre["quarantine"].items()]
     return {
         "state": "done",

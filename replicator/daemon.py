@@ -46,11 +46,34 @@ async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *,
             finally:
                 loop_stop.set()
     except BaseExceptionGroup as group:
-        raise _first(group) from None
+        error = _first(group)
+        _what_stays(rep, error)
+        raise error from None
     finally:
         metrics.UP.set(0)
         await rep.close()
     return code
+
+
+def _what_stays(rep: Replicator, error: BaseException) -> None:
+    """A run that fails leaves capture in the file on purpose (the next run resumes from the log,
+    which nothing else can rebuild): say so, with what grows meanwhile and how to give up."""
+    live = rep.session.live_file
+    if not isinstance(error, ReplicatorError) or live is None:
+        return
+    try:
+        if not capture.installed(live.conn):
+            return
+        entries = capture.position(live.conn, 0).rows
+    except Exception:  # noqa: BLE001 - the file itself may be what failed
+        return
+    source = rep.cfg.source
+    _log.warning(
+        "capture_left_installed", source=str(source), log_entries=entries,
+        detail=f"capture stays installed in {source} so that the next `replicator run` resumes "
+        "where this one stopped; until then the application's writes keep adding to the change "
+        f"log ({entries} entries now) and nothing applies them. To give up instead: "
+        f"`replicator uninstall --source {source}`")
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:

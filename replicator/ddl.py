@@ -217,7 +217,9 @@ async def validate_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan]
                 error = await try_sql(conn, obj.validate_sql)
                 out.append({"table": plan.name, "object": f"{obj.kind} {obj.name}",
                             "status": "not valid" if error else "validated", "detail": error,
-                            "original": obj.original})
+                            "original": obj.original,
+                            **({"fix": f"fix the rows it names, then: {obj.validate_sql}"}
+                               if error else {})})
         if plan.rowid_keyed:
             out += await _promote_key(conn, plan, schema)
     return out

@@ -219,3 +219,16 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(chinook):
     err = proc.stderr.read().decode()
     proc.stderr.close()
     assert proc.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+async def test_a_run_that_fails_after_installing_capture_says_what_stays(chinook, target_dsn):
+    pg = await asyncpg.connect(target_dsn)
+    try:  # a table the replicator did not create: the snapshot refuses to touch it
+        await pg.execute('CREATE TABLE "genre" (x int)')
+    finally:
+        await pg.close()
+    daemon = Daemon(chinook, target_dsn)
+    assert daemon.wait(120) == 3
+    stays = [e for e in daemon.events() if e.get("event") == "capture_left_installed"]
+    assert stays and f"replicator uninstall --source {chinook}" in stays[0]["detail"]
+    assert "already exists and was not created by the replicator" in daemon.log.read_text()

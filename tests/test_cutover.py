@@ -165,3 +165,21 @@ async def test_cutover_refuses_while_lagging_or_in_error(chinook, target_dsn):
         await wait_for(still_streaming, 5, "state unchanged")
     finally:
         daemon.kill9_if_running()
+
+
+async def test_the_human_output_says_what_is_left_and_how_to_fix_it(chinook, target_dsn):
+    conn = sqlite3.connect(chinook, isolation_level=None)  # SQLite does not enforce FKs by default
+    conn.execute("INSERT INTO Track (Name, AlbumId, MediaTypeId, Milliseconds, UnitPrice) "
+                 "VALUES ('orphan', 99999, 1, 1000, 0.99)")
+    conn.close()
+    daemon = Daemon(chinook, target_dsn)
+    try:
+        await wait_caught_up(target_dsn, chinook, daemon)
+        cut = cli("cutover", "--source", str(chinook), "--target", target_dsn, check=True)
+    finally:
+        daemon.stop()
+    out = cut.stdout
+    assert "cutover done:" in out and "thing(s) left for a human:" in out, out
+    line = next(x for x in out.splitlines() if "foreign_key" in x and "track" in x.lower())
+    assert "not valid" in line, out
+    assert "fix: fix the rows it names, then: ALTER TABLE" in out and "VALIDATE CONSTRAINT" in out

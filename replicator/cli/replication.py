@@ -77,6 +77,15 @@ async def cutover(args: argparse.Namespace, cfg: Config) -> int:
         f"cutover done: {summary['rows']} rows in {len(summary['tables'])} tables; "
         f"write freeze {summary['freeze_window_ms']} ms"
     )
+    left = summary["for_a_human"]
+    if left:
+        human += f"\n\n{len(left)} thing(s) left for a human:"
+        for item in left:
+            human += f"\n  - {item['object']}: {item['status']}"
+            if item.get("detail"):
+                human += f" ({str(item['detail']).strip()[:200]})"
+            if item.get("fix"):
+                human += f"\n      fix: {item['fix']}"
     emit(summary, args.json, human)
     return EXIT_OK
 
