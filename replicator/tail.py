@@ -168,16 +168,19 @@ class ReadTxn:
         return ts
 
     async def rowid_fingerprint(self, plan: TablePlan) -> tuple[int, int]:
-        """(count, sum of rowids) of a rowid-keyed table, in this snapshot."""
+        """(count, sum of rowids) of a rowid-keyed table, in this snapshot. The sum is exact:
+        SQLite's sum() of 64-bit rowids overflows ("integer overflow") as soon as two are near
+        2^63, so the high and low 32 bits are summed apart and put together here."""
         conn = self.tail.conn
         assert conn is not None
         rid = plan.rowid_name
         async with conn.execute(
-            f"SELECT count(*), coalesce(sum({rid}), 0) FROM {qi(plan.name)}"
+            f"SELECT count(*), coalesce(sum({rid} >> 32), 0), coalesce(sum({rid} & 4294967295), 0) "
+            f"FROM {qi(plan.name)}"
         ) as cur:
             row = await cur.fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]) * 2**32 + int(row[2])
 
     async def rows(self, plan: TablePlan, keys: Sequence[tuple[Any, ...]]) -> RowSet:
         """Current rows for ``keys`` as ``(rowid, *columns)``; read as-is, or in the safe

@@ -24,7 +24,7 @@ from replicator.apply import Applier, BatchResult, TableTarget
 from replicator.census import census
 from replicator.config import Config
 from replicator.errors import DriftError
-from replicator.plans import TablePlan
+from replicator.plans import ROWID_COLUMN, TablePlan
 from replicator.schema import plan_table
 from replicator.snapshot.copier import finish_table, prepare_table
 from replicator.source import KEY_ALIAS, KEY_PK, KEY_ROWID, inspect, open_source
@@ -495,6 +495,26 @@ async def test_the_tail_and_the_app_can_run_side_by_side(tmp_path, pg, target_ds
         await replica.batch()
         await compare_all(db, target_dsn, expect_quarantined={})
         await rowids_match(db, pg)
+    finally:
+        a.close()
+        await replica.close()
+
+
+async def test_the_rowid_fingerprints_agree_at_the_ends_of_64_bits(tmp_path, pg, target_dsn):
+    """VACUUM detection compares (count, sum of rowids) on both sides. SQLite's sum() overflowed
+    with two rowids near 2^63 and the daemon retried forever (found by the pipeline test)."""
+    db = make_db(tmp_path / "ends.db", schema="CREATE TABLE notes (body TEXT);")
+    replica = await Replica(db, pg).open()
+    a = app(db)
+    try:
+        a.executemany("INSERT INTO notes (rowid, body) VALUES (?, ?)",
+                      [(2**63 - 1, "max"), (2**63 - 2, "max-1"), (-(2**63), "min"), (7, "seven")])
+        await replica.batch()
+        plan = replica.targets["notes"].plan
+        async with replica.tail.read() as txn:
+            src = await txn.rowid_fingerprint(plan)
+        assert src == (4, 2**63 - 1 + 2**63 - 2 - 2**63 + 7)
+        assert await state.rowid_fingerprint(pg, "notes", "notes", ROWID_COLUMN) == src
     finally:
         a.close()
         await replica.close()
