@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 
 from . import capture, log, metrics
 from .config import Config
@@ -15,7 +16,7 @@ from .dsn import TargetDSN
 from .errors import EXIT_OK, ReplicatorError, is_retryable_pg
 from .http import Health, serve_http
 from .service import Replicator
-from .session import ProgressFn, Session
+from .session import Progress, ProgressFn, Session
 from .snapshot.copier import Interrupted
 from .source import open_source
 from .stream import CutoverDone
@@ -27,14 +28,18 @@ _log = log.get("daemon")
 
 
 async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *,
-              progress: ProgressFn | None = None) -> int:
-    """Install capture, snapshot, stream until ``stop`` or cutover; returns the exit code."""
+              progress: ProgressFn | None = None,
+              screen: Callable[[Progress], None] | None = None) -> int:
+    """Install capture, snapshot, stream until ``stop`` or cutover; returns the exit code.
+    ``screen`` receives the daemon's live ``Progress`` (a terminal display reads it)."""
     metrics.initialize()
     metrics.UP.set(1)
     loop_stop = asyncio.Event()  # stops the helpers once the main work returns
     bound: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
     rep = Replicator(cfg, target, mode="run", progress=progress)
     rep.session.stop = stop
+    if screen is not None:
+        screen(rep.session.progress)
     health = Health(rep.session.progress, cfg.ready_max_lag)
     code = EXIT_OK
     try:

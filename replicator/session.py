@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -38,6 +39,10 @@ class Progress:
     lag_seconds: float = 0.0
     backlog: int = 0
     error: bool = False
+    applied: int = 0  # log entries applied since the daemon started
+    quarantined: int = 0  # rows in quarantine now
+    errors: int = 0  # failed turns since the daemon started (each retried)
+    started: float = field(default_factory=time.monotonic)
 
     def set_state(self, name: str) -> None:
         self.state, self.error = name, name == "error"

@@ -264,6 +264,7 @@ class Stream:
             await session.bounded(self._start(loop), "starting to stream")
         result = await self.step()
         loop.applied += result.entries if result else 0
+        session.progress.applied += result.entries if result else 0
         if loop.errors:
             _log.info("recovered", after_errors=loop.errors)
             session.progress.set_state("streaming")
@@ -347,6 +348,7 @@ class Stream:
         kind = exc.kind if isinstance(exc, ReplicatorError) else "runtime"
         message = str(exc) if isinstance(exc, ReplicatorError) else f"{type(exc).__name__}: {exc}"
         metrics.ERRORS.labels(kind).inc()
+        session.progress.errors += 1
         session.progress.set_state("error")
         if errors == 1 or errors % 10 == 0:
             _log.error("replication_error", kind=kind, error=message, attempt=errors,
@@ -359,7 +361,9 @@ class Stream:
         return min(30.0, 2.0 * errors)
 
     async def _quarantine_gauge(self) -> None:
-        metrics.QUARANTINE_SIZE.set(sum((await state.quarantine_count(self.session.conn)).values()))
+        rows = sum((await state.quarantine_count(self.session.conn)).values())
+        self.session.progress.quarantined = rows
+        metrics.QUARANTINE_SIZE.set(rows)
 
     async def update_gauges(self) -> capture.LogPosition:
         """Backlog, lag, log size and WAL size into the progress and the gauges."""

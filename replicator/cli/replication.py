@@ -41,7 +41,8 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
     stop = asyncio.Event()
     daemon.install_signal_handlers(stop, cfg.drain_timeout)
     with progress() as bars:
-        return await daemon.run(cfg, target, stop, progress=bars)
+        return await daemon.run(cfg, target, stop, progress=bars,
+                                screen=bars.watch if bars is not None else None)
 
 
 async def copy(args: argparse.Namespace, cfg: Config) -> int:
