@@ -84,7 +84,7 @@ async def cutover(args: argparse.Namespace, cfg: Config) -> int:
         for item in left:
             human += f"\n  - {item['object']}: {item['status']}"
             if item.get("detail"):
-                human += f" ({str(item['detail']).strip()[:200]})"
+                human += f" ({' '.join(str(item['detail']).split())[:200]})"
             if item.get("fix"):
                 human += f"\n      fix: {item['fix']}"
     emit(summary, args.json, human)
