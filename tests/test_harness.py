@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -51,6 +52,9 @@ def _typed(kind: bytes, body: bytes) -> bytes:
     ("1.0", "1.0", "text"),
     (0.1, "0.1", "text"),
     (7, 7, "bigint"),
+    (-(2**63), Decimal(-(2**63)), "numeric"),  # found by the campaign
+    (2**63 - 1, Decimal(2**63 - 1), "numeric"),
+    (1e300, 1e300, "double precision"),
     (b"\x00", b"\x00", "bytea"),
 ])
 def test_rows_the_comparator_calls_equal_are_matched(sqlite_value, pg_value, pg_type):

@@ -273,9 +273,11 @@ def _norm(v: Any) -> Any:
         return int(v)
     if hasattr(v, "isoformat") or type(v).__name__ == "UUID":
         return str(v)
+    # Whole numbers as ints at any size: both sides must land on the same key, -2**63 included
+    # (a bound of 2**63 sent Decimal(-2**63) to float and its SQLite integer to int).
     if isinstance(v, Decimal):
-        v = int(v) if v == v.to_integral_value() and abs(v) < 2**63 else float(v)
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
+        v = int(v) if v.is_finite() and v == v.to_integral_value() else float(v)
+    if isinstance(v, float) and v.is_integer():
         return int(v)
     if isinstance(v, (bytes, memoryview)):
         return bytes(v)
