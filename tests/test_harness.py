@@ -55,6 +55,7 @@ def _typed(kind: bytes, body: bytes) -> bytes:
     (-(2**63), Decimal(-(2**63)), "numeric"),  # found by the campaign
     (2**63 - 1, Decimal(2**63 - 1), "numeric"),
     (1e300, 1e300, "double precision"),
+    (1e308, Decimal("1E+308"), "numeric"),  # a REAL in numeric, beyond 64 bits
     (b"\x00", b"\x00", "bytea"),
 ])
 def test_rows_the_comparator_calls_equal_are_matched(sqlite_value, pg_value, pg_type):

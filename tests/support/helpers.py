@@ -273,11 +273,13 @@ def _norm(v: Any) -> Any:
         return int(v)
     if hasattr(v, "isoformat") or type(v).__name__ == "UUID":
         return str(v)
-    # Whole numbers as ints at any size: both sides must land on the same key, -2**63 included
-    # (a bound of 2**63 sent Decimal(-2**63) to float and its SQLite integer to int).
+    # Whole numbers in the 64-bit range as ints, the rest as floats (1e308 read from numeric
+    # and from REAL must meet): both sides land on the same key. The range is SQLite's, ends
+    # included: -2**63 once went to float on one side and stayed int on the other.
     if isinstance(v, Decimal):
-        v = int(v) if v.is_finite() and v == v.to_integral_value() else float(v)
-    if isinstance(v, float) and v.is_integer():
+        v = int(v) if v.is_finite() and v == v.to_integral_value() and -(2**63) <= v < 2**63 \
+            else float(v)
+    if isinstance(v, float) and v.is_integer() and -(2**63) <= v < 2**63:
         return int(v)
     if isinstance(v, (bytes, memoryview)):
         return bytes(v)
