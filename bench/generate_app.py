@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from generate import fresh_db  # bench/ is on sys.path when run as a script
 
 SCHEMA = """
 CREATE TABLE users (
@@ -57,20 +58,15 @@ LAST = ["Smith", "García", "Müller", "Nakamura", "O'Brien", "Kowalski", "Duboi
         "Andersen", "Silva", "Chen", "Ivanova", "Haddad", "Novak", "Kim"]
 STATUSES = ["pending", "paid", "shipped", "delivered", "refunded", "cancelled"]
 KINDS = ["page_view", "click", "add_to_cart", "checkout", "login", "logout", "search"]
-WORDS = ("please leave at the door ring twice gift wrap fragile call before delivery "
-         "no plastic thanks back entrance weekend only").split()
+WORDS = ["please", "leave", "at", "the", "door", "ring", "twice", "gift", "wrap", "fragile",
+         "call", "before", "delivery", "no", "plastic", "thanks", "back", "entrance", "weekend",
+         "only"]
 START = datetime(2019, 1, 1, tzinfo=UTC)
 
 
 def generate(path: Path, rows: int, seed: int = 1) -> dict[str, int]:
     rng = random.Random(seed)
-    path.unlink(missing_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.executescript(SCHEMA)
-    n_users, n_orders = rows // 8, rows * 3 // 8
-    n_events = rows - n_users - n_orders
+    conn, n_users, n_orders, n_events = fresh_db(path, SCHEMA, rows)
 
     def when() -> datetime:
         return START + timedelta(seconds=rng.randrange(0, 7 * 365 * 86400),

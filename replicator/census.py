@@ -116,6 +116,7 @@ def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[s
     json_ok = (f"json_valid({q}) AND instr(CAST({q} AS BLOB), X'00') = 0" if _JSON_STRICT
                else f"_replicator_json_ok(CAST({q} AS BLOB))")
     exprs = {
+        # dates and date-times alike: their layouts are settled from the shapes
         "datetime": [f"min({dated})", f"max({dated})", f"count({dated})"],
         "uuid": [f"sum({text} AND {q} GLOB '{_UUID_GLOB}')"],
         "bool": [f"sum(CASE WHEN {text} AND length({q}) <= 16 THEN lower(trim({q}, {_WS})) IN "
@@ -125,7 +126,7 @@ def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[s
     }
     out = []
     for kind, sql in exprs.items():
-        if kind in wanted or kind == "datetime" and "date" in wanted:
+        if kind in wanted:
             out += sql if kind == "datetime" else [f"coalesce({e}, 0)" for e in sql]
         else:
             out += ["NULL"] * len(sql)  # not looked for
@@ -133,7 +134,7 @@ def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[s
 
 
 # What the snapshot's census classifies, by the declared type's hint (plan classifies it all).
-HINTED_TAGS = {"datetime": frozenset({"datetime"}), "date": frozenset({"date"}),
+HINTED_TAGS = {"datetime": frozenset({"datetime"}), "date": frozenset({"datetime"}),
                "json": frozenset({"json"}), "uuid": frozenset({"uuid"}),
                "bool": frozenset({"bool"})}
 

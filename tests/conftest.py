@@ -92,3 +92,18 @@ def chinook(tmp_path) -> Path:
     path = tmp_path / "chinook.sqlite"
     shutil.copy(CHINOOK, path)
     return path
+
+
+@pytest.fixture
+def embedded_config(tmp_path):
+    """A config file whose target.embedded_dir is a private embedded home (the server is
+    started on first use by the command under test, stopped and removed afterwards). The home
+    lives outside pytest's private tmp: when we are root the server runs as another user."""
+    home = Path(tempfile.mkdtemp(prefix="replicator-embedded-"))
+    home.chmod(0o755)
+    conf = tmp_path / "embedded.toml"
+    conf.write_text(f'[target]\nembedded_dir = "{home}"\n')
+    yield home, conf
+    embedded.stop(home)
+    shutil.rmtree(home, ignore_errors=True)
+

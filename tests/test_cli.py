@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -169,44 +168,36 @@ def test_every_config_key_is_in_the_example_config():
         assert re.search(rf"^#? ?{key} *=", example, re.M), f"{section}.{key} missing from the example"
 
 
-async def test_rehearsals_of_each_file_have_their_own_embedded_database(tmp_path):
+async def test_rehearsals_of_each_file_have_their_own_embedded_database(tmp_path, embedded_config):
     """Issue 16: the embedded target was one database for every file, so a second rehearsal (or
     a fresh clone's demo) found the first one's finished migration. Each file now has its own,
     and `embedded drop --source` resets one without touching the others."""
-    # Outside pytest's private tmp: the server runs as an unprivileged user when we are root.
-    home = Path(tempfile.mkdtemp(prefix="replicator-embedded-"))
-    home.chmod(0o755)
+    home, conf = embedded_config
     a, b = tmp_path / "a" / "app.sqlite", tmp_path / "b" / "app.sqlite"  # same name, two files
     for path in (a, b):
         path.parent.mkdir()
         shutil.copy(ROOT / "examples" / "chinook.sqlite", path)
-    conf = tmp_path / "r.toml"
-    conf.write_text(f'[target]\nembedded_dir = "{home}"\n')
+    copied = cli("copy", "--source", str(a), "--config", str(conf), "--json", timeout=300)
+    assert copied.returncode == 0, copied.stderr
+    dsn_a = cli("embedded", "dsn", "--dir", str(home), "--source", str(a), check=True).stdout.strip()
+    dsn_b = cli("embedded", "dsn", "--dir", str(home), "--source", str(b), check=True).stdout.strip()
+    assert dsn_a.rsplit("/", 1)[1] != dsn_b.rsplit("/", 1)[1]
+    pg = await asyncpg.connect(dsn_a)
     try:
-        copied = cli("copy", "--source", str(a), "--config", str(conf), "--json", timeout=300)
-        assert copied.returncode == 0, copied.stderr
-        dsn_a = cli("embedded", "dsn", "--dir", str(home), "--source", str(a), check=True).stdout.strip()
-        dsn_b = cli("embedded", "dsn", "--dir", str(home), "--source", str(b), check=True).stdout.strip()
-        assert dsn_a.rsplit("/", 1)[1] != dsn_b.rsplit("/", 1)[1]
-        pg = await asyncpg.connect(dsn_a)
-        try:
-            assert await pg.fetchval("SELECT count(*) FROM track") == 3503
-        finally:
-            await pg.close()
-        pg = await asyncpg.connect(dsn_b)
-        try:
-            assert await pg.fetchval("SELECT to_regclass('track')") is None  # b's is untouched
-        finally:
-            await pg.close()
-        dropped = cli("embedded", "drop", "--dir", str(home), "--source", str(a), check=True)
-        assert "dropped database app_" in dropped.stdout
-        with pytest.raises(asyncpg.InvalidCatalogNameError):
-            await asyncpg.connect(dsn_a)
-        again = cli("copy", "--source", str(a), "--config", str(conf), timeout=300)
-        assert again.returncode == 0, again.stderr  # a fresh rehearsal of the same file
+        assert await pg.fetchval("SELECT count(*) FROM track") == 3503
     finally:
-        cli("embedded", "stop", "--dir", str(home))
-        shutil.rmtree(home, ignore_errors=True)
+        await pg.close()
+    pg = await asyncpg.connect(dsn_b)
+    try:
+        assert await pg.fetchval("SELECT to_regclass('track')") is None  # b's is untouched
+    finally:
+        await pg.close()
+    dropped = cli("embedded", "drop", "--dir", str(home), "--source", str(a), check=True)
+    assert "dropped database app_" in dropped.stdout
+    with pytest.raises(asyncpg.InvalidCatalogNameError):
+        await asyncpg.connect(dsn_a)
+    again = cli("copy", "--source", str(a), "--config", str(conf), timeout=300)
+    assert again.returncode == 0, again.stderr  # a fresh rehearsal of the same file
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(chinook):

@@ -4,11 +4,8 @@ port, and a TLS server whose certificate only verifies with its own CA."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from replicator.dsn import parse_target
@@ -102,17 +99,9 @@ def test_unverifiable_certificate_fails_then_passes_with_its_ca(tls_pg):  # noqa
     assert tls_pg.password not in proc.stdout + proc.stderr
 
 
-def test_no_target_checks_the_embedded_default_as_every_command_does(tmp_path):
-    # Outside pytest's private tmp: the server runs as an unprivileged user when we are root.
-    home = Path(tempfile.mkdtemp(prefix="replicator-embedded-"))
-    home.chmod(0o755)
-    conf = tmp_path / "r.toml"
-    conf.write_text(f'[target]\nembedded_dir = "{home}"\n')
-    try:
-        proc = doctor("--config", str(conf))
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "embedded Postgres" in proc.stderr and "127.0.0.1" in proc.stdout
-    finally:
-        subprocess.run([sys.executable, "-m", "replicator", "embedded", "stop", "--dir", str(home)],
-                       capture_output=True, cwd=ROOT, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
+def test_no_target_checks_the_embedded_default_as_every_command_does(embedded_config):
+    _home, conf = embedded_config
+    proc = doctor("--config", str(conf))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "embedded Postgres" in proc.stderr
+    assert lines(proc.stdout)["auth"].startswith("ok ")  # it reached and logged in to it

@@ -9,7 +9,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
+from .support.helpers import (
+    Daemon,
+    cli,
+    compare_all,
+    matches,
+    pg_state,
+    wait_caught_up,
+    wait_for,
+    wait_streaming,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -63,15 +72,8 @@ async def test_rebuild_vacuum_add_column_and_new_table_are_followed(tmp_path, ta
             "INSERT INTO fresh VALUES ('a', x'00ff'), ('b', NULL)")
         await wait_caught_up(target_dsn, db, daemon)
 
-        async def settled():
-            await wait_caught_up(target_dsn, db, daemon)
-            try:
-                await compare_all(db, target_dsn)
-                return True
-            except AssertionError:
-                return False
-
-        await wait_for(settled, 60, "target equal to source", daemon)
+        await wait_for(lambda: matches(db, target_dsn, daemon), 60, "target equal to source",
+                       daemon)
         reasons = {e["table"]: e["reason"] for e in await events_of(daemon, "table_resnapshot")}
         assert "rebuilt" in reasons["items"]
         assert "VACUUM" in reasons["log"]
@@ -184,7 +186,7 @@ async def test_a_table_created_while_streaming_is_typed_from_its_declaration(tmp
                          (f"row {i}", i % 2, json.dumps({"n": i}), f"2026-11-{1 + i % 28:02d}",
                           i * 0.25, i))
         conn.close()
-        await wait_for(lambda: _settled(db, target_dsn, daemon), 60, "late_table copied", daemon)
+        await wait_for(lambda: matches(db, target_dsn, daemon), 60, "late_table copied", daemon)
         await compare_all(db, target_dsn, expect_quarantined={})
         pg = await asyncpg.connect(target_dsn)
         try:
@@ -209,7 +211,7 @@ async def test_a_table_created_while_streaming_is_typed_from_its_declaration(tmp
 
         await wait_for(replanned, 60, "the at column re-planned", daemon)
         await wait_caught_up(target_dsn, db, daemon)
-        await wait_for(lambda: _settled(db, target_dsn, daemon), 60, "target equal to source",
+        await wait_for(lambda: matches(db, target_dsn, daemon), 60, "target equal to source",
                        daemon)
         event = next(e for e in await events_of(daemon, "table_replanned") if e["column"] == "at")
         assert (event["old_type"], event["new_type"]) == ("timestamptz", "text")
@@ -236,15 +238,6 @@ async def test_a_table_created_while_streaming_is_typed_from_its_declaration(tmp
         await compare_all(db, target_dsn, expect_quarantined={"items": 1})
     finally:
         daemon.stop()
-
-
-async def _settled(db: Path, dsn: str, daemon: Daemon) -> bool:
-    await wait_caught_up(dsn, db, daemon)
-    try:
-        await compare_all(db, dsn)
-        return True
-    except AssertionError:
-        return False
 
 
 async def _quarantined(dsn: str, table: str) -> bool:

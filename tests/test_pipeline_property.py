@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-from .support.helpers import Daemon, compare_all, wait_caught_up, wait_for, wait_streaming
+from .support.helpers import Daemon, compare_all, matches, wait_for, wait_streaming
 from .support.values import ANY_VALUE, USUAL, Raw, kind
 
 pytestmark = pytest.mark.slow
@@ -267,15 +267,6 @@ def build(path: Path, specs: list[TableSpec], rows: dict[str, list], journal: st
         app.close()
 
 
-async def settled(source: Path, dsn: str, daemon: Daemon) -> bool:
-    await wait_caught_up(dsn, source, daemon)
-    try:
-        await compare_all(source, dsn)
-        return True
-    except AssertionError:
-        return False
-
-
 async def quarantine_is_named(dsn: str) -> None:
     pg = await asyncpg.connect(dsn)
     try:
@@ -310,7 +301,7 @@ def test_the_pipeline_moves_every_value_exactly_or_names_it(tmp_path, pg_env):
                 app.run(op)
             try:
                 loop.run_until_complete(
-                    wait_for(lambda: settled(source, dsn, daemon), 90, "target equal to source",
+                    wait_for(lambda: matches(source, dsn, daemon), 90, "target equal to source",
                              daemon))
             except AssertionError:
                 loop.run_until_complete(compare_all(source, dsn))  # the difference, in detail

@@ -14,7 +14,7 @@ from ..errors import EXIT_USAGE
 DESCRIPTION = "Live SQLite -> Neon (Postgres) replication for zero-downtime migrations"
 EPILOG = """\
 a migration, step by step:
-  export REPLICATOR_TARGET_URL='postgresql://USER:PASSWORD@ep-....neon.tech/DB?sslmode=require'
+  export REPLICATOR_TARGET_URL='<the connection string from the Neon console>'
   replicator doctor --source app.db     can we reach Neon, and is the file ready?
   replicator plan --source app.db       what each column becomes, and why
   replicator run --source app.db        the daemon: capture, snapshot, then stream changes

@@ -172,6 +172,16 @@ def _same(sqlite_value: Any, pg_value: Any, pg_type: str) -> bool:
     return means_same(sqlite_value, _TYPE_NAMES.get(pg_type, pg_type), pg_value)
 
 
+async def matches(source: Path, dsn: str, daemon: Daemon | None = None) -> bool:
+    """Caught up, and every value equal (compare_all); for ``wait_for`` while drift settles."""
+    await wait_caught_up(dsn, source, daemon)
+    try:
+        await compare_all(source, dsn)
+        return True
+    except AssertionError:
+        return False
+
+
 async def compare_all(source: Path, dsn: str, schema: str = "public",
                       expect_quarantined: dict[str, int] | None = None) -> dict[str, int]:
     """Compare every user table of ``source`` with the target, value by value.
