@@ -36,10 +36,15 @@ BAD_VALUE_POLICIES = ("quarantine", "fail")
 PRUNE_POLICIES = ("auto", "quiet", "cutover")
 
 
+SCHEMA_MODES = ("create", "existing")
+
+
 @dataclass(frozen=True)
 class ColumnOverride:
     type: str | None = None
     on_bad_value: str | None = None
+    target: str | None = None  # existing schema: the target column's name, when it differs
+    round_to_scale: bool | None = None  # existing schema: REALs rounded into numeric(p,s)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class Config:
     prune: str = "auto"
     prune_min_rows: int = 50_000
     identifiers: str = "lower"
+    # "create": the replicator creates the target tables from the plan; "existing": it fills
+    # tables the application's ORM created (see existing.py)
+    schema_mode: str = "create"
+    round_to_scale: bool = False
     on_bad_value: str = "quarantine"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -84,6 +93,7 @@ class Config:
     verify_rate: float = 20_000.0
     verify_workers: int = max(1, min(8, os.cpu_count() or 1))
     columns: dict[tuple[str, str], ColumnOverride] = field(default_factory=dict)
+    table_targets: dict[str, str] = field(default_factory=dict)  # SQLite name -> target name
 
     @property
     def state_path(self) -> Path:
@@ -130,6 +140,8 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("target", "tls_verify"): ("tls_verify", bool, None),
     ("target", "pooled"): ("pooled", bool, None),
     ("target", "identifiers"): ("identifiers", str, ("lower", "preserve")),
+    ("target", "schema_mode"): ("schema_mode", str, SCHEMA_MODES),
+    ("replication", "round_to_scale"): ("round_to_scale", bool, None),
     ("replication", "batch_page"): ("batch_page", int, lambda v: 100 <= v <= 1_000_000),
     ("replication", "prune_chunk"): ("prune_chunk", int, lambda v: 1 <= v <= 1_000_000),
     ("replication", "prune"): ("prune", str, PRUNE_POLICIES),
@@ -180,7 +192,7 @@ def load_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for section, body in raw.items():
         if section == "tables":
-            values["columns"] = _parse_tables(body)
+            values["columns"], values["table_targets"] = _parse_tables(body)
             continue
         if not isinstance(body, dict):
             raise ConfigError(f"config: [{section}] must be a table, got {type(body).__name__}")
@@ -217,19 +229,22 @@ def _type_name(typ: Any) -> str:
     return {str: "a string", int: "an integer", bool: "true or false", list: "a list"}[typ]
 
 
-def _parse_tables(body: Any) -> dict[tuple[str, str], ColumnOverride]:
+def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dict[str, str]]:
     out: dict[tuple[str, str], ColumnOverride] = {}
+    renames: dict[str, str] = {}
     if not isinstance(body, dict):
         raise ConfigError("config: [tables] must be a table")
     for table, tbody in body.items():
-        extra = set(tbody) - {"columns"} if isinstance(tbody, dict) else {"?"}
+        extra = set(tbody) - {"columns", "target"} if isinstance(tbody, dict) else {"?"}
         if extra:
             raise ConfigError(f"config: tables.{table}: unknown key(s) {sorted(extra)}")
+        if "target" in tbody:
+            renames[table] = _name(f"tables.{table}.target", tbody["target"])
         for column, cbody in tbody.get("columns", {}).items():
             where = f"tables.{table}.columns.{column}"
             if not isinstance(cbody, dict):
                 raise ConfigError(f"config: {where} must be a table")
-            unknown = set(cbody) - {"type", "on_bad_value"}
+            unknown = set(cbody) - {"type", "on_bad_value", "target", "round_to_scale"}
             if unknown:
                 raise ConfigError(f"config: {where}: unknown key(s) {sorted(unknown)}")
             typ, policy = cbody.get("type"), cbody.get("on_bad_value")
@@ -239,8 +254,20 @@ def _parse_tables(body: Any) -> dict[tuple[str, str], ColumnOverride]:
                 raise ConfigError(
                     f"config: {where}.on_bad_value: {policy!r} is not one of {BAD_VALUE_POLICIES}"
                 )
-            out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy)
-    return out
+            rounding = cbody.get("round_to_scale")
+            if rounding is not None and not isinstance(rounding, bool):
+                raise ConfigError(f"config: {where}.round_to_scale: expected true or false, "
+                                  f"got {rounding!r}")
+            target = _name(f"{where}.target", cbody["target"]) if "target" in cbody else None
+            out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy, target=target,
+                                                  round_to_scale=rounding)
+    return out, renames
+
+
+def _name(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value.encode()) <= 63:
+        raise ConfigError(f"config: {where}: expected a Postgres name (1 to 63 bytes), got {value!r}")
+    return value
 
 
 def target_from_env() -> str | None:

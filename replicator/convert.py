@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import struct
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature
@@ -197,6 +199,106 @@ def _uuid(v: Any) -> uuid.UUID:
     raise ValueError
 
 
+# Into a column of an existing target schema (``existing``): the target type is the contract, and
+# the value goes in when its meaning survives exactly, never truncated or rounded silently.
+
+
+def _uuid_any(v: Any) -> uuid.UUID:
+    """Canonical text in either case, 32 hex digits (Django's SQLite form) or a 16-byte BLOB."""
+    if type(v) is bytes and len(v) == 16:
+        return uuid.UUID(bytes=v)
+    if type(v) is str and (len(v) == 36 and v.count("-") == 4 and v[8] == v[13] == v[18] == v[23]
+                           == "-" or len(v) == 32) and v.replace("-", "").isalnum():
+        return uuid.UUID(v)
+    raise ValueError
+
+
+def _jsonb(v: Any) -> str:
+    """JSON text (jsonb keeps its meaning, not its bytes: key order, spaces and duplicate keys go;
+    verification compares the parsed values). An escaped NUL has no jsonb form."""
+    if type(v) is str and "\x00" not in v and "\\u0000" not in v:
+        json.loads(v, parse_constant=_no_constant)
+        return v
+    if type(v) is int or (type(v) is float and math.isfinite(v)):
+        return repr(v)
+    raise ValueError
+
+
+def _int_range(bits: int) -> Callable[[Any], int]:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+    def convert(v: Any) -> int:
+        if type(v) is int and low <= v <= high:
+            return v
+        raise ValueError
+
+    return convert
+
+
+def _float4(v: Any) -> float:
+    out = _float(v)
+    if struct.unpack("f", struct.pack("f", out))[0] == out or not math.isfinite(out):
+        return out
+    raise ValueError
+
+
+def _chars(limit: int, pad: bool) -> Callable[[Any], str]:
+    """varchar(n) / char(n): the text (numbers in their shortest exact form) when it fits; char(n)
+    pads with spaces as Postgres stores and returns it."""
+
+    def convert(v: Any) -> str:
+        out = _text_render(v)
+        if len(out) > limit:
+            raise ValueError
+        return out.ljust(limit) if pad else out
+
+    return convert
+
+
+def _scaled(precision: int, scale: int, rounding: bool) -> Callable[[Any], Decimal]:
+    """numeric(p,s): integers, and REALs whose shortest decimal form has at most ``scale``
+    fractional digits; with ``rounding`` (configured, and counted by ``plan``) any REAL is
+    rounded half-even to the scale, as Django and ActiveRecord read such a column."""
+    step = Decimal(1).scaleb(-scale)
+    limit = Decimal(10) ** (precision - scale)
+
+    def convert(v: Any) -> Decimal:
+        out = _numeric(v)
+        if not out.is_finite():
+            raise ValueError
+        if out.as_tuple().exponent < -scale:  # type: ignore[operator]
+            if not rounding:
+                raise ValueError
+            out = out.quantize(step, rounding=ROUND_HALF_EVEN)
+        if abs(out) >= limit:
+            raise ValueError
+        return out
+
+    return convert
+
+
+_TIME_TEXT = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?", re.ASCII)
+
+
+def _time_text(v: Any) -> time:
+    m = _TIME_TEXT.fullmatch(v) if type(v) is str else None
+    if not m:
+        raise ValueError
+    hh, mm, ss, frac = m.groups()
+    return time(int(hh), int(mm), int(ss or 0), int((frac or "0").ljust(6, "0")))
+
+
+def _labels(labels: tuple[str, ...]) -> Callable[[Any], str]:
+    allowed = frozenset(labels)
+
+    def convert(v: Any) -> str:
+        if type(v) is str and v in allowed:
+            return v
+        raise ValueError
+
+    return convert
+
+
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bigint": _bigint,
     "float": _float,
@@ -212,12 +314,29 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "date_text": _date_text,
     "json": _json,
     "uuid": _uuid,
+    "uuid_any": _uuid_any,
+    "jsonb": _jsonb,
+    "int4": _int_range(32),
+    "int2": _int_range(16),
+    "float4": _float4,
+    "time_text": _time_text,
 }
 
 
 def _base_converter(conv: str) -> Callable[[Any], Any]:
-    if conv.startswith("ts_text:"):
-        return _ts_text(conv.split(":", 1)[1])
+    """A converter id, with its arguments after the first colon where it has any:
+    ``ts_text:<layout>``, ``varchar:<n>``, ``char:<n>``, ``scaled:<p>:<s>[:round]``,
+    ``enum:<JSON list of labels>``."""
+    kind, _, arg = conv.partition(":")
+    if kind == "ts_text":
+        return _ts_text(arg)
+    if kind in ("varchar", "char"):
+        return _chars(int(arg), pad=kind == "char")
+    if kind == "scaled":
+        p, s, *mode = arg.split(":")
+        return _scaled(int(p), int(s), mode == ["round"])
+    if kind == "enum":
+        return _labels(tuple(json.loads(arg)))
     return CONVERTERS[conv]
 
 

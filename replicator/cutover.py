@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from . import capture, ddl, log, state
+from . import capture, ddl, existing, log, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import (
@@ -154,7 +154,8 @@ async def _finish(session: Session) -> tuple[list[dict[str, Any]], dict[str, int
     rows: dict[str, int] = {}
     async with conn.transaction():
         await state.apply_lock(conn)
-        objects = await ddl.final_objects(conn, plans, views, session.schema, sequences)
+        objects = await existing.final_objects(conn, plans, views, session.schema, sequences,
+                                               session.cfg)
         for name, plan in plans.items():
             rows[name] = int(await conn.fetchval(
                 f"SELECT count(*) FROM {qualified(session.schema, plan.pg_name)}"))
@@ -166,7 +167,7 @@ async def _after(rep: Replicator) -> list[dict[str, Any]]:
     """After ``done``: validate old rows against the constraints, ANALYZE, prune the log."""
     session = rep.session
     plans = {n: t.plan for n, t in sorted(session.targets.items())}
-    results = await ddl.validate_objects(session.conn, plans, session.schema)
+    results = await existing.validate_objects(session.conn, plans, session.schema, session.cfg)
     await ddl.analyze(session.conn, plans, session.schema)
     await rep.stream.prune()
     return results

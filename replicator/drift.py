@@ -14,10 +14,10 @@ import asyncio
 import sqlite3
 from dataclasses import dataclass, field, replace
 
-from . import capture, ddl, log, metrics, state
+from . import capture, ddl, existing, log, metrics, state
 from .apply import TableTarget
 from .capture import trigger_names
-from .census import quick_census
+from .census import TableCensus, quick_census
 from .errors import DriftError
 from .plans import TablePlan
 from .quoting import qualified
@@ -153,7 +153,10 @@ class DriftFollower:
             await self.resnapshot(name, reason)
             metrics.SCHEMA_CHANGES.labels("recopy").inc()
         for name, cols in found.add_columns.items():
-            await self.add_columns(schema.tables[name], cols)
+            if session.targets[name].plan.existing:  # the ORM added it to the target: copy again
+                await self.resnapshot(name, f"columns added: {', '.join(cols)}")
+            else:
+                await self.add_columns(schema.tables[name], cols)
             metrics.SCHEMA_CHANGES.labels("add_column").inc()
         for name in found.indexes:
             await self.refresh_indexes(schema.tables[name])
@@ -169,8 +172,9 @@ class DriftFollower:
         plan = session.targets[name].plan
         async with conn.transaction():
             await state.apply_lock(conn)
-            await conn.execute(f"DROP TABLE IF EXISTS {qualified(session.schema, plan.pg_name)} "
-                               "CASCADE")
+            if not plan.existing:  # a table the ORM made stays: the ORM's migration drops it
+                await conn.execute(f"DROP TABLE IF EXISTS "
+                                   f"{qualified(session.schema, plan.pg_name)} CASCADE")
             await state.drop_table_row(conn, name)
             await state.quarantine_clear_table(conn, name)
             await state.event(conn, "drop_table", name)
@@ -215,7 +219,9 @@ class DriftFollower:
                 live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
                 cen = await asyncio.to_thread(
                     quick_census, frozen.conn, live, text_columns=text_census_columns(live))
-                plan = plan_table(live, cen, cfg)
+                plan = await self._plan(live, cen)
+                if plan.existing:
+                    await existing.hold_foreign_keys(conn, session.schema, {plan.pg_name})
                 if unless_same is not None and plan.has_column(unless_same) and \
                         _same_type(plan, session.targets[name].plan, unless_same):
                     return None
@@ -236,6 +242,15 @@ class DriftFollower:
         metrics.RESNAPSHOTS.labels(name).inc()
         _log.info("table_resnapshot", table=name, reason=reason, **describe(result))
         return plan
+
+    async def _plan(self, table: Table, cen: TableCensus | None) -> TablePlan:
+        """The table's plan now; against an existing target schema, its catalog read again (a
+        table or column the target lacks waits for the user's migration: AwaitingTarget)."""
+        session = self.session
+        catalog = None
+        if session.cfg.schema_mode == "existing":
+            catalog = await existing.read_catalog(session.conn, session.schema)
+        return existing.plan_for(table, cen, session.cfg, catalog, streaming=True)
 
     async def add_columns(self, table: Table, names: list[str]) -> None:
         """ALTER TABLE ... ADD COLUMN: add them in Postgres, with the value old rows read back."""
@@ -273,10 +288,13 @@ class DriftFollower:
         conn = session.conn
         await asyncio.to_thread(capture.install, session.live, [table])
         old = session.targets[table.name].plan
-        fresh = plan_table(table, None, session.cfg)
+        fresh = await self._plan(table, None)
         async with conn.transaction():
             await state.apply_lock(conn)
-            plan = await ddl.sync_indexes(conn, old, fresh.indexes, session.schema)
+            if old.existing:  # the ORM owns the target's indexes; the plan follows SQLite's
+                plan = replace(old, indexes=fresh.indexes)
+            else:
+                plan = await ddl.sync_indexes(conn, old, fresh.indexes, session.schema)
             await state.save_plan(conn, plan, table.sql)
         session.targets[table.name] = replace(session.targets[table.name], plan=plan)
         _log.info("indexes_refreshed", table=table.name)

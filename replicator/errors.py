@@ -68,6 +68,12 @@ class DriftError(ReplicatorError):
     kind = "drift"
 
 
+class AwaitingTarget(DriftError):
+    """SQLite gained a table or column that the target schema (made by the application's ORM)
+    does not have yet: the daemon waits, and resumes by itself once the user applies the same
+    migration to the target."""
+
+
 class BadValueError(ReplicatorError):
     """A value that no column of the chosen type can hold exactly, with on_bad_value = "fail"."""
 

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()  # the *_created series only add noise to every scrape
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-STATES = ("new", "snapshot", "streaming", "cutover", "done", "error")
+STATES = ("new", "snapshot", "streaming", "waiting", "cutover", "done", "error")
 
 STATE = Gauge(
     "replicator_state", "1 for the daemon's current state, 0 for the others", ["state"],

@@ -102,6 +102,7 @@ class TablePlan:
     objects: tuple[ObjectPlan, ...] = ()
     autoincrement: bool = False
     declared_key: tuple[str, ...] = ()  # the PRIMARY KEY as declared (rowid-keyed: nullable)
+    existing: bool = False  # fills a table the application's ORM made (existing.py)
 
     @property
     def rowid_keyed(self) -> bool:

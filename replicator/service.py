@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import asyncpg
 
-from . import capture, log, pidfile, state
+from . import capture, existing, log, pidfile, state
 from .backup import make_backup
 from .config import Config
 from .drift import DriftFollower
@@ -143,6 +143,15 @@ class Replicator:
                     "in the target (the replicated tables stay until you drop them)")
         tables = [t for n, t in inspect(writer).tables.items() if self.cfg.wants_table(n)]
         check_names(tables, self.cfg)  # before anything is written anywhere
+        if st is not None and not fresh and st.info.get("schema_mode", "create") != \
+                self.cfg.schema_mode:
+            raise StateError(
+                f"target.schema_mode: this replication started with "
+                f"{st.info.get('schema_mode', 'create')!r}, not {self.cfg.schema_mode!r}; "
+                "finish it with the same setting, or start again with a fresh target")
+        if self.cfg.schema_mode == "existing" and (st is None or fresh or st.state in ("new",
+                                                                                      "snapshot")):
+            await existing.preflight(session.conn, self.cfg, tables, writer)
         if self.cfg.snapshot_method == "direct" and not is_wal(writer):
             raise StartupError(
                 f"source.snapshot_method = \"direct\" reads {self.cfg.source} in one read "
@@ -171,6 +180,7 @@ class Replicator:
                 session.conn, source_id=self.source_id, source_path=str(self.cfg.source.resolve()),
                 mode=mode, target_schema=session.schema,
             )
+            await state.merge_info(session.conn, schema_mode=self.cfg.schema_mode)
             await state.event(session.conn, "start", mode=mode, fresh=True, backup=self.backup)
             if self.backup:
                 await state.merge_info(session.conn, backup=self.backup)
@@ -233,6 +243,11 @@ async def uninstall(cfg: Config, target: TargetDSN | None) -> dict[str, Any]:
     if target is not None:
         pg = await connect(target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify)
         try:
+            if await state.exists(pg):  # an ORM's schema gets its foreign keys back first
+                restored = await existing.restore_foreign_keys(pg, cfg.target_schema)
+                if restored:
+                    result["foreign_keys_restored"] = await existing.validate_foreign_keys(
+                        pg, cfg.target_schema)
             await state.drop_schema(pg)
         finally:
             await pg.close()

@@ -25,6 +25,7 @@ from .apply import Applier, BatchResult, Page, record_metrics
 from .drift import DriftFollower
 from .errors import (
     POOLER_HINT,
+    AwaitingTarget,
     ReplicatorError,
     SourceReplaced,
     StartupError,
@@ -265,7 +266,7 @@ class Stream:
         result = await self.step()
         loop.applied += result.entries if result else 0
         session.progress.applied += result.entries if result else 0
-        if loop.errors:
+        if loop.errors or session.progress.state == "waiting":
             _log.info("recovered", after_errors=loop.errors)
             session.progress.set_state("streaming")
             await session.bounded(state.set_state(session.conn, "streaming"),
@@ -345,6 +346,16 @@ class Stream:
         if isinstance(exc, sqlite3.OperationalError) and is_busy_sqlite(exc):
             metrics.SQLITE_BUSY_RETRIES.inc()
             return backoff(errors, base=0.05, cap=1.0)
+        if isinstance(exc, AwaitingTarget):  # a migration applied to SQLite, not yet to the target
+            session.progress.set_state("waiting")
+            if errors == 1 or errors % 12 == 0:
+                _log.warning("awaiting_target", waiting=str(exc), attempt=errors)
+            with contextlib.suppress(Exception):
+                await state.set_state(session.conn, "waiting", error=log.scrub(str(exc)))
+                if errors == 1:
+                    await state.event(session.conn, "awaiting_target", None, detail=str(exc))
+            session.schema_version = None  # look at the schema again before the next try
+            return 5.0
         kind = exc.kind if isinstance(exc, ReplicatorError) else "runtime"
         message = str(exc) if isinstance(exc, ReplicatorError) else f"{type(exc).__name__}: {exc}"
         metrics.ERRORS.labels(kind).inc()

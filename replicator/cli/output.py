@@ -37,6 +37,7 @@ def load_config(args: argparse.Namespace) -> config.Config:
     overrides: dict[str, Any] = {
         "source": str(args.source) if args.source else None,
         "target_url": getattr(args, "target", None),
+        "schema_mode": getattr(args, "schema_mode", None),
         "metrics_addr": getattr(args, "metrics_addr", None),
         "log_level": args.log_level,
         "log_format": args.log_format,

@@ -47,6 +47,9 @@ def common(sub: Subparsers, name: str, help_: str, *, target: bool = True,
     if target:
         p.add_argument("--target", help="Postgres DSN (default: $REPLICATOR_TARGET_URL, "
                        "$DATABASE_URL, else an embedded local Postgres)")
+        p.add_argument("--schema-mode", choices=["create", "existing"],
+                       help="create: the replicator creates the target tables (default); "
+                       "existing: it fills the tables the application's ORM made")
     p.add_argument("--config", type=Path, help="TOML config file (flags override it)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "json", "console"])

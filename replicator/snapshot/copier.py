@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from .. import ddl, log, metrics, state
+from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus
 from ..convert import convert_rows, row_converter, select_list
 from ..errors import BadValueError, SnapshotIncomplete, SourceError, StartupError
@@ -262,6 +262,11 @@ async def prepare_table(
 ) -> TablePlan:
     """(Re)create a table we own; refuse to touch one the replicator did not create. Returns the
     plan as created (translations Postgres refused are moved to notes)."""
+    if plan.existing:  # a table the application's ORM made: emptied, never re-created
+        await existing.claim_table(pg, plan, schema, owned)
+        await state.put_table(pg, plan, sqlite_sql, state.COPYING)
+        await state.quarantine_clear_table(pg, plan.name)
+        return plan
     if await table_exists(pg, schema, plan.pg_name):
         if plan.name not in owned and plan.pg_name not in owned:
             raise StartupError(
@@ -299,7 +304,10 @@ async def finish_table(
     """Keys, indexes, triggers and the table's status in one transaction: a crash in the middle
     leaves none of it, so finishing again after a restart starts from a clean table."""
     async with pg.transaction():
-        plan = await ddl.snapshot_objects(pg, plan, schema)
+        if plan.existing:  # the ORM made its keys and indexes; its sequences move past the copy
+            await existing.set_sequences(pg, plan, schema)
+        else:
+            plan = await ddl.snapshot_objects(pg, plan, schema)
         await state.update_table(
             pg, plan.name, status=status, snapshot_seq=mark, copy_seconds=seconds,
             rows_copied=rows, resume_after=None, plan=json.dumps(plan.to_json()),

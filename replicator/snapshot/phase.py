@@ -9,9 +9,8 @@ import asyncio
 import time
 from typing import Any
 
-from .. import ddl, log, metrics, state
+from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus, quick_census
-from ..config import Config
 from ..objects import final_inputs
 from ..plans import TablePlan
 from ..schema import plan_table, text_census_columns
@@ -83,19 +82,39 @@ class SnapshotPhase:
         _log.info("census_done", tables=len(tables), rows=sum(c.rows for c in censuses),
                   seconds=round(time.monotonic() - t0, 3))
         known = await state.tables(self.session.conn)
+        cfg = self.session.cfg
+        fitted: dict[str, TablePlan] = {}
+        if cfg.schema_mode == "existing":
+            fitted = await self._fit_existing(frozen, tables, censuses)
         items: list[tuple[TablePlan, TableCensus | None]] = []
         for table, cen in zip(tables, censuses, strict=True):
             self.census_rows[table.name] = cen.rows
             k = known.get(table.name)
+            fresh = fitted.get(table.name) or plan_table(table, cen, cfg)
             if k is not None and k.status == state.COPYING and frozen.path is not None \
-                    and k.snapshot_seq == frozen.mark \
-                    and _same_mapping(k.plan, table, cen, self.session.cfg):
+                    and k.snapshot_seq == frozen.mark and _same_mapping(k.plan, fresh):
                 _log.info("table_resume", table=table.name,
                           rows_done=(await state.units_total(self.session.conn, table.name))[0])
                 items.append((k.plan, cen))
                 continue
-            items.append((await self._create(frozen, table, cen), cen))
+            items.append((await self._create(frozen, table, fresh, cen.rows), cen))
         return items
+
+    async def _fit_existing(self, frozen: Frozen, tables: list[Table],
+                            censuses: list[TableCensus]) -> dict[str, TablePlan]:
+        """Existing schema mode: every table fitted to the target's (all misfits named at once),
+        the ORM's migration records compared, the target's foreign keys held for the window."""
+        conn, cfg = self.session.conn, self.session.cfg
+        catalog = await existing.read_catalog(conn, self.session.schema)
+        plans = existing.fit_all(tables, {t.name: c for t, c in zip(tables, censuses, strict=True)},
+                                 cfg, catalog)
+        recorded = await asyncio.to_thread(existing.sqlite_migrations, frozen.conn,
+                                           {t.name for t in tables})
+        await existing.check_migrations(conn, self.session.schema, cfg, recorded, catalog)
+        held = await existing.hold_foreign_keys(conn, self.session.schema,
+                                                {p.pg_name for p in plans.values()})
+        _log.info("existing_schema", tables=len(plans), foreign_keys_held=held)
+        return plans
 
     async def _census(self, frozen: Frozen, table: Table) -> TableCensus:
         if frozen.path is None:  # one read transaction: one connection, one census at a time
@@ -112,11 +131,11 @@ class SnapshotPhase:
 
         return await asyncio.to_thread(run)
 
-    async def _create(self, frozen: Frozen, table: Table, cen: TableCensus) -> TablePlan:
+    async def _create(self, frozen: Frozen, table: Table, plan: TablePlan, rows: int
+                      ) -> TablePlan:
         session = self.session
-        plan = plan_table(table, cen, session.cfg)
         lo, hi = await asyncio.to_thread(rowid_bounds, frozen, plan)
-        units: list[Unit] = split(table.name, cen.rows, lo, hi, session.cfg.snapshot_workers)
+        units: list[Unit] = split(table.name, rows, lo, hi, session.cfg.snapshot_workers)
         async with session.conn.transaction():
             plan = await prepare_table(session.conn, plan, session.schema, table.sql,
                                        owned=await state.owned_tables(session.conn))
@@ -153,10 +172,11 @@ class SnapshotPhase:
         views, sequences = await asyncio.to_thread(final_inputs, session.writer, session.cfg)
         async with session.conn.transaction():
             await state.apply_lock(session.conn)
-            results = await ddl.final_objects(session.conn, plans, views, session.schema,
-                                              sequences)
+            results = await existing.final_objects(session.conn, plans, views, session.schema,
+                                                   sequences, session.cfg)
         results = [r for r in results if r["status"] != "added"]
-        results += await ddl.validate_objects(session.conn, plans, session.schema)
+        results += await existing.validate_objects(session.conn, plans, session.schema,
+                                                  session.cfg)
         await state.merge_info(session.conn, final_objects=results)
         await ddl.analyze(session.conn, plans, session.schema)
         failed = [r for r in results if r["status"] not in ddl.DONE_STATUSES]
@@ -164,9 +184,8 @@ class SnapshotPhase:
         return results
 
 
-def _same_mapping(stored: TablePlan, table: Table, cen: TableCensus, cfg: Config) -> bool:
+def _same_mapping(stored: TablePlan, fresh: TablePlan) -> bool:
     """A half-copied table resumes only if the configuration still maps it the same way (an
     override added after a failure must take effect)."""
-    fresh = plan_table(table, cen, cfg)
     shape = [(c.name, c.pg_type, c.conv, c.policy) for c in fresh.columns]
     return shape == [(c.name, c.pg_type, c.conv, c.policy) for c in stored.columns]

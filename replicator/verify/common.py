@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import math
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -82,6 +84,8 @@ class Side:
         names = [c.name for c in plan.columns]
         self.key_pos = [names.index(k) for k in plan.key_columns]
         self.float_pos = [i for i, c in enumerate(plan.columns) if c.pg_type == "double precision"]
+        # jsonb keeps a document's meaning, not its text: compared parsed (an existing schema)
+        self.json_pos = {i for i, c in enumerate(plan.columns) if c.pg_type == "jsonb"}
         self.sqlite_key = ([plan.rowid_name] if plan.rowid_keyed
                            else [f"{qi(k)} COLLATE BINARY" for k in plan.key_columns])
         by_name = {c.name: c for c in plan.columns}
@@ -90,7 +94,7 @@ class Side:
             self.pg_types = ["bigint"]
         else:
             self.pg_key = [
-                qi(by_name[k].pg_name) + (' COLLATE "C"' if by_name[k].pg_type == "text" else "")
+                qi(by_name[k].pg_name) + (' COLLATE "C"' if is_text_type(by_name[k].pg_type) else "")
                 for k in plan.key_columns
             ]
             self.pg_types = [by_name[k].pg_type for k in plan.key_columns]
@@ -134,17 +138,49 @@ class Side:
         """The first column whose values differ (bits included for floats), with both values
         (as SQLite's converts to Postgres's type, and as Postgres holds it), truncated."""
         for i, (col, x, y) in enumerate(zip(self.plan.columns, a, b, strict=True)):
+            if i in self.json_pos and json_same(x, y):
+                continue
             if x != y or (i in self.float_pos and x == 0 and x is not None
                           and math.copysign(1, x) != math.copysign(1, y)):
                 return {"column": col.name, "sqlite": _shown(x), "postgres": _shown(y)}
         return {"column": "?"}
 
     def same(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-        if a != b:
+        if a != b and not (self.json_pos and all(
+                x == y or i in self.json_pos and json_same(x, y)
+                for i, (x, y) in enumerate(zip(a, b, strict=True)))):
             return False
         # == treats 0.0 and -0.0 as equal; the bits must match too.
         return all(a[i] != 0 or math.copysign(1, a[i]) == math.copysign(1, b[i])
                    for i in self.float_pos if a[i] is not None)
+
+
+def is_text_type(pg_type: str) -> bool:
+    """text, varchar(n), char(n): ordered by code point only under COLLATE "C"."""
+    return pg_type == "text" or pg_type.startswith(("character", "varchar"))
+
+
+def json_same(x: Any, y: Any) -> bool:
+    """Two JSON texts with the same meaning (what jsonb keeps): objects by key (the last of a
+    duplicated key wins, as in jsonb), numbers by value, true/false never equal to 1/0."""
+    if x is None or y is None:
+        return x is y
+    try:
+        return _json_equal(json.loads(x, parse_float=Decimal), json.loads(y, parse_float=Decimal))
+    except (TypeError, ValueError):
+        return False
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (int, Decimal)) and isinstance(b, (int, Decimal)):
+        return a == b
+    return type(a) is type(b) and a == b
 
 
 async def has_rowid_column(pg: asyncpg.Connection, schema: str, plan: TablePlan) -> bool:
