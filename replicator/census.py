@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .declared import affinity, type_hint
+from .conventions import census_hint
+from .declared import affinity
 from .quoting import qi
 from .source import Table
 
 CLASSES = ("integer", "real", "text", "blob")
 UNIX_MAX = 4_102_444_800  # 2100-01-01: integers in [0, this] can be unix seconds
 JULIAN_MIN, JULIAN_MAX = 1_721_425.5, 5_373_484.5  # years 1..9999 as Julian day numbers
-TEXT_TAGS = ("int", "bool", "datetime", "date", "json", "uuid")
+TEXT_TAGS = ("int", "bool", "datetime", "date", "json", "uuid", "uuid32")
 
 # ASCII digits only: \d would match any Unicode digit (full-width, Arabic-Indic), which int()
 # reads, so such text would be taken for a date and rewritten with ASCII digits.
@@ -98,13 +99,14 @@ def _reject(name: str) -> None:
 _WS = "' ' || char(9, 10, 11, 12, 13)"  # ASCII whitespace, trim()med before the word check
 _BOOL_WORDS = ", ".join(f"'{w}'" for w in sorted(_BOOLS))
 _UUID_GLOB = "-".join("[0-9a-f]" * n for n in (8, 4, 4, 4, 12))
+_UUID32_GLOB = "[0-9a-f]" * 32  # Django's UUIDField in SQLite
 _DATED = "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*'"  # text that starts like a date
 _UTC = "({q} GLOB '*+00:00' OR {q} GLOB '*+0000')"
 _NON_ASCII = "'*[^' || char(1) || '-' || char(127) || ']*'"  # a byte >= 0x80, valid or not
 # Up to 3.41 json_valid() is RFC 8259, as Python's json (checked value by value by the tests);
 # from 3.42 it also accepts JSON5, which Postgres refuses: Python decides there.
 _JSON_STRICT = sqlite3.sqlite_version_info < (3, 42, 0)
-_TEXT_WIDTH = 7  # aggregates per classified column, see _text_exprs
+_TEXT_WIDTH = 8  # aggregates per classified column, see _text_exprs
 
 
 def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[str]:
@@ -119,6 +121,7 @@ def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[s
         # dates and date-times alike: their layouts are settled from the shapes
         "datetime": [f"min({dated})", f"max({dated})", f"count({dated})"],
         "uuid": [f"sum({text} AND {q} GLOB '{_UUID_GLOB}')"],
+        "uuid32": [f"sum({text} AND {q} GLOB '{_UUID32_GLOB}')"],
         "bool": [f"sum(CASE WHEN {text} AND length({q}) <= 16 THEN lower(trim({q}, {_WS})) IN "
                  f"({_BOOL_WORDS}) END)"],
         "json": [f"sum(CASE WHEN {text} AND substr({q}, 1, 1) IN ('{{', '[') THEN {json_ok} END)"],
@@ -135,7 +138,7 @@ def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[s
 
 # What the snapshot's census classifies, by the declared type's hint (plan classifies it all).
 HINTED_TAGS = {"datetime": frozenset({"datetime"}), "date": frozenset({"datetime"}),
-               "json": frozenset({"json"}), "uuid": frozenset({"uuid"}),
+               "json": frozenset({"json"}), "uuid": frozenset({"uuid", "uuid32"}),
                "bool": frozenset({"bool"})}
 
 
@@ -217,14 +220,14 @@ def _text_results(conn: sqlite3.Connection, table: Table, names: list[str], valu
         found = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
         counted = {name: int(n or 0) for name, n in zip(single, found, strict=True)}
     out = {}
-    for name, (_low, _high, dated, uuids, bools, jsons, ints) in rows.items():
+    for name, (_low, _high, dated, uuids, uuid32s, bools, jsons, ints) in rows.items():
         formats: dict[str, int] = {}
         if name in single and counted[name] == dated:  # every date-like text: one layout
             formats = {str(layout_of_shape(single[name])): counted[name]}
         elif dated:
             formats = _layouts_by_shape(conn, table, name)
         dates = formats.get("YYYY-MM-DD", 0)
-        tags = {"int": ints, "bool": bools, "json": jsons, "uuid": uuids}
+        tags = {"int": ints, "bool": bools, "json": jsons, "uuid": uuids, "uuid32": uuid32s}
         out[name] = ({**{k: int(v) for k, v in tags.items() if v is not None},
                       "datetime": sum(formats.values()) - dates, "date": dates}, formats)
     return out
@@ -350,7 +353,7 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
     exprs = ["count(*)"]
     for col in table.columns:
-        q, hint = qi(col.name), type_hint(col.declared)
+        q, hint = qi(col.name), census_hint(table, col)
         # Where integers and reals commonly mix (NUMERIC affinity, no type), count the integers
         # now: a mix of just those two then needs no second scan.
         ints = f"sum(typeof({q}) = 'integer')" if affinity(col.declared) in ("NUMERIC", "BLOB") \
@@ -363,7 +366,7 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
                   if hint in ("datetime", "date") else "NULL"]
     classified = [c for c in table.columns if c.name in text_columns]
     for col in classified:
-        exprs += _text_exprs(qi(col.name), HINTED_TAGS.get(type_hint(col.declared) or "",
+        exprs += _text_exprs(qi(col.name), HINTED_TAGS.get(census_hint(table, col) or "",
                                                             frozenset(TEXT_TAGS)))
     row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
     rows, out, mixed = int(row[0]), {}, []

@@ -28,6 +28,7 @@ TYPE_OVERRIDES = (
     "jsonb",
     "json",
 )
+NUMERIC_PS = re.compile(r"numeric\((\d{1,4}),\s*(\d{1,4})\)")  # type = "numeric(10,2)"
 BAD_VALUE_POLICIES = ("quarantine", "fail")
 # When the change log is pruned while streaming (source_write explains the locking):
 # auto: rollback-journal files at quiet moments (safe), WAL files only at cutover (no write at
@@ -248,8 +249,9 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
             if unknown:
                 raise ConfigError(f"config: {where}: unknown key(s) {sorted(unknown)}")
             typ, policy = cbody.get("type"), cbody.get("on_bad_value")
-            if typ is not None and typ not in TYPE_OVERRIDES:
-                raise ConfigError(f"config: {where}.type: {typ!r} is not one of {TYPE_OVERRIDES}")
+            if typ is not None and typ not in TYPE_OVERRIDES and not _numeric_ps(typ):
+                raise ConfigError(f"config: {where}.type: {typ!r} is not one of {TYPE_OVERRIDES} "
+                                  "nor numeric(p,s) with 0 <= s <= p <= 1000")
             if policy is not None and policy not in BAD_VALUE_POLICIES:
                 raise ConfigError(
                     f"config: {where}.on_bad_value: {policy!r} is not one of {BAD_VALUE_POLICIES}"
@@ -262,6 +264,11 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
             out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy, target=target,
                                                   round_to_scale=rounding)
     return out, renames
+
+
+def _numeric_ps(typ: Any) -> bool:
+    m = NUMERIC_PS.fullmatch(typ) if isinstance(typ, str) else None
+    return m is not None and 0 < int(m[1]) <= 1000 and int(m[2]) <= int(m[1])
 
 
 def _name(where: str, value: Any) -> str:

@@ -14,7 +14,7 @@ import struct
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature
@@ -260,17 +260,20 @@ def _scaled(precision: int, scale: int, rounding: bool) -> Callable[[Any], Decim
     fractional digits; with ``rounding`` (configured, and counted by ``plan``) any REAL is
     rounded half-even to the scale, as Django and ActiveRecord read such a column."""
     step = Decimal(1).scaleb(-scale)
-    limit = Decimal(10) ** (precision - scale)
+    context = Context(prec=precision + 2)
+    limit = context.power(10, precision - scale)
 
     def convert(v: Any) -> Decimal:
         out = _numeric(v)
         if not out.is_finite():
             raise ValueError
+        if abs(out) >= limit:
+            raise ValueError
         if out.as_tuple().exponent < -scale:  # type: ignore[operator]
             if not rounding:
                 raise ValueError
-            out = out.quantize(step, rounding=ROUND_HALF_EVEN)
-        if abs(out) >= limit:
+            out = out.quantize(step, rounding=ROUND_HALF_EVEN, context=context)
+        if abs(out) >= limit:  # 99.995 rounds to 100.00
             raise ValueError
         return out
 
@@ -320,6 +323,22 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "int2": _int_range(16),
     "float4": _float4,
     "time_text": _time_text,
+}
+
+
+# converter id (before any argument) -> the storage classes it can take at all (plan: a value of
+# another class is counted as not movable before anything is copied)
+ACCEPTS: dict[str, set[str]] = {
+    "bigint": {"integer"}, "int4": {"integer"}, "int2": {"integer"},
+    "float": {"integer", "real"}, "float4": {"integer", "real"},
+    "numeric": {"integer", "real"}, "scaled": {"integer", "real"},
+    "text": {"text"}, "text_render": {"integer", "real", "text"},
+    "varchar": {"integer", "real", "text"}, "char": {"integer", "real", "text"},
+    "bytea": {"blob"}, "bool": {"integer"}, "bool_lenient": {"integer", "text"},
+    "ts_unix": {"integer"}, "ts_any": {"integer", "text"}, "ts_naive": {"text"},
+    "ts_text": {"text"}, "date_text": {"text"}, "time_text": {"text"}, "json": {"text"},
+    "jsonb": {"integer", "real", "text"}, "uuid": {"text"}, "uuid_any": {"text", "blob"},
+    "enum": {"text"},
 }
 
 

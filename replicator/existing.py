@@ -47,6 +47,7 @@ import asyncpg
 from . import ddl, state
 from .census import ColumnCensus, TableCensus
 from .config import Config
+from .convert import ACCEPTS
 from .errors import AwaitingTarget, StartupError
 from .objects import table_objects
 from .plans import ColumnPlan, TablePlan, pg_ident
@@ -151,17 +152,6 @@ _RULES: dict[str, tuple[str, str]] = {
                        "spaces, duplicate keys), and verification compares parsed values"),
     "uuid": ("uuid_any", "canonical UUID text (either case), 32 hex digits (Django's SQLite "
                          "form) or a 16-byte BLOB"),
-}
-
-# converter id (before any argument) -> the storage classes it can take at all
-ACCEPTS = {
-    "bigint": {"integer"}, "int4": {"integer"}, "int2": {"integer"}, "float": {"integer", "real"},
-    "float4": {"integer", "real"}, "numeric": {"integer", "real"}, "scaled": {"integer", "real"},
-    "text_render": {"integer", "real", "text"}, "varchar": {"integer", "real", "text"},
-    "char": {"integer", "real", "text"}, "bytea": {"blob"}, "bool_lenient": {"integer", "text"},
-    "ts_any": {"integer", "text"}, "ts_naive": {"text"}, "date_text": {"text"},
-    "time_text": {"text"}, "json": {"text"}, "jsonb": {"integer", "real", "text"},
-    "uuid_any": {"text", "blob"}, "enum": {"text"},
 }
 
 

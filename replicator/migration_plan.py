@@ -16,6 +16,7 @@ from typing import Any
 from . import ddl, objects
 from .census import census, sample_key
 from .config import Config
+from .convert import ACCEPTS
 from .errors import ConfigError
 from .plans import ColumnPlan, TablePlan
 from .quoting import qi
@@ -105,10 +106,8 @@ def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[st
     """A sample key for each kind of value that cannot move exactly."""
     q = qi(col.name)
     base = col.conv.split(":")[0]
-    from .schema import _ACCEPTED
-
     out = {}
-    rejected = [c for c in ("integer", "real", "text", "blob") if c not in _ACCEPTED.get(base, set())]
+    rejected = [c for c in ("integer", "real", "text", "blob") if c not in ACCEPTS.get(base, set())]
     if rejected:
         classes = ", ".join(repr(c) for c in rejected)
         out["storage class"] = sample_key(conn, table, f"typeof({q}) IN ({classes})")

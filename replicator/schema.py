@@ -30,7 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .census import ColumnCensus, TableCensus
-from .config import Config
+from .config import NUMERIC_PS, Config
+from .conventions import hint
+from .convert import ACCEPTS
 from .declared import affinity, type_hint
 from .errors import ConfigError
 from .objects import table_objects
@@ -56,9 +58,12 @@ def plan_column(table: Table, col: Column, cen: ColumnCensus | None, cfg: Config
     override = cfg.column_override(table.name, col.name)
     aff = affinity(col.declared)
     present = cen.present() if cen else set()
-    choice = _choose(aff, col.declared, present, cen)
+    choice = _convention(hint(table, col), col.declared, present, cen) or \
+        _choose(aff, col.declared, present, cen)
     if override.type:
-        choice = _Choice(override.type, _conv_for(override.type),
+        rounding = override.round_to_scale if override.round_to_scale is not None \
+            else cfg.round_to_scale
+        choice = _Choice(override.type, _conv_for(override.type, rounding),
                          f"config override: type = {override.type!r}")
     problems = _problems(choice.conv, present, cen) if cen else []
     pg_name = pg_ident(col.name, cfg.identifiers)
@@ -104,6 +109,29 @@ def _choose(aff: str, declared: str, present: set[str], cen: ColumnCensus | None
     return _by_census(aff, declared, present, numbers, big_ints)
 
 
+def _convention(found: str | None, declared: str, present: set[str], cen: ColumnCensus | None
+                ) -> _Choice | None:
+    """Django's conventions (``conventions``): the type its Postgres backend creates, when every
+    stored value fits it; None lets the ordinary rules decide."""
+    if found not in ("uuid32", "jsonb", "datetime_any") or cen is None:
+        return None
+    texts, tags = cen.counts["text"], cen.text_tags or {}
+    if found == "uuid32" and present <= {"text"} and tags.get("uuid32", 0) == texts:
+        return _Choice("uuid", "uuid_any", "Django convention: a UUIDField, char(32) hex digits in "
+                       "SQLite, is uuid on Postgres" + ("" if present else _LATER))
+    if found == "jsonb" and present <= {"text"} and tags.get("json", 0) == texts:
+        return _Choice("jsonb", "jsonb", "Django convention: a JSONField (text with CHECK "
+                       "JSON_VALID) is jsonb on Postgres, which keeps the document's meaning, not "
+                       "its bytes (key order, spaces)" + ("" if present else _LATER))
+    formats = cen.datetime_formats or {}
+    if found == "datetime_any" and present == {"text"} and sum(formats.values()) == texts and \
+            all("±zone" not in f and f.count("f") <= 6 and f != "YYYY-MM-DD" for f in formats):
+        return _Choice("timestamptz", "ts_any", "Django convention: a DateTimeField stores UTC "
+                       "text, microseconds only when non-zero "
+                       f"({', '.join(sorted(formats))}): timestamptz")
+    return None
+
+
 def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], big_ints: bool) -> _Choice:
     decimal_name = any(w in declared.upper() for w in ("DEC", "NUM", "MONEY"))
     if present == {"blob"}:
@@ -118,9 +146,14 @@ def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], bi
     if numbers == {"real"} and not decimal_name and not big_ints:
         return _Choice("double precision", "float", f"{aff} affinity, only reals: double precision")
     if numbers:
+        notes = []
+        if declared.strip().lower() == "decimal":
+            notes.append("a bare DECIMAL (Django's DecimalField) keeps its scale in the app's "
+                         "model only: pin type = \"numeric(p,s)\" as the model declares it, "
+                         "with round_to_scale = true, so Postgres answers as the app read SQLite")
         return _Choice("numeric", "numeric", f"{aff} affinity ({declared or 'no type'}) with "
                        "numbers: numeric, exact for integers and for reals in their shortest "
-                       "round-trip form")
+                       "round-trip form", notes=notes)
     if aff == "BLOB":
         return _Choice("bytea", "bytea", _NO_DATA.format(declared=declared or "no type",
                        pg_type="bytea") + " (BLOB affinity)" + _LATER)
@@ -221,7 +254,10 @@ def _temporal(present: set[str], cen: ColumnCensus, texts: int) -> _Choice | Non
     return None
 
 
-def _conv_for(pg_type: str) -> str:
+def _conv_for(pg_type: str, rounding: bool = False) -> str:
+    scaled = NUMERIC_PS.fullmatch(pg_type)
+    if scaled:  # numeric(p,s): reals beyond the scale refused, or rounded when configured
+        return f"scaled:{scaled[1]}:{scaled[2]}" + (":round" if rounding else "")
     return {
         "bigint": "bigint",
         "double precision": "float",
@@ -237,27 +273,11 @@ def _conv_for(pg_type: str) -> str:
     }.get(pg_type, "text")
 
 
-_ACCEPTED = {
-    "bigint": {"integer"},
-    "float": {"real", "integer"},
-    "numeric": {"integer", "real"},
-    "text": {"text"},
-    "text_render": {"text", "integer", "real"},
-    "bytea": {"blob"},
-    "bool": {"integer"},
-    "bool_lenient": {"integer", "text"},
-    "ts_unix": {"integer"},
-    "ts_any": {"integer", "text"},
-    "ts_naive": {"text"},
-    "date_text": {"text"},
-    "json": {"text"},
-    "uuid": {"text"},
-}
 
 
 def _problems(conv: str, present: set[str], cen: ColumnCensus) -> list[str]:
     base = conv.split(":")[0]
-    accepted = _ACCEPTED.get(base, {"text"})
+    accepted = ACCEPTS.get(base, {"text"})
     out = []
     for cls in sorted(present - accepted):
         out.append(f"{cen.counts[cls]} {cls.upper()} value(s) cannot be stored as {conv}")
@@ -348,5 +368,5 @@ def replace_name(col: Column, cfg: Config) -> tuple[str, str]:
 
 def text_census_columns(table: Table, everything: bool = False) -> set[str]:
     """Columns whose text values the census classifies (all, for plan; hinted ones otherwise)."""
-    return {c.name for c in table.columns if everything or type_hint(c.declared)}
+    return {c.name for c in table.columns if everything or hint(table, c)}
 

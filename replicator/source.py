@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ class Table:
     key_note: str = ""
     foreign_keys: tuple[ForeignKey, ...] = ()
     triggers: tuple[tuple[str, str], ...] = ()  # the application's own triggers: (name, sql)
+    framework: str | None = None  # the ORM whose migration records the file holds (conventions)
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -185,7 +186,14 @@ def inspect(conn: sqlite3.Connection) -> Schema:
         if own_txn:
             conn.execute("COMMIT")
     views = tuple((o[1], o[3]) for o in objects if o[0] == "view" and o[3])
+    framework = FRAMEWORKS.get(next((n for n in FRAMEWORKS if n in tables), ""))
+    if framework:
+        tables = {n: replace(t, framework=framework) for n, t in tables.items()}
     return Schema(version, dict(sorted(tables.items())), skipped, triggers, objects, views)
+
+
+# An ORM's migration-record table -> the framework (whose conventions ``conventions`` knows)
+FRAMEWORKS = {"django_migrations": "django"}
 
 
 def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) -> Table:

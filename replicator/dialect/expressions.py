@@ -130,6 +130,10 @@ def _rewrite_function(node: exp.Anonymous, notes: list[str]) -> exp.Expression:
                 f"substring(decode(replace(gen_random_uuid()::text, '-', ''), 'hex') FROM 1 FOR {n})",
                 read="postgres",
             )
+    if name == "json_valid" and len(args) == 1:
+        # Postgres 16+: the same question of the text (for a json/jsonb column, always true)
+        return exp.Anonymous(this="pg_input_is_valid", expressions=[
+            exp.Cast(this=args[0], to=exp.DataType.build("text")), exp.Literal.string("json")])
     raise Untranslatable(f"function {node.name}() is not translated")
 
 
