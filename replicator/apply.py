@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from . import log, metrics, state
+from . import existing, log, metrics, state
 from .convert import BadValue, convert_rows, converter, key_to_json, no_type_holds, to_sqlite_value
 from .errors import BadValueError, DriftError
 from .plans import TablePlan, write_columns, write_projection
@@ -145,7 +145,7 @@ class Applier:
                 )
             good += extra_good
             bad += extra_bad
-        await self._insert(target, good)
+        bad += await self._insert(target, good)
         if bad:
             await state.quarantine_put(self.pg, plan.name, [b[:4] for b in bad])
         if bad or self.quarantined.get(plan.name):
@@ -240,9 +240,30 @@ class Applier:
             resync += [tuple(to_sqlite_value(v) for v in r) for r in found]
         return resync
 
-    async def _insert(self, target: TableTarget, good: list[tuple[Any, ...]]) -> None:
+    async def _insert(self, target: TableTarget, good: list[tuple[Any, ...]]) -> list[Any]:
+        """Insert the converted rows. Into a table the ORM made, rows its own constraints refuse
+        are found one by one and returned for quarantine (and for on_bad_value = "fail")."""
         if not good:
-            return
+            return []
+        if not target.plan.existing:
+            await self._insert_all(target, good)
+            return []
+        try:
+            async with self.pg.transaction():
+                await self._insert_all(target, good)
+            return []
+        except existing.REFUSED_BY_TARGET:
+            plan = target.plan
+            rows = good if (project := write_projection(plan)) is None else [project(r) for r in good]
+            refused = await existing.insert_each(self.pg, plan, target.schema,
+                                                 write_columns(plan), rows)
+            for _k, _r, column, reason, key in refused:
+                if plan.column(column).policy == "fail":
+                    raise BadValueError(f"table {plan.name!r}, key {key!r}: {reason} "
+                                        "(on_bad_value = \"fail\")") from None
+            return refused
+
+    async def _insert_all(self, target: TableTarget, good: list[tuple[Any, ...]]) -> None:
         plan = target.plan
         cols = write_columns(plan)
         types = [c.pg_type for c in plan.columns if c.written] + (["bigint"] if plan.rowid_keyed else [])

@@ -45,7 +45,7 @@ class ColumnOverride:
     type: str | None = None
     on_bad_value: str | None = None
     target: str | None = None  # existing schema: the target column's name, when it differs
-    round_to_scale: bool | None = None  # existing schema: REALs rounded into numeric(p,s)
+    round_to_scale: bool | str | None = None  # REALs rounded into numeric(p,s) (conventions)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Config:
     # "create": the replicator creates the target tables from the plan; "existing": it fills
     # tables the application's ORM created (see existing.py)
     schema_mode: str = "create"
-    round_to_scale: bool = False
+    round_to_scale: bool | str = False  # true (the framework's rule), "half_even", "half_up"
     on_bad_value: str = "quarantine"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -142,7 +142,8 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("target", "pooled"): ("pooled", bool, None),
     ("target", "identifiers"): ("identifiers", str, ("lower", "preserve")),
     ("target", "schema_mode"): ("schema_mode", str, SCHEMA_MODES),
-    ("replication", "round_to_scale"): ("round_to_scale", bool, None),
+    ("replication", "round_to_scale"): ("round_to_scale", (bool, str),
+                                        lambda v: _rounding_ok(v)),
     ("replication", "batch_page"): ("batch_page", int, lambda v: 100 <= v <= 1_000_000),
     ("replication", "prune_chunk"): ("prune_chunk", int, lambda v: 1 <= v <= 1_000_000),
     ("replication", "prune"): ("prune", str, PRUNE_POLICIES),
@@ -209,7 +210,7 @@ def _check(name: str, value: Any, spec: tuple[str, Any, Any]) -> Any:
     _field, typ, check = spec
     if isinstance(value, str):
         value = expand_vars(value, name)
-    if typ is not bool and isinstance(value, bool):
+    if typ is not bool and not (isinstance(typ, tuple) and bool in typ) and isinstance(value, bool):
         raise ConfigError(f"{name}: expected {_type_name(typ)}, got a boolean ({value!r})")
     if not isinstance(value, typ):
         raise ConfigError(f"{name}: expected {_type_name(typ)}, got {type(value).__name__} {value!r}")
@@ -225,6 +226,8 @@ def _check(name: str, value: Any, spec: tuple[str, Any, Any]) -> Any:
 
 
 def _type_name(typ: Any) -> str:
+    if isinstance(typ, tuple) and bool in typ:
+        return "true, false or a rule name"
     if isinstance(typ, tuple):
         return "a number"
     return {str: "a string", int: "an integer", bool: "true or false", list: "a list"}[typ]
@@ -257,13 +260,17 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
                     f"config: {where}.on_bad_value: {policy!r} is not one of {BAD_VALUE_POLICIES}"
                 )
             rounding = cbody.get("round_to_scale")
-            if rounding is not None and not isinstance(rounding, bool):
-                raise ConfigError(f"config: {where}.round_to_scale: expected true or false, "
-                                  f"got {rounding!r}")
+            if rounding is not None and not _rounding_ok(rounding):
+                raise ConfigError(f"config: {where}.round_to_scale: expected true, false, "
+                                  f"\"half_even\" or \"half_up\", got {rounding!r}")
             target = _name(f"{where}.target", cbody["target"]) if "target" in cbody else None
             out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy, target=target,
                                                   round_to_scale=rounding)
     return out, renames
+
+
+def _rounding_ok(value: Any) -> bool:
+    return isinstance(value, bool) or value in ("half_even", "half_up")
 
 
 def _numeric_ps(typ: Any) -> bool:

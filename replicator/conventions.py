@@ -24,6 +24,16 @@ from .declared import type_hint
 from .source import Column, Table
 
 DJANGO = "django"
+RAILS = "rails"
+ROUNDINGS = ("half_even", "half_up")  # convert._scaled: how a framework reads a REAL decimal
+
+
+def rounding(setting: bool | str | None, table: Table) -> str | None:
+    """``round_to_scale`` as a rounding rule: true means the framework's own (ActiveRecord
+    rounds half-up, Django and the rest half-even); a rule may be named; false: none."""
+    if setting is True:
+        return "half_up" if table.framework == RAILS else "half_even"
+    return setting if setting in ROUNDINGS else None
 
 
 def hint(table: Table, col: Column) -> str | None:

@@ -14,7 +14,7 @@ import struct
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature
@@ -255,24 +255,32 @@ def _chars(limit: int, pad: bool) -> Callable[[Any], str]:
     return convert
 
 
-def _scaled(precision: int, scale: int, rounding: bool) -> Callable[[Any], Decimal]:
+# How a framework reads a REAL stored in a DECIMAL(p,s) column (round_to_scale, conventions):
+# Django rounds the float to 15 significant digits, then to the scale half-even ("half_even");
+# ActiveRecord rounds its shortest decimal form half-up ("half_up": 0.125 -> 0.13, 1.005 -> 1.01).
+
+
+def _scaled(precision: int, scale: int, rounding: str | None) -> Callable[[Any], Decimal]:
     """numeric(p,s): integers, and REALs whose shortest decimal form has at most ``scale``
-    fractional digits; with ``rounding`` (configured, and counted by ``plan``) any REAL is
-    rounded half-even to the scale, as Django and ActiveRecord read such a column."""
+    fractional digits; with ``rounding`` (configured, and counted by ``plan``) a REAL with more
+    digits is rounded to the scale the way the framework reads it (``ROUNDINGS``)."""
     step = Decimal(1).scaleb(-scale)
     context = Context(prec=precision + 2)
     limit = context.power(10, precision - scale)
+    django = Context(prec=15)
 
     def convert(v: Any) -> Decimal:
         out = _numeric(v)
-        if not out.is_finite():
-            raise ValueError
-        if abs(out) >= limit:
+        if not out.is_finite() or abs(out) >= limit:
             raise ValueError
         if out.as_tuple().exponent < -scale:  # type: ignore[operator]
-            if not rounding:
+            if rounding == "half_even":
+                out = django.create_decimal_from_float(v) if type(v) is float else out
+                out = out.quantize(step, rounding=ROUND_HALF_EVEN, context=context)
+            elif rounding == "half_up":
+                out = out.quantize(step, rounding=ROUND_HALF_UP, context=context)
+            else:
                 raise ValueError
-            out = out.quantize(step, rounding=ROUND_HALF_EVEN, context=context)
         if abs(out) >= limit:  # 99.995 rounds to 100.00
             raise ValueError
         return out
@@ -344,7 +352,7 @@ ACCEPTS: dict[str, set[str]] = {
 
 def _base_converter(conv: str) -> Callable[[Any], Any]:
     """A converter id, with its arguments after the first colon where it has any:
-    ``ts_text:<layout>``, ``varchar:<n>``, ``char:<n>``, ``scaled:<p>:<s>[:round]``,
+    ``ts_text:<layout>``, ``varchar:<n>``, ``char:<n>``, ``scaled:<p>:<s>[:<rounding>]``,
     ``enum:<JSON list of labels>``."""
     kind, _, arg = conv.partition(":")
     if kind == "ts_text":
@@ -353,7 +361,8 @@ def _base_converter(conv: str) -> Callable[[Any], Any]:
         return _chars(int(arg), pad=kind == "char")
     if kind == "scaled":
         p, s, *mode = arg.split(":")
-        return _scaled(int(p), int(s), mode == ["round"])
+        return _scaled(int(p), int(s), {"round": "half_even"}.get(mode[0], mode[0]) if mode
+                       else None)
     if kind == "enum":
         return _labels(tuple(json.loads(arg)))
     return CONVERTERS[conv]

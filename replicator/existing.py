@@ -47,7 +47,8 @@ import asyncpg
 from . import ddl, state
 from .census import ColumnCensus, TableCensus
 from .config import Config
-from .convert import ACCEPTS
+from .conventions import rounding
+from .convert import ACCEPTS, key_to_json
 from .errors import AwaitingTarget, StartupError
 from .objects import table_objects
 from .plans import ColumnPlan, TablePlan, pg_ident
@@ -155,7 +156,7 @@ _RULES: dict[str, tuple[str, str]] = {
 }
 
 
-def conversion(tcol: TargetColumn, rounding: bool) -> tuple[str, str] | None:
+def conversion(tcol: TargetColumn, rule: str | None) -> tuple[str, str] | None:
     """The converter id and its rule for a target column; None when no exact conversion exists."""
     if tcol.base in ("varchar", "bpchar") and tcol.length is not None:
         kind = "varchar" if tcol.base == "varchar" else "char"
@@ -163,11 +164,12 @@ def conversion(tcol: TargetColumn, rounding: bool) -> tuple[str, str] | None:
                 f"their shortest exact decimal form" + ("; padded with spaces as char(n) stores it"
                                                         if kind == "char" else ""))
     if tcol.base == "numeric" and tcol.scale is not None and tcol.precision is not None:
-        conv = f"scaled:{tcol.precision}:{tcol.scale}" + (":round" if rounding else "")
-        rule = (f"integers and reals within numeric({tcol.precision},{tcol.scale}); a REAL with "
+        conv = f"scaled:{tcol.precision}:{tcol.scale}" + (f":{rule}" if rule else "")
+        text = (f"integers and reals within numeric({tcol.precision},{tcol.scale}); a REAL with "
                 f"more than {tcol.scale} decimal digits is ")
-        return conv, rule + ("rounded half-even to the scale (round_to_scale = true), as Django "
-                             "and ActiveRecord read it" if rounding else
+        return conv, text + (f"rounded {rule.replace('_', '-')} to the scale (round_to_scale), as "
+                             + ("ActiveRecord" if rule == "half_up" else "Django") + " reads it"
+                             if rule else
                              "refused (set round_to_scale = true to round it as the app reads it)")
     if tcol.base == "enum":
         return "enum:" + json.dumps(list(tcol.labels)), f"one of the labels {list(tcol.labels)}"
@@ -225,9 +227,9 @@ def fit_table(table: Table, cen: TableCensus | None, cfg: Config,
 def _fit_column(table: Table, col: Column, tcol: TargetColumn, cen: ColumnCensus | None,
                 cfg: Config) -> tuple[ColumnPlan, str | None]:
     override = cfg.column_override(table.name, col.name)
-    rounding = override.round_to_scale if override.round_to_scale is not None \
+    setting = override.round_to_scale if override.round_to_scale is not None \
         else cfg.round_to_scale
-    found = conversion(tcol, rounding)
+    found = conversion(tcol, rounding(setting, table))
     why = None
     if override.type:
         why = (f"column {table.name}.{col.name}: type overrides do not apply to an existing "
@@ -285,6 +287,44 @@ def fit_all(tables: list[Table], censuses: dict[str, TableCensus], cfg: Config,
         raise StartupError("the target schema does not fit the SQLite file (schema_mode = "
                            "\"existing\"):\n  " + "\n  ".join(refusals))
     return plans
+
+
+# --- rows the target's own constraints refuse ------------------------------------------------
+
+# A CHECK, NOT NULL or UNIQUE of the ORM's schema that SQLite did not have: the row is named in
+# quarantine (with the constraint), never dropped, and the rest of the batch or chunk goes in.
+REFUSED_BY_TARGET = (asyncpg.CheckViolationError, asyncpg.NotNullViolationError,
+                     asyncpg.UniqueViolationError, asyncpg.ExclusionViolationError)
+
+
+async def insert_each(conn: asyncpg.Connection, plan: TablePlan, schema: str, columns: list[str],
+                      rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Insert rows one at a time, each in a savepoint (after a bulk write the target refused);
+    returns the refused ones as quarantine entries (typed key, typed row, column, reason, key)."""
+    marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    sql = (f"INSERT INTO {qualified(schema, plan.pg_name)} ({', '.join(qi(c) for c in columns)}) "
+           f"VALUES ({marks})")
+    key_pos = [columns.index(plan.column(k).pg_name) for k in plan.key_columns]
+    refused = []
+    for row in rows:
+        try:
+            async with conn.transaction():
+                await conn.execute(sql, *row)
+        except REFUSED_BY_TARGET as exc:
+            key = [row[i] for i in key_pos]
+            column = _column_of(plan, exc)
+            refused.append((key_to_json(key), key_to_json(row), column,
+                            f"the target's constraint {exc.constraint_name or '?'} refuses the "
+                            f"row ({type(exc).__name__}: {exc})", key))
+    return refused
+
+
+def _column_of(plan: TablePlan, exc: asyncpg.PostgresError) -> str:
+    name = getattr(exc, "column_name", None)
+    for col in plan.columns:
+        if col.pg_name == name:
+            return col.name
+    return plan.key_columns[0] if plan.key_columns else plan.columns[0].name
 
 
 # --- what is checked and done in the target before and after the window ---------------------

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from .config import Config
+from .conventions import rounding
 from .convert import BadValue, converter, decode_safe_row, select_list
 from .errors import StartupError
 from .existing import (
@@ -100,8 +101,8 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config,
         if c["would_round"]:
             n, most = c["would_round"]
             attention.append(f"{table.name}.{col.name}: {n} REAL value(s) have more decimal digits "
-                             f"than {col.pg_type} holds; rounding to the scale (as Django and "
-                             f"ActiveRecord read them) would change each by at most {most}: set "
+                             f"than {col.pg_type} holds; rounding to the scale (as the app's "
+                             f"framework reads them) would change each by at most {most}: set "
                              f"tables.{table.name}.columns.{col.name}.round_to_scale = true")
     used = {c.pg_name for c in plan.columns}
     extra = [{"name": n, "type": t.pg_type, "fills_itself": t.has_default or not t.notnull}
@@ -114,7 +115,8 @@ def _scan(conn: sqlite3.Connection, table: Table, plan: TablePlan) -> dict[str, 
     """Every stored value through its column's converter: refusals by reason (with the first key),
     and for numeric(p,s) what rounding changes or would change."""
     convs = [converter(c) for c in plan.columns]
-    rounders = [_rounder(c) for c in plan.columns]
+    rule = rounding(True, table)
+    rounders = [_rounder(c, rule or "half_even") for c in plan.columns]
     out: dict[str, dict[str, Any]] = {c.name: {"values": 0, "refused": {}, "rounded": 0,
                                                "max_rounding": Decimal(0), "would_round": None}
                                       for c in plan.columns}
@@ -137,16 +139,20 @@ def _scan(conn: sqlite3.Connection, table: Table, plan: TablePlan) -> dict[str, 
                     if rounder is not None:
                         _note_rounding(c, "would_round", v, rounder)
                     continue
-                if type(v) is float and col.conv.endswith(":round") and got != Decimal(repr(v)):
+                if type(v) is float and _rounds(col) and got != Decimal(repr(v)):
                     c["rounded"] += 1
                     c["max_rounding"] = max(c["max_rounding"], abs(got - Decimal(repr(v))))
     return out
 
 
-def _rounder(col: ColumnPlan) -> Any:
+def _rounds(col: ColumnPlan) -> bool:
+    return col.conv.startswith("scaled:") and col.conv.count(":") == 3
+
+
+def _rounder(col: ColumnPlan, rule: str) -> Any:
     """For a numeric(p,s) column that refuses extra digits: the converter that would round."""
-    if col.conv.startswith("scaled:") and not col.conv.endswith(":round"):
-        return converter(ColumnPlan(**{**col.__dict__, "conv": col.conv + ":round"}))
+    if col.conv.startswith("scaled:") and not _rounds(col):
+        return converter(ColumnPlan(**{**col.__dict__, "conv": f"{col.conv}:{rule}"}))
     return None
 
 

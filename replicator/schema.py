@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .census import ColumnCensus, TableCensus
 from .config import NUMERIC_PS, Config
-from .conventions import hint
+from .conventions import hint, rounding
 from .convert import ACCEPTS
 from .declared import affinity, type_hint
 from .errors import ConfigError
@@ -61,9 +61,9 @@ def plan_column(table: Table, col: Column, cen: ColumnCensus | None, cfg: Config
     choice = _convention(hint(table, col), col.declared, present, cen) or \
         _choose(aff, col.declared, present, cen)
     if override.type:
-        rounding = override.round_to_scale if override.round_to_scale is not None \
+        setting = override.round_to_scale if override.round_to_scale is not None \
             else cfg.round_to_scale
-        choice = _Choice(override.type, _conv_for(override.type, rounding),
+        choice = _Choice(override.type, _conv_for(override.type, rounding(setting, table)),
                          f"config override: type = {override.type!r}")
     problems = _problems(choice.conv, present, cen) if cen else []
     pg_name = pg_ident(col.name, cfg.identifiers)
@@ -254,10 +254,10 @@ def _temporal(present: set[str], cen: ColumnCensus, texts: int) -> _Choice | Non
     return None
 
 
-def _conv_for(pg_type: str, rounding: bool = False) -> str:
+def _conv_for(pg_type: str, rule: str | None = None) -> str:
     scaled = NUMERIC_PS.fullmatch(pg_type)
     if scaled:  # numeric(p,s): reals beyond the scale refused, or rounded when configured
-        return f"scaled:{scaled[1]}:{scaled[2]}" + (":round" if rounding else "")
+        return f"scaled:{scaled[1]}:{scaled[2]}" + (f":{rule}" if rule else "")
     return {
         "bigint": "bigint",
         "double precision": "float",

@@ -193,7 +193,7 @@ def inspect(conn: sqlite3.Connection) -> Schema:
 
 
 # An ORM's migration-record table -> the framework (whose conventions ``conventions`` knows)
-FRAMEWORKS = {"django_migrations": "django"}
+FRAMEWORKS = {"django_migrations": "django", "ar_internal_metadata": "rails"}
 
 
 def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) -> Table:

@@ -13,6 +13,7 @@ import decimal
 import json
 import math
 import sqlite3
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -56,19 +57,29 @@ def test_numeric_scale_is_exact_or_refused_and_rounding_is_bounded(v, scale, pre
         assert not fits or (type(v) is float and v == 0 and math.copysign(1, v) < 0)
     else:
         assert got == exact and abs(got) < limit  # never altered
-    try:
-        rounded = conv(f"scaled:{precision}:{scale}:round")(v)
-    except BadValue:
-        assert abs(exact) >= limit or \
-            abs(exact.quantize(Decimal(1).scaleb(-scale), context=wide)) >= limit or \
-            (type(v) is float and v == 0 and math.copysign(1, v) < 0)
-    else:
-        assert abs(rounded - exact) <= Decimal(1).scaleb(-scale) / 2
-        assert rounded.as_tuple().exponent >= -scale
+    for rule in ("half_even", "half_up"):
+        try:
+            rounded = conv(f"scaled:{precision}:{scale}:{rule}")(v)
+        except BadValue:
+            assert abs(exact) >= limit or \
+                abs(exact.quantize(Decimal(1).scaleb(-scale), context=wide)) >= limit or \
+                (type(v) is float and v == 0 and math.copysign(1, v) < 0)
+        else:
+            # Django first rounds the float to 15 significant digits (half_even): that much more
+            bound = Decimal(1).scaleb(-scale) / 2
+            if rule == "half_even" and exact:
+                bound += Decimal(1).scaleb(exact.adjusted() - 14) / 2
+            assert abs(rounded - exact) <= bound
+            assert rounded.as_tuple().exponent >= -scale
 
 
 def test_money_after_float_arithmetic_rounds_to_what_the_app_reads():
     assert conv("scaled:10:2:round")(930.1899999999999) == Decimal("930.19")
+    # exact halves: Django (half-even after 15 digits) and ActiveRecord (half-up) differ
+    for v, django, rails in ((0.125, "0.12", "0.13"), (1.005, "1.00", "1.01"),
+                             (12.345, "12.34", "12.35")):
+        assert conv("scaled:10:2:half_even")(v) == Decimal(django)
+        assert conv("scaled:10:2:half_up")(v) == Decimal(rails)
     with pytest.raises(BadValue, match="cannot be stored exactly"):
         conv("scaled:10:2")(930.1899999999999)
     assert conv("scaled:10:2")(12.5) == Decimal("12.5") and conv("scaled:10:2")(7) == 7
@@ -202,6 +213,7 @@ def test_config_for_existing_schemas(tmp_path):
     for body, field in (('[target]\nschema_mode = "merge"\n', "target.schema_mode"),
                         ('[tables.T.columns.c]\ntype = "numeric(2,5)"\n', "tables.T.columns.c.type"),
                         ('[tables.T.columns.c]\nround_to_scale = "yes"\n', "round_to_scale"),
+                        ('[replication]\nround_to_scale = "up"\n', "replication.round_to_scale"),
                         ('[tables.T]\ntarget = ""\n', "tables.T.target")):
         bad = tmp_path / "bad.toml"
         bad.write_text(body)
@@ -216,7 +228,10 @@ def test_numeric_ps_override_in_the_inferred_schema(tmp_path):
     pin = {("p", "price"): ColumnOverride(type="numeric(10,2)")}
     plan = plan_table(table, None, Config(source=path, columns=pin, round_to_scale=True))
     assert plan.column("price").pg_type == "numeric(10,2)"
-    assert plan.column("price").conv == "scaled:10:2:round"
+    assert plan.column("price").conv == "scaled:10:2:half_even"
+    rails = replace(table, framework="rails")  # ActiveRecord reads half-up
+    assert plan_table(rails, None, Config(source=path, columns=pin, round_to_scale=True)
+                      ).column("price").conv == "scaled:10:2:half_up"
     assert plan_table(table, None, Config(source=path, columns=pin)).column("price").conv == \
         "scaled:10:2"
     assert conversion(TargetColumn("x", "uuid", "uuid", False, False, False), False)[0] == \

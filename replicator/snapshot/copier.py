@@ -232,9 +232,7 @@ class TableCopier:
             self._check_policy(bad)
         async with self.pg.transaction():  # a transaction, or a savepoint inside the caller's
             if good:
-                await self.pg.copy_records_to_table(
-                    self.plan.pg_name, schema_name=self.schema, columns=self.columns, records=good
-                )
+                bad = bad + await self._copy(good)
             if bad:
                 await state.quarantine_put(self.pg, self.plan.name, [b[:4] for b in bad])
                 metrics.QUARANTINED.labels(self.plan.name).inc(len(bad))
@@ -247,6 +245,25 @@ class TableCopier:
                 )
         if self.unit is None:  # units are counted from their committed progress
             metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(len(good))
+
+    async def _copy(self, good: list[Any]) -> list[Any]:
+        """COPY the rows; into a table the ORM made, rows its own constraints refuse (a CHECK,
+        a UNIQUE SQLite lacked) are found one by one and returned for quarantine."""
+        if not self.plan.existing:
+            await self.pg.copy_records_to_table(
+                self.plan.pg_name, schema_name=self.schema, columns=self.columns, records=good)
+            return []
+        try:
+            async with self.pg.transaction():
+                await self.pg.copy_records_to_table(
+                    self.plan.pg_name, schema_name=self.schema, columns=self.columns,
+                    records=good)
+            return []
+        except existing.REFUSED_BY_TARGET:
+            refused = await existing.insert_each(self.pg, self.plan, self.schema, self.columns,
+                                                 good)
+            self._check_policy(refused)
+            return refused
 
     def _check_policy(self, bad: list[Any]) -> None:
         for _k, _r, column, reason, key in bad:
