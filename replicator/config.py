@@ -74,7 +74,7 @@ class Config:
     # "create": the replicator creates the target tables from the plan; "existing": it fills
     # tables the application's ORM created (see existing.py)
     schema_mode: str = "create"
-    round_to_scale: bool | str = False  # true (the framework's rule), "half_even", "half_up"
+    round_to_scale: bool | str = False  # true (the framework's rule), "django", "activerecord", "exact"
     on_bad_value: str = "quarantine"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -262,7 +262,7 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
             rounding = cbody.get("round_to_scale")
             if rounding is not None and not _rounding_ok(rounding):
                 raise ConfigError(f"config: {where}.round_to_scale: expected true, false, "
-                                  f"\"half_even\" or \"half_up\", got {rounding!r}")
+                                  f"\"django\", \"activerecord\" or \"exact\", got {rounding!r}")
             target = _name(f"{where}.target", cbody["target"]) if "target" in cbody else None
             out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy, target=target,
                                                   round_to_scale=rounding)
@@ -270,7 +270,7 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
 
 
 def _rounding_ok(value: Any) -> bool:
-    return isinstance(value, bool) or value in ("half_even", "half_up")
+    return isinstance(value, bool) or value in ("django", "activerecord", "exact")
 
 
 def _numeric_ps(typ: Any) -> bool:

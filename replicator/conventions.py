@@ -25,14 +25,17 @@ from .source import Column, Table
 
 DJANGO = "django"
 RAILS = "rails"
-ROUNDINGS = ("half_even", "half_up")  # convert._scaled: how a framework reads a REAL decimal
+SQLALCHEMY = "sqlalchemy"
+# convert._scaled: how a framework reads a REAL stored in a DECIMAL(p,s) column
+ROUNDINGS = ("django", "activerecord", "exact")
 
 
 def rounding(setting: bool | str | None, table: Table) -> str | None:
-    """``round_to_scale`` as a rounding rule: true means the framework's own (ActiveRecord
-    rounds half-up, Django and the rest half-even); a rule may be named; false: none."""
+    """``round_to_scale`` as a rounding rule: true means the way the file's framework reads such
+    a value (Django, ActiveRecord; otherwise "exact": the float's exact value rounded half-even,
+    as SQLAlchemy and printf do); a rule may be named; false: none."""
     if setting is True:
-        return "half_up" if table.framework == RAILS else "half_even"
+        return {DJANGO: "django", RAILS: "activerecord"}.get(table.framework or "", "exact")
     return setting if setting in ROUNDINGS else None
 
 

@@ -256,8 +256,10 @@ def _chars(limit: int, pad: bool) -> Callable[[Any], str]:
 
 
 # How a framework reads a REAL stored in a DECIMAL(p,s) column (round_to_scale, conventions):
-# Django rounds the float to 15 significant digits, then to the scale half-even ("half_even");
-# ActiveRecord rounds its shortest decimal form half-up ("half_up": 0.125 -> 0.13, 1.005 -> 1.01).
+# "django": the float rounded to 15 significant digits, then to the scale half-even;
+# "activerecord": its shortest decimal form rounded half-up (0.125 -> 0.13, 1.005 -> 1.01);
+# "exact": the float's exact binary value rounded half-even, as printf("%.2f") and SQLAlchemy
+# (2.675, which is 2.67499999..., -> 2.67). The three differ only near a half.
 
 
 def _scaled(precision: int, scale: int, rounding: str | None) -> Callable[[Any], Decimal]:
@@ -274,11 +276,13 @@ def _scaled(precision: int, scale: int, rounding: str | None) -> Callable[[Any],
         if not out.is_finite() or abs(out) >= limit:
             raise ValueError
         if out.as_tuple().exponent < -scale:  # type: ignore[operator]
-            if rounding == "half_even":
+            if rounding == "django":
                 out = django.create_decimal_from_float(v) if type(v) is float else out
                 out = out.quantize(step, rounding=ROUND_HALF_EVEN, context=context)
-            elif rounding == "half_up":
+            elif rounding == "activerecord":
                 out = out.quantize(step, rounding=ROUND_HALF_UP, context=context)
+            elif rounding == "exact":
+                out = Decimal(v).quantize(step, rounding=ROUND_HALF_EVEN, context=context)
             else:
                 raise ValueError
         if abs(out) >= limit:  # 99.995 rounds to 100.00
@@ -361,7 +365,7 @@ def _base_converter(conv: str) -> Callable[[Any], Any]:
         return _chars(int(arg), pad=kind == "char")
     if kind == "scaled":
         p, s, *mode = arg.split(":")
-        return _scaled(int(p), int(s), {"round": "half_even"}.get(mode[0], mode[0]) if mode
+        return _scaled(int(p), int(s), {"round": "exact"}.get(mode[0], mode[0]) if mode
                        else None)
     if kind == "enum":
         return _labels(tuple(json.loads(arg)))

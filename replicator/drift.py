@@ -18,7 +18,7 @@ from . import capture, ddl, existing, log, metrics, state
 from .apply import TableTarget
 from .capture import trigger_names
 from .census import TableCensus, quick_census
-from .errors import DriftError
+from .errors import DriftError, SchemaInMotion
 from .plans import TablePlan
 from .quoting import qualified
 from .schema import plan_table, text_census_columns
@@ -209,14 +209,23 @@ class DriftFollower:
         ``unless_same``, nothing is copied (None) when that column's plan would not change."""
         session = self.session
         conn, cfg = session.conn, session.cfg
-        table = (await asyncio.to_thread(inspect, session.writer)).tables[name]
-        await asyncio.to_thread(capture.install, session.live, [table])
+        table = (await asyncio.to_thread(inspect, session.writer)).tables.get(name)
+        if table is None:
+            raise SchemaInMotion(f"table {name!r} is gone again (a migration in progress)")
+        try:
+            await asyncio.to_thread(capture.install, session.live, [table])
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            raise SchemaInMotion(f"table {name!r} is gone again ({exc})") from None
         async with conn.transaction():
             await state.apply_lock(conn)
             frozen = await asyncio.to_thread(open_frozen_brief, cfg.source, cfg.state_path,
                                              cfg.busy_timeout_ms)
             try:
-                live = (await asyncio.to_thread(inspect, frozen.conn)).tables[name]
+                live = (await asyncio.to_thread(inspect, frozen.conn)).tables.get(name)
+                if live is None:
+                    raise SchemaInMotion(f"table {name!r} is gone again (a migration in progress)")
                 cen = await asyncio.to_thread(
                     quick_census, frozen.conn, live, text_columns=text_census_columns(live))
                 plan = await self._plan(live, cen)

@@ -74,6 +74,12 @@ class AwaitingTarget(DriftError):
     migration to the target."""
 
 
+class SchemaInMotion(DriftError):
+    """A table seen by one look at the schema was gone by the next (a migration that commits
+    step by step, like Alembic's batch mode on SQLite: a temporary table created, filled,
+    renamed): nothing is wrong; the schema is looked at again after a short pause."""
+
+
 class BadValueError(ReplicatorError):
     """A value that no column of the chosen type can hold exactly, with on_bad_value = "fail"."""
 

@@ -93,7 +93,7 @@ class TargetTable:
 
 _CATALOG_SQL = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS pg_type, t.typname,
-       t.typtype, a.atttypmod, a.attnotnull,
+       t.typtype = 'e' AS is_enum, a.atttypmod, a.attnotnull,
        a.atthasdef OR a.attidentity <> '' AS has_default, a.attgenerated <> '' AS generated,
        CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel FROM pg_enum e
             WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END AS labels
@@ -111,7 +111,7 @@ async def read_catalog(conn: asyncpg.Connection, schema: str) -> dict[str, Targe
     tables: dict[str, dict[str, TargetColumn]] = {}
     for r in await conn.fetch(_CATALOG_SQL, schema):
         mod = r["atttypmod"]
-        base = "enum" if r["typtype"] == "e" else r["typname"]
+        base = "enum" if r["is_enum"] else r["typname"]
         length = mod - 4 if base in ("varchar", "bpchar") and mod >= 4 else None
         precision = scale = None
         if base == "numeric" and mod >= 4:
@@ -156,6 +156,11 @@ _RULES: dict[str, tuple[str, str]] = {
 }
 
 
+_READS = {"django": "Django reads it (15 digits, then half-even)",
+          "activerecord": "ActiveRecord reads it (half-up)",
+          "exact": "SQLAlchemy reads it (the float's exact value, half-even)"}
+
+
 def conversion(tcol: TargetColumn, rule: str | None) -> tuple[str, str] | None:
     """The converter id and its rule for a target column; None when no exact conversion exists."""
     if tcol.base in ("varchar", "bpchar") and tcol.length is not None:
@@ -167,8 +172,7 @@ def conversion(tcol: TargetColumn, rule: str | None) -> tuple[str, str] | None:
         conv = f"scaled:{tcol.precision}:{tcol.scale}" + (f":{rule}" if rule else "")
         text = (f"integers and reals within numeric({tcol.precision},{tcol.scale}); a REAL with "
                 f"more than {tcol.scale} decimal digits is ")
-        return conv, text + (f"rounded {rule.replace('_', '-')} to the scale (round_to_scale), as "
-                             + ("ActiveRecord" if rule == "half_up" else "Django") + " reads it"
+        return conv, text + (f"rounded to the scale as {_READS[rule]} (round_to_scale)"
                              if rule else
                              "refused (set round_to_scale = true to round it as the app reads it)")
     if tcol.base == "enum":

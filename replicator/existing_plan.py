@@ -96,8 +96,8 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config,
                  "exact": not c["refused"] and not c["rounded"]}
         columns.append(entry)
         for reason, (n, key) in c["refused"].items():
-            attention.append(f"{table.name}.{col.name} -> {col.pg_type}: {n} value(s) refused "
-                             f"({reason}; policy {col.policy}; sample key {key})")
+            attention.append(f"{table.name}.{col.name} -> {col.pg_type}: {n} value(s) refused: "
+                             f"{reason} (policy {col.policy}; e.g. {key})")
         if c["would_round"]:
             n, most = c["would_round"]
             attention.append(f"{table.name}.{col.name}: {n} REAL value(s) have more decimal digits "
@@ -116,7 +116,7 @@ def _scan(conn: sqlite3.Connection, table: Table, plan: TablePlan) -> dict[str, 
     and for numeric(p,s) what rounding changes or would change."""
     convs = [converter(c) for c in plan.columns]
     rule = rounding(True, table)
-    rounders = [_rounder(c, rule or "half_even") for c in plan.columns]
+    rounders = [_rounder(c, rule or "exact") for c in plan.columns]
     out: dict[str, dict[str, Any]] = {c.name: {"values": 0, "refused": {}, "rounded": 0,
                                                "max_rounding": Decimal(0), "would_round": None}
                                       for c in plan.columns}
@@ -134,8 +134,9 @@ def _scan(conn: sqlite3.Connection, table: Table, plan: TablePlan) -> dict[str, 
                 try:
                     got = fn(v)
                 except BadValue as exc:
-                    n, first = c["refused"].get(exc.reason, (0, key))
-                    c["refused"][exc.reason] = (n + 1, first)
+                    group = _group(exc.reason)
+                    n, first = c["refused"].get(group, (0, f"key {key}: {exc.reason}"))
+                    c["refused"][group] = (n + 1, first)
                     if rounder is not None:
                         _note_rounding(c, "would_round", v, rounder)
                     continue
@@ -143,6 +144,14 @@ def _scan(conn: sqlite3.Connection, table: Table, plan: TablePlan) -> dict[str, 
                     c["rounded"] += 1
                     c["max_rounding"] = max(c["max_rounding"], abs(got - Decimal(repr(v))))
     return out
+
+
+def _group(reason: str) -> str:
+    """A refusal without its value ("REAL 1.239 cannot be stored exactly in numeric(10,2)" ->
+    "REAL values that cannot be stored exactly in numeric(10,2)"), to count them together."""
+    head, sep, tail = reason.partition(" cannot be stored exactly in ")
+    return f"{head.split(' ', 1)[0]} values that cannot be stored exactly in {tail}" if sep \
+        else reason
 
 
 def _rounds(col: ColumnPlan) -> bool:
@@ -178,7 +187,7 @@ def render(report: dict[str, Any]) -> str:
                        f"{c['target']:22} {c['target_type']:28} {c['values']} value(s)")
             out.append(f"       {c['rule']}")
             for reason, (n, key) in c["refused"].items():
-                out.append(f"       !! {n} refused: {reason} (e.g. key {key})")
+                out.append(f"       !! {n} refused: {reason} (e.g. {key})")
             if c["rounded"]:
                 out.append(f"       {c['rounded']} rounded to the scale, each by at most "
                            f"{c['max_rounding']} (round_to_scale = true)")

@@ -193,7 +193,8 @@ def inspect(conn: sqlite3.Connection) -> Schema:
 
 
 # An ORM's migration-record table -> the framework (whose conventions ``conventions`` knows)
-FRAMEWORKS = {"django_migrations": "django", "ar_internal_metadata": "rails"}
+FRAMEWORKS = {"django_migrations": "django", "ar_internal_metadata": "rails",
+              "alembic_version": "sqlalchemy"}
 
 
 def _inspect_table(conn: sqlite3.Connection, name: str, wr: bool, strict: bool) -> Table:

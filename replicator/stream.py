@@ -27,6 +27,7 @@ from .errors import (
     POOLER_HINT,
     AwaitingTarget,
     ReplicatorError,
+    SchemaInMotion,
     SourceReplaced,
     StartupError,
     is_busy_sqlite,
@@ -346,13 +347,18 @@ class Stream:
         if isinstance(exc, sqlite3.OperationalError) and is_busy_sqlite(exc):
             metrics.SQLITE_BUSY_RETRIES.inc()
             return backoff(errors, base=0.05, cap=1.0)
+        if isinstance(exc, SchemaInMotion):  # a migration committing step by step: look again
+            _log.info("schema_in_motion", detail=str(exc))
+            session.schema_version = None
+            return 0.5
         if isinstance(exc, AwaitingTarget):  # a migration applied to SQLite, not yet to the target
+            first = session.progress.state != "waiting"  # counted apart from other errors
             session.progress.set_state("waiting")
-            if errors == 1 or errors % 12 == 0:
+            if first or errors % 12 == 0:
                 _log.warning("awaiting_target", waiting=str(exc), attempt=errors)
             with contextlib.suppress(Exception):
                 await state.set_state(session.conn, "waiting", error=log.scrub(str(exc)))
-                if errors == 1:
+                if first:
                     await state.event(session.conn, "awaiting_target", None, detail=str(exc))
             session.schema_version = None  # look at the schema again before the next try
             return 5.0

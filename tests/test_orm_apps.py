@@ -2,149 +2,113 @@
 Postgres (``target.schema_mode = "existing"``), and then the same application run on Postgres:
 its read queries must answer as on SQLite and its writes must work (issue 11).
 
-The apps live in tests/apps/: Django (django_shop) and SQLAlchemy + Alembic (sqla_ledger).
+The apps live in tests/apps/: Django (django_shop), SQLAlchemy + Alembic (sqla_ledger) and
+ActiveRecord 6.1 (ar_store, Debian's Ruby packages); tests/support/orm_apps drives them.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
 import pytest
 
-from .support.helpers import Daemon, cli, pg_state, wait_for, wait_streaming
-
-APPS = Path(__file__).resolve().parent / "apps"
-DJANGO = APPS / "django_shop" / "app.py"
+from .support.helpers import cli
+from .support.orm_apps import (
+    APPS,
+    AR_STORE,
+    DJANGO,
+    EXISTING,
+    LEDGER,
+    activerecord_missing,
+    assert_app_same_on_postgres,
+    foreign_keys,
+    migrate_live_and_cut_over,
+    plan_existing,
+)
 
 pytestmark = pytest.mark.slow
 
-EXISTING = """
-[target]
-schema_mode = "existing"
-[replication]
-round_to_scale = true
-[verify]
-interval = 0
-"""
-
-
-def app(script: Path, db: str | Path, *args: str, stage: int = 1, check: bool = True
-        ) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(script), str(db), *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "SHOP_STAGE": str(stage)})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{script.parent.name} {args}: exit {proc.returncode}\n"
-                             f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def app_json(script: Path, db: str | Path, *args: str, stage: int = 1) -> dict:
-    return json.loads(app(script, db, *args, stage=stage).stdout)
-
-
-def same_reads(sqlite_answers: dict, pg_answers: dict, numeric: set[str]) -> list[str]:
-    """The answers that differ. ``numeric``: answers compared as decimal values (SQLite sums a
-    decimal column as floats and Django renders the float's digits; Postgres sums exactly)."""
-    out = []
-    for key, value in sqlite_answers.items():
-        other = pg_answers.get(key)
-        if key in numeric and value is not None and other is not None:
-            if Decimal(value) != Decimal(other):
-                out.append(f"{key}: {value!r} vs {other!r}")
-        elif value != other:
-            out.append(f"{key}: {value!r} vs {other!r}")
-    return out
-
-
-async def _foreign_keys(dsn: str) -> dict[str, bool]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT conname, convalidated FROM pg_constraint WHERE contype = 'f' "
-                                "AND connamespace = 'public'::regnamespace")
-        return {r["conname"]: r["convalidated"] for r in rows}
-    finally:
-        await conn.close()
-
 
 async def test_django_app_runs_on_the_schema_its_orm_made(tmp_path, target_dsn):
+    """A Django 6 shop (UUIDField, JSONField, DecimalField, BooleanField, aware DateTimeField,
+    DateField, FK, M2M, choices); its migration 0002 adds a field and alters another, which
+    Django's SQLite backend applies by rebuilding both tables."""
     db = tmp_path / "shop.sqlite3"
-    app(DJANGO, db, "migrate", "0001")
-    app(DJANGO, db, "seed", "150")
-    app(DJANGO, target_dsn, "migrate", "0001")  # the ORM makes the Postgres schema
-    fks = await _foreign_keys(target_dsn)
+    DJANGO.run(db, "migrate", DJANGO.first)
+    DJANGO.run(db, "seed", "150")
+    DJANGO.run(target_dsn, "migrate", DJANGO.first)  # the ORM makes the Postgres schema
+    fks = await foreign_keys(target_dsn)
     assert fks and all(fks.values())
-
-    # plan --target: side by side; the REAL prices F() arithmetic left beyond the scale are named
-    # with the rounding they need, and the plan fails until rounding is configured.
-    plain = cli("plan", "--source", str(db), "--target", target_dsn, "--json")
-    assert plain.returncode == 1, plain.stderr
-    report = json.loads(plain.stdout)
-    assert any("shop_product.price" in a and "round_to_scale" in a for a in report["attention"])
+    # F("price") + 0.01 left REAL prices beyond the scale: named until rounding is configured.
+    report = plan_existing(DJANGO, db, target_dsn, tmp_path / "existing.toml", "shop_product.price")
     customer = next(t for t in report["tables"] if t["name"] == "shop_customer")
     types = {c["name"]: c["target_type"] for c in customer["columns"]}
     assert types["uid"] == "uuid" and types["prefs"] == "jsonb"
-    assert report["migrations"]["same"]
-    config = tmp_path / "existing.toml"
-    config.write_text(EXISTING)
-    ok = cli("plan", "--source", str(db), "--target", target_dsn, "--config", str(config))
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    await migrate_live_and_cut_over(DJANGO, db, target_dsn, tmp_path / "existing.toml", "nickname")
+    # revenue: an exact numeric sum on Postgres where SQLite summed floats
+    await assert_app_same_on_postgres(DJANGO, db, target_dsn, numeric={"revenue"}, writes=6,
+                                      fks=fks)
 
-    daemon = Daemon(db, target_dsn, config=EXISTING)
-    try:
-        await wait_streaming(target_dsn, daemon)
-        # The app keeps writing through its ORM while the daemon streams.
-        churn = subprocess.Popen([sys.executable, str(DJANGO), str(db), "churn", "1", "120"],
-                                 env={**os.environ, "SHOP_STAGE": "1"}, stderr=subprocess.PIPE,
-                                 text=True)
-        _out, err = churn.communicate(timeout=300)
-        assert churn.returncode == 0, err
-        # A migration on SQLite first (Django rebuilds both tables): the daemon waits, naming
-        # what the target lacks, and resumes by itself once the same migration reaches Postgres.
-        app(DJANGO, db, "migrate", stage=2)
-        app(DJANGO, db, "churn", "2", "30", stage=2)
 
-        async def waiting():
-            st = await pg_state(target_dsn)
-            return st and st["state"] == "waiting" and "nickname" in (st["error"] or "")
+async def test_sqlalchemy_alembic_app_runs_on_the_schema_alembic_made(tmp_path, target_dsn):
+    """SQLAlchemy 2 models (Uuid, JSON/JSONB, Numeric, native Enum, aware and naive DateTime,
+    Date, cascading FK, M2M) and Alembic revisions; 0002 runs in batch mode (ADD COLUMN, and a
+    table rebuilt by move and copy, committed step by step on SQLite)."""
+    db = tmp_path / "ledger.sqlite3"
+    LEDGER.run(db, "migrate", LEDGER.first)
+    LEDGER.run(db, "seed", "150")
+    LEDGER.run(target_dsn, "migrate", LEDGER.first)  # alembic upgrade makes the Postgres schema
+    fks = await foreign_keys(target_dsn)
+    assert len(fks) == 3 and all(fks.values())
+    report = plan_existing(LEDGER, db, target_dsn, tmp_path / "existing.toml", "entry.amount")
+    columns = {(t["name"], c["name"]): c["target_type"] for t in report["tables"]
+               for c in t["columns"]}
+    assert columns[("account", "uid")] == "uuid" and columns[("account", "meta")] == "jsonb"
+    assert columns[("account", "kind")] == "account_kind"  # a native enum: labels checked
+    assert columns[("entry", "amount")] == "numeric(12,2)"
+    assert columns[("entry", "booked")] == "timestamp with time zone"
+    assert columns[("entry", "created")] == "timestamp without time zone"
+    await migrate_live_and_cut_over(LEDGER, db, target_dsn, tmp_path / "existing.toml", "nickname")
+    # Alembic's ON DELETE CASCADE acts again: the writes include a bulk delete only it completes.
+    await assert_app_same_on_postgres(LEDGER, db, target_dsn, numeric={"total"}, writes=7, fks=fks)
 
-        await wait_for(waiting, 60, "the daemon waiting for the target's migration", daemon)
-        app(DJANGO, target_dsn, "migrate", stage=2)
-        await wait_streaming(target_dsn, daemon)
-        app(DJANGO, db, "churn", "3", "30", stage=2)
-        done = cli("cutover", "--source", str(db), "--target", target_dsn, "--config", str(config),
-                   timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-    finally:
-        daemon.stop()
-    events = [e["event"] for e in daemon.events()]
-    assert "awaiting_target" in events and "recovered" in events
 
-    # Value by value, in the app's own meaning: every row of every model read through the ORM.
-    assert app_json(DJANGO, db, "dump", stage=2) == app_json(DJANGO, target_dsn, "dump", stage=2)
-    # The app's read queries answer the same (revenue: an exact numeric sum on Postgres).
-    differ = same_reads(app_json(DJANGO, db, "reads", stage=2),
-                        app_json(DJANGO, target_dsn, "reads", stage=2), numeric={"revenue"})
-    assert differ == []
-    # The target's foreign keys are back, validated; its sequences are past the copied keys.
-    assert await _foreign_keys(target_dsn) == fks
-    checks = app_json(DJANGO, target_dsn, "writes", stage=2)
-    assert checks == {k: "ok" for k in checks} and len(checks) == 6
+async def test_activerecord_app_runs_on_the_schema_rails_made(tmp_path, target_dsn):
+    """The same story for a Rails app: ActiveRecord's migrations made both schemas
+    (schema_migrations and ar_internal_metadata included), its models wrote the SQLite file
+    (decimals as REALs, booleans as 0/1, times as text, json as text); three prices are exact
+    halves, which ActiveRecord reads half-up where Django would read them half-even."""
+    missing = activerecord_missing()
+    if missing:
+        pytest.skip(missing)
+    db = tmp_path / "store.sqlite3"
+    AR_STORE.run(db, "migrate", AR_STORE.first)
+    AR_STORE.run(db, "seed", "60")
+    AR_STORE.run(target_dsn, "migrate", AR_STORE.first)  # ActiveRecord makes the Postgres schema
+    fks = await foreign_keys(target_dsn)
+    assert len(fks) == 4 and all(fks.values())
+    report = plan_existing(AR_STORE, db, target_dsn, tmp_path / "existing.toml", "products.price")
+    stores = next(t for t in report["tables"] if t["name"] == "stores")
+    types = {c["name"]: c["target_type"] for c in stores["columns"]}
+    assert types["uid"] == "uuid" and types["settings"] == "jsonb"
+    await migrate_live_and_cut_over(AR_STORE, db, target_dsn, tmp_path / "existing.toml",
+                                    "nickname")
+    # price_total: SQLite sums the unrounded REALs (and ActiveRecord rounds that sum to the
+    # scale: up to 0.005), Postgres the prices as the app reads each row (the three exact halves
+    # are 0.005 each above their REALs)
+    await assert_app_same_on_postgres(AR_STORE, db, target_dsn, numeric={"price_total"}, writes=6,
+                                      within={"price_total": Decimal("0.02")}, fks=fks)
 
 
 async def test_existing_schema_refusals_name_what_to_do(tmp_path, target_dsn):
     """Refused before anything is written to either side: migrations that differ, a missing
     table; and a target table holding rows the replicator did not write."""
     db = tmp_path / "shop.sqlite3"
-    app(DJANGO, db, "migrate", stage=2)
-    app(DJANGO, db, "seed", "5", stage=2)
-    app(DJANGO, target_dsn, "migrate", "0001")
+    DJANGO.run(db, "migrate", stage=2)
+    DJANGO.run(db, "seed", "5", stage=2)
+    DJANGO.run(target_dsn, "migrate", DJANGO.first)
     config = tmp_path / "existing.toml"
     config.write_text(EXISTING)
     run = cli("run", "--source", str(db), "--target", target_dsn, "--config", str(config),
@@ -156,7 +120,7 @@ async def test_existing_schema_refusals_name_what_to_do(tmp_path, target_dsn):
         ours = src.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '_replicator%'")
         assert ours.fetchone()[0] == 0, "nothing may be written to SQLite"
 
-    app(DJANGO, target_dsn, "migrate", stage=2)
+    DJANGO.run(target_dsn, "migrate", stage=2)
     conn = await asyncpg.connect(target_dsn)
     try:
         await conn.execute("INSERT INTO shop_tag (name) VALUES ('made on postgres')")
@@ -179,4 +143,3 @@ def test_app_is_importable():
     """The test apps' own code compiles (a syntax error would only show inside a slow test)."""
     for path in APPS.rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
-

@@ -6,14 +6,11 @@ fact a bare SQLite DECIMAL does not hold) the app answers on Postgres as on SQLi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from .support.helpers import Daemon, cli, wait_streaming
-from .test_orm_apps import DJANGO, app, app_json, same_reads
+from .support.orm_apps import DJANGO, assert_app_same_on_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +30,8 @@ type = "numeric(12,2)"
 
 async def test_django_app_runs_on_the_inferred_schema(tmp_path, target_dsn):
     db = tmp_path / "shop.sqlite3"
-    app(DJANGO, db, "migrate", stage=2)
-    app(DJANGO, db, "seed", "120", stage=2)
+    DJANGO.run(db, "migrate", stage=2)
+    DJANGO.run(db, "seed", "120", stage=2)
     plan = cli("plan", "--source", str(db), "--json")
     report = json.loads(plan.stdout)
     columns = {(t["name"], c["name"]): c for t in report["tables"] for c in t["columns"]}
@@ -50,18 +47,10 @@ async def test_django_app_runs_on_the_inferred_schema(tmp_path, target_dsn):
     daemon = Daemon(db, target_dsn, config=PINNED)
     try:
         await wait_streaming(target_dsn, daemon)
-        churn = subprocess.run([sys.executable, str(DJANGO), str(db), "churn", "4", "90"],
-                               env={**os.environ, "SHOP_STAGE": "2"}, capture_output=True,
-                               text=True, timeout=300)
-        assert churn.returncode == 0, churn.stderr
+        DJANGO.run(db, "churn", "4", "90", stage=2)
         done = cli("cutover", "--source", str(db), "--target", target_dsn, "--config", str(config),
                    timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         daemon.stop()
-    assert app_json(DJANGO, db, "dump", stage=2) == app_json(DJANGO, target_dsn, "dump", stage=2)
-    differ = same_reads(app_json(DJANGO, db, "reads", stage=2),
-                        app_json(DJANGO, target_dsn, "reads", stage=2), numeric={"revenue"})
-    assert differ == []
-    checks = app_json(DJANGO, target_dsn, "writes", stage=2)
-    assert checks == {k: "ok" for k in checks} and len(checks) == 6
+    await assert_app_same_on_postgres(DJANGO, db, target_dsn, numeric={"revenue"}, writes=6)

@@ -62,7 +62,8 @@ def seed(n: int) -> None:
             products.append(p)
         # Prices raised through the database, as apps do: float arithmetic in SQLite's REAL
         # column leaves digits beyond the declared scale (930.1899999999999).
-        Product.objects.filter(pk__in=[p.pk for p in products[::3]]).update(price=F("price") + Decimal("0.01"))
+        raised = [p.pk for p in products[::3]]
+        Product.objects.filter(pk__in=raised).update(price=F("price") + Decimal("0.01"))
         for i in range(n):
             c = Customer.objects.create(
                 name=f"Customer {i}", email=f"c{i}@example.com",
