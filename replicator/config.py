@@ -46,6 +46,7 @@ class ColumnOverride:
     on_bad_value: str | None = None
     target: str | None = None  # existing schema: the target column's name, when it differs
     round_to_scale: bool | str | None = None  # REALs rounded into numeric(p,s) (conventions)
+    epoch: str | None = None  # numbers in a timestamp column: "s", "ms", "us" or "julian"
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
             where = f"tables.{table}.columns.{column}"
             if not isinstance(cbody, dict):
                 raise ConfigError(f"config: {where} must be a table")
-            unknown = set(cbody) - {"type", "on_bad_value", "target", "round_to_scale"}
+            unknown = set(cbody) - {"type", "on_bad_value", "target", "round_to_scale", "epoch"}
             if unknown:
                 raise ConfigError(f"config: {where}: unknown key(s) {sorted(unknown)}")
             typ, policy = cbody.get("type"), cbody.get("on_bad_value")
@@ -264,8 +265,12 @@ def _parse_tables(body: Any) -> tuple[dict[tuple[str, str], ColumnOverride], dic
                 raise ConfigError(f"config: {where}.round_to_scale: expected true, false, "
                                   f"\"django\", \"activerecord\" or \"exact\", got {rounding!r}")
             target = _name(f"{where}.target", cbody["target"]) if "target" in cbody else None
+            epoch = cbody.get("epoch")
+            if epoch is not None and epoch not in ("s", "ms", "us", "julian"):
+                raise ConfigError(f"config: {where}.epoch: {epoch!r} is not one of 's', 'ms', "
+                                  "'us', 'julian'")
             out[(table, column)] = ColumnOverride(type=typ, on_bad_value=policy, target=target,
-                                                  round_to_scale=rounding)
+                                                  round_to_scale=rounding, epoch=epoch)
     return out, renames
 
 

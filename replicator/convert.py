@@ -174,6 +174,44 @@ def _ts_naive(v: Any) -> datetime:
     raise ValueError
 
 
+# Numbers as points in time (``epoch`` per column): unix seconds, milliseconds (Prisma's DateTime
+# in SQLite), microseconds, or Julian day numbers (SQLite's julianday()).
+EPOCHS = ("s", "ms", "us", "julian")
+_PER_SECOND = {"s": 1, "ms": 1000, "us": 1_000_000}
+_JULIAN_UNIX = 2440587.5  # the Julian day of 1970-01-01 00:00 UTC
+
+
+def _from_number(v: Any, unit: str) -> datetime:
+    """An integer in ``unit`` since 1970 (UTC), exact to the microsecond; a Julian day (REAL)
+    only when the timestamp, turned back into a Julian day, gives the very same float."""
+    if unit == "julian":
+        if type(v) not in (int, float) or not math.isfinite(v):
+            raise ValueError
+        micros = round((v - _JULIAN_UNIX) * 86_400_000_000)
+        out = _EPOCH + timedelta(microseconds=micros)
+        if (out - _EPOCH) / timedelta(days=1) + _JULIAN_UNIX != v:
+            raise ValueError
+        return out
+    if type(v) is not int:
+        raise ValueError
+    per = _PER_SECOND[unit]
+    if not -62135596800 * per <= v <= 253402300799 * per:
+        raise ValueError
+    return _EPOCH + timedelta(microseconds=v * (1_000_000 // per))
+
+
+def _ts_epoch(unit: str, naive: bool) -> Callable[[Any], datetime]:
+    """ISO text in any layout, or a number in ``unit`` (``EPOCHS``)."""
+
+    def convert(v: Any) -> datetime:
+        if type(v) is str:
+            return _parse_iso(v, naive=naive)
+        out = _from_number(v, unit)
+        return out.replace(tzinfo=None) if naive else out
+
+    return convert
+
+
 def _date_text(v: Any) -> date:
     if type(v) is str and DATE_TEXT.fullmatch(v):
         return date.fromisoformat(v)
@@ -354,13 +392,21 @@ ACCEPTS: dict[str, set[str]] = {
 }
 
 
+def accepts(conv: str) -> set[str]:
+    """The storage classes a converter id (with its arguments) can take at all."""
+    out = set(ACCEPTS.get(conv.split(":")[0], {"text"}))
+    return out | {"real"} if conv.endswith(":julian") else out
+
+
 def _base_converter(conv: str) -> Callable[[Any], Any]:
     """A converter id, with its arguments after the first colon where it has any:
-    ``ts_text:<layout>``, ``varchar:<n>``, ``char:<n>``, ``scaled:<p>:<s>[:<rounding>]``,
-    ``enum:<JSON list of labels>``."""
+    ``ts_text:<layout>``, ``ts_any:<epoch>``, ``ts_naive:<epoch>``, ``varchar:<n>``,
+    ``char:<n>``, ``scaled:<p>:<s>[:<rounding>]``, ``enum:<JSON list of labels>``."""
     kind, _, arg = conv.partition(":")
     if kind == "ts_text":
         return _ts_text(arg)
+    if kind in ("ts_any", "ts_naive") and arg:  # ts_any:ms -- numbers in that unit
+        return _ts_epoch(arg, naive=kind == "ts_naive")
     if kind in ("varchar", "char"):
         return _chars(int(arg), pad=kind == "char")
     if kind == "scaled":

@@ -48,7 +48,7 @@ from . import ddl, state
 from .census import ColumnCensus, TableCensus
 from .config import Config
 from .conventions import rounding
-from .convert import ACCEPTS, key_to_json
+from .convert import accepts, key_to_json
 from .errors import AwaitingTarget, StartupError
 from .objects import table_objects
 from .plans import ColumnPlan, TablePlan, pg_ident
@@ -161,8 +161,19 @@ _READS = {"django": "Django reads it (15 digits, then half-even)",
           "exact": "SQLAlchemy reads it (the float's exact value, half-even)"}
 
 
-def conversion(tcol: TargetColumn, rule: str | None) -> tuple[str, str] | None:
-    """The converter id and its rule for a target column; None when no exact conversion exists."""
+_UNITS = {"s": "unix seconds", "ms": "unix milliseconds", "us": "unix microseconds",
+          "julian": "Julian day numbers (only where the timestamp gives back the same float)"}
+
+
+def conversion(tcol: TargetColumn, rule: str | None, epoch: str | None = None
+               ) -> tuple[str, str] | None:
+    """The converter id and its rule for a target column; None when no exact conversion exists.
+    ``epoch``: the unit of numbers in a timestamp column (config), unix seconds by default."""
+    if tcol.base in ("timestamptz", "timestamp") and epoch:
+        kind = "ts_any" if tcol.base == "timestamptz" else "ts_naive"
+        return (f"{kind}:{epoch}", "ISO-8601 text in any layout" + (" (without a zone: UTC)" if
+                kind == "ts_any" else " without a zone") + f", and numbers as {_UNITS[epoch]} "
+                "(epoch, set in config)")
     if tcol.base in ("varchar", "bpchar") and tcol.length is not None:
         kind = "varchar" if tcol.base == "varchar" else "char"
         return (f"{kind}:{tcol.length}", f"text of at most {tcol.length} characters; numbers in "
@@ -233,7 +244,7 @@ def _fit_column(table: Table, col: Column, tcol: TargetColumn, cen: ColumnCensus
     override = cfg.column_override(table.name, col.name)
     setting = override.round_to_scale if override.round_to_scale is not None \
         else cfg.round_to_scale
-    found = conversion(tcol, rounding(setting, table))
+    found = conversion(tcol, rounding(setting, table), override.epoch)
     why = None
     if override.type:
         why = (f"column {table.name}.{col.name}: type overrides do not apply to an existing "
@@ -245,7 +256,7 @@ def _fit_column(table: Table, col: Column, tcol: TargetColumn, cen: ColumnCensus
         found = ("text", "")
     conv, rule = found
     present = cen.present() if cen else set()
-    accepted = ACCEPTS.get(conv.split(":")[0], {"text"})
+    accepted = accepts(conv)
     problems = tuple(f"{cen.counts[c]} {c.upper()} value(s) have no {tcol.pg_type} form"
                      for c in sorted(present - accepted)) if cen else ()
     return ColumnPlan(

@@ -16,7 +16,7 @@ from typing import Any
 from . import ddl, objects
 from .census import census, sample_key
 from .config import Config
-from .convert import ACCEPTS
+from .convert import accepts
 from .errors import ConfigError
 from .plans import ColumnPlan, TablePlan
 from .quoting import qi
@@ -107,7 +107,7 @@ def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[st
     q = qi(col.name)
     base = col.conv.split(":")[0]
     out = {}
-    rejected = [c for c in ("integer", "real", "text", "blob") if c not in ACCEPTS.get(base, set())]
+    rejected = [c for c in ("integer", "real", "text", "blob") if c not in accepts(col.conv)]
     if rejected:
         classes = ", ".join(repr(c) for c in rejected)
         out["storage class"] = sample_key(conn, table, f"typeof({q}) IN ({classes})")

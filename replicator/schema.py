@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from .census import ColumnCensus, TableCensus
 from .config import NUMERIC_PS, Config
 from .conventions import hint, rounding
-from .convert import ACCEPTS
+from .convert import accepts
 from .declared import affinity, type_hint
 from .errors import ConfigError
 from .objects import table_objects
@@ -63,7 +63,10 @@ def plan_column(table: Table, col: Column, cen: ColumnCensus | None, cfg: Config
     if override.type:
         setting = override.round_to_scale if override.round_to_scale is not None \
             else cfg.round_to_scale
-        choice = _Choice(override.type, _conv_for(override.type, rounding(setting, table)),
+        conv = _conv_for(override.type, rounding(setting, table))
+        if override.epoch and conv in ("ts_any", "ts_naive"):
+            conv = f"{conv}:{override.epoch}"
+        choice = _Choice(override.type, conv,
                          f"config override: type = {override.type!r}")
     problems = _problems(choice.conv, present, cen) if cen else []
     pg_name = pg_ident(col.name, cfg.identifiers)
@@ -277,7 +280,7 @@ def _conv_for(pg_type: str, rule: str | None = None) -> str:
 
 def _problems(conv: str, present: set[str], cen: ColumnCensus) -> list[str]:
     base = conv.split(":")[0]
-    accepted = ACCEPTS.get(base, {"text"})
+    accepted = accepts(conv)
     out = []
     for cls in sorted(present - accepted):
         out.append(f"{cen.counts[cls]} {cls.upper()} value(s) cannot be stored as {conv}")

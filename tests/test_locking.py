@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,22 @@ def writes(daemon: Daemon, what: str | None = None) -> list[dict]:
             and (what is None or e["what"] == what)]
 
 
+def beside(result: dict, daemon: Daemon) -> list[str]:
+    """Each error the app saw, lined up with the daemon's nearest write to the file (what it was,
+    how it was taken, and how far apart in ms): a failure says which step it came from."""
+    out = []
+    events = [(datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp(), e)
+              for e in writes(daemon)]
+    for t in result.get("error_times", []):
+        if not events:
+            out.append(f"error at {t:.3f}: the daemon wrote nothing")
+            continue
+        at, e = min(events, key=lambda pair: abs(pair[0] - t))
+        out.append(f"error {1000 * (t - at):+.1f} ms from {e['what']} ({e['how']}, held "
+                   f"{e.get('held_ms')} ms)")
+    return out
+
+
 async def wait_for_event(daemon: Daemon, pred, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not any(pred(e) for e in daemon.events()):
@@ -103,7 +120,7 @@ async def test_rollback_journal_the_app_sees_no_error_from_install_snapshot_stre
             proc.kill()
         daemon.stop()
     assert control["errors"] == 0
-    assert result["errors"] == control["errors"], result["messages"]
+    assert result["errors"] == control["errors"], (result["messages"], beside(result, daemon))
     assert writes(daemon, "install")
     assert not [e for e in daemon.events() if e.get("event") == "source_write_forced"]
     await compare_all(db, target_dsn, expect_quarantined={})
@@ -134,7 +151,7 @@ async def test_wal_the_app_sees_no_error_and_the_daemon_writes_nothing_while_str
             proc.kill()
         daemon.stop()
     assert control["errors"] == 0
-    assert result["errors"] == control["errors"], result["messages"]
+    assert result["errors"] == control["errors"], (result["messages"], beside(result, daemon))
     assert [e["what"] for e in writes(daemon)] == ["install"]
     log_rows = sqlite3.connect(db).execute("SELECT count(*) FROM _replicator_log").fetchone()[0]
     assert log_rows >= result["txns"]  # every change kept: pruned at cutover, not while streaming

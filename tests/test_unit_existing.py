@@ -14,6 +14,7 @@ import json
 import math
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -217,6 +218,7 @@ def test_config_for_existing_schemas(tmp_path):
                         ('[tables.T.columns.c]\ntype = "numeric(2,5)"\n', "tables.T.columns.c.type"),
                         ('[tables.T.columns.c]\nround_to_scale = "yes"\n', "round_to_scale"),
                         ('[replication]\nround_to_scale = "up"\n', "replication.round_to_scale"),
+                        ('[tables.T.columns.c]\nepoch = "ns"\n', "tables.T.columns.c.epoch"),
                         ('[tables.T]\ntarget = ""\n', "tables.T.target")):
         bad = tmp_path / "bad.toml"
         bad.write_text(body)
@@ -240,3 +242,32 @@ def test_numeric_ps_override_in_the_inferred_schema(tmp_path):
     assert conversion(TargetColumn("x", "uuid", "uuid", False, False, False), False)[0] == \
         "uuid_any"
 
+
+
+@given(ms=st.integers(-62135596800 * 1000, 253402300799 * 1000),
+       unit=st.sampled_from(["s", "ms", "us"]))
+def test_epoch_numbers_are_exact_points_in_time(ms, unit):
+    """Prisma keeps DateTime as unix milliseconds: every in-range integer is an exact instant."""
+    per = {"s": 1, "ms": 1000, "us": 1_000_000}[unit]
+    v = ms * per // 1000
+    got = conv(f"ts_any:{unit}")(v)
+    back = (got - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1_000_000 // per)
+    assert back == v
+    assert conv(f"ts_naive:{unit}")(v) == got.replace(tzinfo=None)
+    with pytest.raises(BadValue):
+        conv(f"ts_any:{unit}")(253402300800 * per)  # past year 9999
+    assert conv(f"ts_any:{unit}")("2026-11-30 05:00:00") == datetime(2026, 11, 30, 5, tzinfo=UTC)
+
+
+@given(jd=st.floats(2400000.5, 2500000.5))
+def test_julian_days_only_where_the_instant_gives_the_same_float(jd):
+    try:
+        got = conv("ts_any:julian")(jd)
+    except BadValue:
+        return  # refused: no microsecond instant turns back into this float
+    assert (got - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(days=1) + 2440587.5 == jd
+
+
+def test_julian_days_that_are_instants_are_taken():
+    assert conv("ts_any:julian")(2460000.5) == datetime(2023, 2, 25, tzinfo=UTC)  # as SQLite says
+    assert conv("ts_any:julian")(2440587.75) == datetime(1970, 1, 1, 6, tzinfo=UTC)
