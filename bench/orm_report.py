@@ -24,26 +24,16 @@ from tests.support.helpers import cli  # noqa: E402
 from tests.support.orm_apps import (  # noqa: E402
     AR_STORE,
     DJANGO,
+    DJANGO_PINNED,
     EXISTING,
     LEDGER,
     App,
     migrate_live_and_cut_over,
+    stream_and_cut_over,
 )
 
 APPS = {"django": (DJANGO, "revenue"), "sqlalchemy": (LEDGER, "total"),
         "activerecord": (AR_STORE, "price_total"), "django-inferred": (DJANGO, "revenue")}
-PINNED = """
-[replication]
-round_to_scale = true
-[verify]
-interval = 0
-[tables.shop_product.columns.price]
-type = "numeric(10,2)"
-[tables.shop_orderline.columns.unit_price]
-type = "numeric(10,2)"
-[tables.shop_order.columns.total]
-type = "numeric(12,2)"
-"""
 
 
 async def story(name: str, work: Path) -> None:
@@ -55,11 +45,11 @@ async def story(name: str, work: Path) -> None:
     if inferred:
         app.run(db, "migrate", stage=2)
         app.run(db, "seed", "150", stage=2)
-        config.write_text(PINNED)
+        config.write_text(DJANGO_PINNED)
         plan = cli("plan", "--source", str(db), "--config", str(config))
         print(f"## {name}: `replicator plan` (inferred, Django conventions)\n\n```\n"
               f"{_app_tables(plan.stdout)}\n```\n")
-        await _inferred_run(app, db, target, config)
+        await stream_and_cut_over(app, db, target, config)
     else:
         app.run(db, "migrate", app.first)
         app.run(db, "seed", "150")
@@ -71,20 +61,6 @@ async def story(name: str, work: Path) -> None:
         await migrate_live_and_cut_over(app, db, target, config, "nickname")
     _compare(app, db, target, summed)
     cli("embedded", "drop", "--source", str(db))
-
-
-async def _inferred_run(app: App, db: Path, target: str, config: Path) -> None:
-    from tests.support.helpers import Daemon, wait_streaming
-
-    daemon = Daemon(db, target, config=PINNED)
-    try:
-        await wait_streaming(target, daemon)
-        app.run(db, "churn", "4", "90", stage=2)
-        done = cli("cutover", "--source", str(db), "--target", target, "--config", str(config),
-                   timeout=300)
-        assert done.returncode == 0, done.stderr
-    finally:
-        daemon.stop()
 
 
 def _app_tables(text: str) -> str:

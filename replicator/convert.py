@@ -411,8 +411,7 @@ def _base_converter(conv: str) -> Callable[[Any], Any]:
         return _chars(int(arg), pad=kind == "char")
     if kind == "scaled":
         p, s, *mode = arg.split(":")
-        return _scaled(int(p), int(s), {"round": "exact"}.get(mode[0], mode[0]) if mode
-                       else None)
+        return _scaled(int(p), int(s), mode[0] if mode else None)
     if kind == "enum":
         return _labels(tuple(json.loads(arg)))
     return CONVERTERS[conv]

@@ -267,7 +267,7 @@ class Stream:
         result = await self.step()
         loop.applied += result.entries if result else 0
         session.progress.applied += result.entries if result else 0
-        if loop.errors or session.progress.state == "waiting":
+        if loop.errors:
             _log.info("recovered", after_errors=loop.errors)
             session.progress.set_state("streaming")
             await session.bounded(state.set_state(session.conn, "streaming"),

@@ -9,23 +9,16 @@ import json
 
 import pytest
 
-from .support.helpers import Daemon, cli, wait_streaming
-from .support.orm_apps import DJANGO, assert_app_same_on_postgres
+from .support.helpers import cli
+from .support.orm_apps import (
+    DJANGO,
+    DJANGO_PINNED,
+    assert_app_same_on_postgres,
+    stream_and_cut_over,
+)
 
 pytestmark = pytest.mark.slow
 
-PINNED = """
-[replication]
-round_to_scale = true
-[verify]
-interval = 0
-[tables.shop_product.columns.price]
-type = "numeric(10,2)"
-[tables.shop_orderline.columns.unit_price]
-type = "numeric(10,2)"
-[tables.shop_order.columns.total]
-type = "numeric(12,2)"
-"""
 
 
 async def test_django_app_runs_on_the_inferred_schema(tmp_path, target_dsn):
@@ -43,14 +36,6 @@ async def test_django_app_runs_on_the_inferred_schema(tmp_path, target_dsn):
     assert any("numeric(p,s)" in n for n in columns[("shop_product", "price")]["notes"])
 
     config = tmp_path / "pinned.toml"
-    config.write_text(PINNED)
-    daemon = Daemon(db, target_dsn, config=PINNED)
-    try:
-        await wait_streaming(target_dsn, daemon)
-        DJANGO.run(db, "churn", "4", "90", stage=2)
-        done = cli("cutover", "--source", str(db), "--target", target_dsn, "--config", str(config),
-                   timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-    finally:
-        daemon.stop()
+    config.write_text(DJANGO_PINNED)
+    await stream_and_cut_over(DJANGO, db, target_dsn, config)
     await assert_app_same_on_postgres(DJANGO, db, target_dsn, numeric={"revenue"}, writes=6)

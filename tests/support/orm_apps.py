@@ -33,6 +33,22 @@ interval = 0
 """
 
 
+# The Django shop on the schema the replicator infers: its decimal scales pinned as the models
+# declare them (a bare SQLite DECIMAL does not hold them), rounded as Django reads them.
+DJANGO_PINNED = """
+[replication]
+round_to_scale = true
+[verify]
+interval = 0
+[tables.shop_product.columns.price]
+type = "numeric(10,2)"
+[tables.shop_orderline.columns.unit_price]
+type = "numeric(10,2)"
+[tables.shop_order.columns.total]
+type = "numeric(12,2)"
+"""
+
+
 @dataclass(frozen=True)
 class App:
     name: str
@@ -142,13 +158,28 @@ async def migrate_live_and_cut_over(app: App, db: Path, target_dsn: str, config:
         app.run(target_dsn, "migrate", stage=2)
         await wait_streaming(target_dsn, daemon)
         app.run(db, "churn", "3", "30", stage=2)
-        done = cli("cutover", "--source", str(db), "--target", target_dsn, "--config", str(config),
-                   timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
+        _cut_over(db, target_dsn, config)
     finally:
         daemon.stop()
     events = [e["event"] for e in daemon.events()]
     assert "awaiting_target" in events and "recovered" in events
+
+
+async def stream_and_cut_over(app: App, db: Path, target_dsn: str, config: Path) -> None:
+    """The daemon (with ``config``) streams while the app writes at stage 2; then cutover."""
+    daemon = Daemon(db, target_dsn, config=config.read_text())
+    try:
+        await wait_streaming(target_dsn, daemon)
+        app.run(db, "churn", "4", "90", stage=2)
+        _cut_over(db, target_dsn, config)
+    finally:
+        daemon.stop()
+
+
+def _cut_over(db: Path, target_dsn: str, config: Path) -> None:
+    done = cli("cutover", "--source", str(db), "--target", target_dsn, "--config", str(config),
+               timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 async def assert_app_same_on_postgres(app: App, db: Path, target_dsn: str, *, numeric: set[str],
