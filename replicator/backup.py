@@ -7,6 +7,7 @@ gzip-compressed next to the state directory, and the original is never touched o
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import time
@@ -33,3 +34,15 @@ def make_backup(source: Path, folder: Path) -> Path:
     _log.info("backup_written", path=str(target), bytes=target.stat().st_size,
               seconds=round(time.monotonic() - started, 3))
     return target
+
+
+def archive(source: Path, folder: Path) -> tuple[Path, str]:
+    """At the end of the fallback window: the file compressed next to the backups, with its
+    SHA-256 in ``<archive>.sha256`` (``sha256sum -c`` format). Returns (path, hex digest)."""
+    path = make_backup(source, folder)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    Path(str(path) + ".sha256").write_text(f"{digest.hexdigest()}  {path.name}\n")
+    return path, digest.hexdigest()

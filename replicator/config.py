@@ -91,6 +91,7 @@ class Config:
     drain_timeout: float = 30.0
     batch_timeout: float = 300.0
     follow_drops: bool = False
+    fallback: bool = False  # cutover opens the fallback window (reverse capture on Postgres)
     verify_interval: float = 6 * 3600.0
     verify_rate: float = 20_000.0
     verify_workers: int = max(1, min(8, os.cpu_count() or 1))
@@ -156,6 +157,7 @@ _SCHEMA: dict[tuple[str, str], tuple[str, type | tuple[type, ...], Any]] = {
     ("replication", "drain_timeout"): ("drain_timeout", (int, float), lambda v: 0 < v <= 3600),
     ("replication", "batch_timeout"): ("batch_timeout", (int, float), lambda v: 1 <= v <= 86400),
     ("replication", "follow_drops"): ("follow_drops", bool, None),
+    ("cutover", "fallback"): ("fallback", bool, None),
     ("verify", "interval"): ("verify_interval", (int, float), lambda v: v >= 0),
     ("verify", "rate"): ("verify_rate", (int, float), lambda v: v > 0),
     ("verify", "workers"): ("verify_workers", int, lambda v: 1 <= v <= 64),

@@ -177,8 +177,8 @@ def _ts_naive(v: Any) -> datetime:
 # Numbers as points in time (``epoch`` per column): unix seconds, milliseconds (Prisma's DateTime
 # in SQLite), microseconds, or Julian day numbers (SQLite's julianday()).
 EPOCHS = ("s", "ms", "us", "julian")
-_PER_SECOND = {"s": 1, "ms": 1000, "us": 1_000_000}
-_JULIAN_UNIX = 2440587.5  # the Julian day of 1970-01-01 00:00 UTC
+PER_SECOND = {"s": 1, "ms": 1000, "us": 1_000_000}
+JULIAN_UNIX = 2440587.5  # the Julian day of 1970-01-01 00:00 UTC
 
 
 def _from_number(v: Any, unit: str) -> datetime:
@@ -187,14 +187,14 @@ def _from_number(v: Any, unit: str) -> datetime:
     if unit == "julian":
         if type(v) not in (int, float) or not math.isfinite(v):
             raise ValueError
-        micros = round((v - _JULIAN_UNIX) * 86_400_000_000)
+        micros = round((v - JULIAN_UNIX) * 86_400_000_000)
         out = _EPOCH + timedelta(microseconds=micros)
-        if (out - _EPOCH) / timedelta(days=1) + _JULIAN_UNIX != v:
+        if (out - _EPOCH) / timedelta(days=1) + JULIAN_UNIX != v:
             raise ValueError
         return out
     if type(v) is not int:
         raise ValueError
-    per = _PER_SECOND[unit]
+    per = PER_SECOND[unit]
     if not -62135596800 * per <= v <= 253402300799 * per:
         raise ValueError
     return _EPOCH + timedelta(microseconds=v * (1_000_000 // per))

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from . import capture, ddl, existing, log, state
+from . import capture, ddl, existing, fallback, log, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import (
@@ -46,19 +46,25 @@ class VerificationFailed(ReplicatorError):
 
 
 async def cutover(cfg: Config, target: TargetDSN, *, timeout: float = 60.0,
-                  max_lag: float = 30.0, accept_quarantine: bool = False) -> dict[str, Any]:
+                  max_lag: float = 30.0, accept_quarantine: bool = False,
+                  with_fallback: bool | None = None) -> dict[str, Any]:
+    """``with_fallback`` (default: the config's ``cutover.fallback``) opens the fallback window:
+    reverse capture on Postgres, installed in the transaction that records the cutover."""
     rep = Replicator(cfg, target, mode="run")
     await rep.open()
+    window = cfg.fallback if with_fallback is None else with_fallback
     try:
-        return await _cutover(rep, cfg, target, timeout, max_lag, accept_quarantine)
+        return await _cutover(rep, cfg, target, timeout, max_lag, accept_quarantine, window)
     finally:
         await rep.close()
 
 
 async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: float,
-                   max_lag: float, accept_quarantine: bool) -> dict[str, Any]:
+                   max_lag: float, accept_quarantine: bool, window: bool) -> dict[str, Any]:
     session = rep.session
     pre = await _preflight(rep, max_lag)
+    if window:
+        _refuse_unkeyed(session)
     if not accept_quarantine:
         await _refuse_quarantine(session, "")
     tables = sorted(session.targets)
@@ -78,7 +84,7 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
             await _refuse_quarantine(session, "the drain quarantined rows: ")
         t_verified = time.monotonic()
         quarantined = await state.quarantine_list(session.conn, None)
-        objects, rows = await _finish(session)
+        objects, rows = await _finish(session, window)
     except BaseException as exc:
         await _rollback(session, exc)
         raise
@@ -88,7 +94,7 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
         await state.event(session.conn, "quarantine_accepted", rows=len(quarantined))
         _log.warning("quarantine_accepted", rows=len(quarantined),
                      tables=sorted({q["table"] for q in quarantined}))
-    summary = _summary(pre, checked, objects + validated, rows, cursor, freeze_ms, {
+    summary = _summary(pre, checked, objects + validated, rows, cursor, freeze_ms, window, {
         "drain_ms": round((t_drained - t_fence) * 1000, 1),
         "verify_ms": round((t_verified - t_drained) * 1000, 1),
         "finish_ms": round(freeze_ms - (t_verified - t_fence) * 1000, 1),
@@ -98,8 +104,19 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
     await state.merge_info(session.conn, cutover=summary)
     await state.event(session.conn, "cutover", freeze_ms=freeze_ms, cursor=cursor)
     _log.info("cutover_complete", freeze_window_ms=freeze_ms, rows=summary["rows"],
-              left_for_a_human=len(summary["for_a_human"]))
+              left_for_a_human=len(summary["for_a_human"]), fallback_window=window)
     return summary
+
+
+def _refuse_unkeyed(session: Session) -> None:
+    """Reverse apply finds rows by their key: a table without one cannot follow Postgres back."""
+    unkeyed = fallback.unkeyed({n: t.plan for n, t in session.targets.items()})
+    if unkeyed:
+        raise StateError(
+            f"cutover --fallback: {len(unkeyed)} table(s) have no PRIMARY KEY ({', '.join(unkeyed)}): "
+            "their rows are known only by SQLite's rowid, which Postgres does not keep after "
+            "cutover, so changes made on Postgres could not be found again in SQLite. Give them a "
+            "primary key (or exclude them), or cut over without the fallback window")
 
 
 async def _refuse_quarantine(session: Session, why: str) -> None:
@@ -121,8 +138,10 @@ async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
     st = await state.load(session.conn)
     if st is None or st.mode != "run":
         raise StateError("cutover: the target holds no running replication (start `replicator run`)")
-    if st.state == "done":
-        raise StateError("cutover: already done")
+    if st.state in state.CUT_OVER:
+        raise StateError("cutover: already done" + (
+            " (the fallback window is open: `replicator rollback` or `replicator finish`)"
+            if st.state == "fallback" else ""))
     if st.state != "streaming":
         raise StateError(f"cutover: replication is in state {st.state!r}, not streaming"
                          + (f" ({st.error})" if st.error else ""))
@@ -146,8 +165,9 @@ async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
             "constraints": constraints, "quarantine": await state.quarantine_count(session.conn)}
 
 
-async def _finish(session: Session) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Sequences, constraints (NOT VALID), triggers, views and ``done``: one transaction."""
+async def _finish(session: Session, window: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Sequences, constraints (NOT VALID), triggers, views and ``done`` -- or, with the fallback
+    window, reverse capture and ``fallback``: one transaction, so no write on Postgres escapes."""
     conn = session.conn
     views, sequences = await asyncio.to_thread(final_inputs, session.writer, session.cfg)
     plans = {n: t.plan for n, t in sorted(session.targets.items())}
@@ -159,7 +179,10 @@ async def _finish(session: Session) -> tuple[list[dict[str, Any]], dict[str, int
         for name, plan in plans.items():
             rows[name] = int(await conn.fetchval(
                 f"SELECT count(*) FROM {qualified(session.schema, plan.pg_name)}"))
-        await state.set_state(conn, "done")
+        await fallback.remove_fence(conn, plans, session.schema)  # left by an earlier rollback
+        if window:
+            await fallback.install_capture(conn, plans, session.schema)
+        await state.set_state(conn, "fallback" if window else "done")
     return objects, rows
 
 
@@ -174,7 +197,7 @@ async def _after(rep: Replicator) -> list[dict[str, Any]]:
 
 
 def _summary(pre: dict[str, Any], checked: dict[str, Any], objects: list[dict[str, Any]],
-             rows: dict[str, int], cursor: int, freeze_ms: float,
+             rows: dict[str, int], cursor: int, freeze_ms: float, window: bool,
              timings: dict[str, float]) -> dict[str, Any]:
     human = [o for o in objects if o["status"] not in ddl.DONE_STATUSES and o["status"] != "added"]
     human += [{"object": f"quarantine {t}", "status": f"{n} row(s)", "detail":
@@ -182,7 +205,8 @@ def _summary(pre: dict[str, Any], checked: dict[str, Any], objects: list[dict[st
                "fix": "their raw values: `replicator report`; insert them by hand if needed"}
               for t, n in pre["quarantine"].items()]
     return {
-        "state": "done",
+        "state": "fallback" if window else "done",
+        "fallback_window": window,
         "tables": rows,
         "rows": sum(rows.values()),
         "cursor": cursor,

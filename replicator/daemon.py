@@ -10,11 +10,12 @@ import os
 import signal
 from collections.abc import Callable
 
-from . import capture, log, metrics
+from . import capture, log, metrics, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import EXIT_OK, ReplicatorError, is_retryable_pg
 from .http import Health, serve_http
+from .reverse import ReverseApplier
 from .service import Replicator
 from .session import Progress, ProgressFn, Session
 from .snapshot.copier import Interrupted
@@ -120,14 +121,26 @@ async def _main(rep: Replicator, stop: asyncio.Event, tg: asyncio.TaskGroup,
     tg.create_task(watcher.run(loop_stop))
     if cfg.verify_interval > 0:
         tg.create_task(background_verify(cfg, session.target, session.progress, loop_stop))
-    try:
-        await rep.stream.run(stop, watcher)
-    except CutoverDone:
-        session.progress.set_state("done")
-        _log.info("cutover_done", detail="the migration was cut over; the daemon exits")
-        return EXIT_OK
+    while not stop.is_set():
+        try:
+            await rep.stream.run(stop, watcher)
+        except CutoverDone:
+            if await _fallback_window(rep, stop) == "streaming":
+                continue  # rolled back: SQLite is the source of truth again, stream forward
+            session.progress.set_state("done")
+            _log.info("cutover_done", detail="the migration was cut over; the daemon exits")
+            return EXIT_OK
     _log.info("replicator_stopped", cursor=session.cursor)
     return EXIT_OK
+
+
+async def _fallback_window(rep: Replicator, stop: asyncio.Event) -> str:
+    """After a cutover that opened the fallback window: apply Postgres's changes back to SQLite
+    until `rollback` (returns "streaming"), `finish` ("done") or ``stop`` ("fallback")."""
+    st = await state.load(rep.session.conn)
+    if st is None or st.state != "fallback":
+        return "done"
+    return await ReverseApplier(rep.session).run(stop)
 
 
 async def _snapshot_with_retries(rep: Replicator, stop: asyncio.Event, attempts: int = 12) -> None:

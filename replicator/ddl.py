@@ -201,6 +201,23 @@ async def final_objects(
 DONE_STATUSES = ("validated", "created", "enabled", "set")  # an object that needs nobody
 
 
+async def hold_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str) -> int:
+    """After a rollback, before streaming forward again: the reverse of ``final_objects`` for
+    what would get in the way of applying batches (foreign keys checked row by row mid-batch,
+    app triggers firing a second time on replicated rows). The next cutover adds them again."""
+    held = 0
+    for plan in plans.values():
+        table = qualified(schema, plan.pg_name)
+        for obj in plan.objects:
+            if obj.kind == "foreign_key" and obj.sql:
+                await conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {qi(obj.name)}")
+                held += 1
+            elif obj.kind == "trigger" and obj.sql and not obj.error:
+                await try_sql(conn, _disable(plan, obj, schema))
+                held += 1
+    return held
+
+
 async def analyze(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str) -> None:
     for plan in plans.values():
         await conn.execute(f"ANALYZE {qualified(schema, plan.pg_name)}")
@@ -226,8 +243,10 @@ async def validate_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan]
 
 
 async def _promote_key(conn: asyncpg.Connection, plan: TablePlan, schema: str) -> list[dict[str, Any]]:
-    if not plan.declared_key:
-        return []
+    if not plan.declared_key or await conn.fetchval(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'",
+            qualified(schema, plan.pg_name)):
+        return []  # no key declared, or promoted already (an earlier cutover, then a rollback)
     cols = [plan.column(c).pg_name for c in plan.declared_key]
     error = await try_sql(conn, f"ALTER TABLE {qualified(schema, plan.pg_name)} ADD PRIMARY KEY "
                                 f"({', '.join(qi(c) for c in cols)})")

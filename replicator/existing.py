@@ -538,6 +538,15 @@ async def final_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan], v
     return out
 
 
+async def hold_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str,
+                       cfg: Config) -> int:
+    """After a rollback: what cutover added and forward apply must not meet (``ddl.hold_objects``;
+    for a schema the ORM made, its foreign keys, held again as before the first cutover)."""
+    if cfg.schema_mode != "existing":
+        return await ddl.hold_objects(conn, plans, schema)
+    return await hold_foreign_keys(conn, schema, {p.pg_name for p in plans.values()})
+
+
 async def validate_objects(conn: asyncpg.Connection, plans: dict[str, TablePlan], schema: str,
                            cfg: Config) -> list[dict[str, Any]]:
     """After the freeze: old rows validated against the constraints added NOT VALID."""

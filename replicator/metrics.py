@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 disable_created_metrics()  # the *_created series only add noise to every scrape
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-STATES = ("new", "snapshot", "streaming", "waiting", "cutover", "done", "error")
+STATES = ("new", "snapshot", "streaming", "waiting", "cutover", "fallback", "done", "error")
 
 STATE = Gauge(
     "replicator_state", "1 for the daemon's current state, 0 for the others", ["state"],
@@ -114,6 +114,24 @@ VERIFY_MISMATCHES = Counter(
 WAL_BYTES = Gauge(
     "replicator_sqlite_wal_bytes", "Size of the SQLite -wal file", registry=REGISTRY,
 )
+REVERSE_LAG_SECONDS = Gauge(
+    "replicator_reverse_lag_seconds",
+    "Fallback window: age of the oldest change on Postgres not yet applied back to SQLite",
+    registry=REGISTRY,
+)
+REVERSE_BACKLOG = Gauge(
+    "replicator_reverse_backlog_changes",
+    "Fallback window: changes logged on Postgres and not yet applied back to SQLite",
+    registry=REGISTRY,
+)
+REVERSE_APPLIED = Counter(
+    "replicator_reverse_changes_applied",
+    "Fallback window: logged Postgres changes applied back to the SQLite file", registry=REGISTRY,
+)
+REVERSE_LAST_APPLY = Gauge(
+    "replicator_reverse_last_apply_timestamp_seconds",
+    "Fallback window: Unix time of the last reverse batch committed to SQLite", registry=REGISTRY,
+)
 UP = Gauge(
     "replicator_up", "1 while the daemon's loop is turning", registry=REGISTRY,
 )
@@ -124,7 +142,8 @@ def set_state(state: str) -> None:
         STATE.labels(name).set(1 if name == state else 0)
 
 
-ERROR_KINDS = ("target", "source", "drift", "bad_value", "runtime", "verify", "startup", "state")
+ERROR_KINDS = ("target", "source", "drift", "bad_value", "runtime", "verify", "startup", "state",
+               "reverse")
 
 
 def initialize() -> None:

@@ -16,6 +16,7 @@ import asyncpg
 
 from .errors import StateError
 from .plans import TablePlan
+from .quoting import qi
 
 SCHEMA = "_replicator"
 # Transaction-scoped: every batch, schema change, table copy during streaming and the cutover
@@ -23,6 +24,12 @@ SCHEMA = "_replicator"
 APPLY_LOCK = "hashtext('_replicator.apply')"
 # Session-scoped: one daemon per target database (not taken behind a transaction pooler).
 DAEMON_LOCK = "hashtext('_replicator.daemon')"
+# Session-scoped, around each reverse batch (fallback window): taken before the batch's snapshot,
+# so two appliers (the daemon, `rollback`) never write an older snapshot over a newer one.
+REVERSE_LOCK = "hashtext('_replicator.reverse')"
+# The states after cutover: the migration is over (done), or Postgres is the source of truth and
+# SQLite follows it (fallback: the window in which `rollback` is still possible).
+CUT_OVER = ("done", "fallback")
 
 DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -81,6 +88,12 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.dirty (
     seq             bigint NOT NULL,
     PRIMARY KEY (tbl, key)
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.rlog (
+    seq             bigserial PRIMARY KEY,
+    tbl             text NOT NULL,
+    key             jsonb,
+    at              timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
     id              bigserial PRIMARY KEY,
     at              timestamptz NOT NULL DEFAULT now(),
@@ -132,8 +145,51 @@ async def ensure(conn: asyncpg.Connection) -> None:
 
 
 async def apply_lock(conn: asyncpg.Connection) -> None:
-    """Inside a transaction: wait for any other writer of replicated rows (see APPLY_LOCK)."""
-    await conn.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK})")
+    """Inside a transaction: wait for any other writer of replicated rows (see APPLY_LOCK). The
+    transaction also passes the fence that `rollback` leaves on Postgres (``fallback``)."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock({APPLY_LOCK}), "
+                       "set_config('replicator.pass', 'on', true)")
+
+
+async def reverse_lock(conn: asyncpg.Connection, take: bool = True) -> None:
+    """Outside a transaction: take (or release) the reverse applier's lock (REVERSE_LOCK)."""
+    fn = "pg_advisory_lock" if take else "pg_advisory_unlock"
+    await conn.execute(f"SELECT {fn}({REVERSE_LOCK})")
+
+
+def rlog_insert_sql(table_literal: str, key_sql: str) -> str:
+    """The statement the reverse-capture triggers run (``fallback``): one key into the log."""
+    return f"INSERT INTO {SCHEMA}.rlog (tbl, key) VALUES ({table_literal}, {key_sql})"
+
+
+def function_name(name: str) -> str:
+    """A replicator function in Postgres (reverse capture, the fence): in the bookkeeping schema,
+    so it leaves with it."""
+    return f"{SCHEMA}.{qi(name)}"
+
+
+async def rlog_clear(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"DELETE FROM {SCHEMA}.rlog")
+
+
+async def rlog_batch(conn: asyncpg.Connection, limit: int) -> list[tuple[int, str, str | None]]:
+    """The oldest reverse-log entries: (seq, table, key as JSON text; None for a TRUNCATE)."""
+    rows = await conn.fetch(f"SELECT seq, tbl, key FROM {SCHEMA}.rlog ORDER BY seq LIMIT $1", limit)
+    return [(r["seq"], r["tbl"], r["key"]) for r in rows]
+
+
+async def rlog_forget(conn: asyncpg.Connection, seqs: list[int]) -> int:
+    """Delete applied entries; fails (serialization) if another applier took them first."""
+    return int((await conn.execute(f"DELETE FROM {SCHEMA}.rlog WHERE seq = ANY($1::bigint[])",
+                                   seqs)).split()[-1])
+
+
+async def rlog_position(conn: asyncpg.Connection) -> tuple[int, float]:
+    """Entries waiting in the reverse log and the age in seconds of the oldest."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS n, extract(epoch FROM clock_timestamp() - min(at)) AS age "
+        f"FROM {SCHEMA}.rlog")
+    return int(row["n"]), max(0.0, float(row["age"] or 0.0))
 
 
 async def try_daemon_lock(conn: asyncpg.Connection) -> bool:

@@ -62,6 +62,12 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
                 cursor = st.cursor
                 data.update(state=st.state, mode=st.mode, cursor=st.cursor, error=st.error,
                             source_path=st.source_path, info=st.info)
+            if st is not None and st.state == "fallback":
+                backlog, lag = await state.rlog_position(pg)
+                data["fallback"] = {
+                    "reverse_backlog_changes": backlog, "reverse_lag_seconds": round(lag, 3),
+                    "rows_moved_back": int(st.info.get("reverse_rows", 0)),
+                    "last_reverse_apply_at": st.info.get("reverse_applied_at")}
             quarantined = await state.quarantine_count(pg)
             stats = await _row_counts(pg, cfg.target_schema)
             for name, t in (await state.tables(pg)).items():
@@ -86,12 +92,20 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             data["backlog_changes"] = src["backlog_changes"]
             data["lag_seconds"] = src["lag_seconds"]
     data["tables"] = tables
+    back = data.get("fallback")
     data["ready"] = (
-        data["state"] == "streaming" and not data.get("error") and bool(data["daemon_pid"])
-        and data["lag_seconds"] <= cfg.ready_max_lag and "target_error" not in data
+        data["state"] in ("streaming", "fallback") and not data.get("error")
+        and bool(data["daemon_pid"]) and "target_error" not in data
+        and (back["reverse_lag_seconds"] if back else data["lag_seconds"]) <= cfg.ready_max_lag
     )
     src = data.get("source", {})
-    if not data["daemon_pid"] and src.get("capture_installed") and data["state"] != "done":
+    if back and not data["daemon_pid"]:
+        data["unattended"] = (
+            f"the fallback window is open but no daemon is running: the application's changes on "
+            f"Postgres ({back['reverse_backlog_changes']} waiting) do not reach {cfg.source}. "
+            f"Start `replicator run --source {cfg.source}`; `replicator rollback` drains them too")
+    elif not data["daemon_pid"] and src.get("capture_installed") and data["state"] not in (
+            "done", "fallback"):
         data["unattended"] = (
             f"no daemon is running, but capture is installed in {cfg.source}: the change log "
             f"grows ({src.get('backlog_changes', 0)} changes waiting) with nothing applying it. "
@@ -127,6 +141,12 @@ def render(data: dict[str, Any]) -> str:
         f"lag:        {data['lag_seconds']:.3f} s",
         f"backlog:    {data['backlog_changes']} changes",
     ]
+    back = data.get("fallback")
+    if back:
+        lines.append(f"fallback:   Postgres -> SQLite, lag {back['reverse_lag_seconds']:.3f} s, "
+                     f"backlog {back['reverse_backlog_changes']} changes, "
+                     f"{back['rows_moved_back']} rows moved back so far "
+                     "(`replicator rollback` or `replicator finish` ends the window)")
     if "target_error" in data:
         lines.append(f"target error: {data['target_error']}")
     if data.get("unattended"):

@@ -73,6 +73,8 @@ class Stream:
         self.tail: Tail | None = None
 
     async def open(self) -> None:
+        if self.tail is not None:
+            return
         cfg = self.session.cfg
         self.tail = Tail(cfg.source, cfg.busy_timeout_ms, cfg.batch_page)
         await self.tail.open()
@@ -111,7 +113,7 @@ class Stream:
             await state.apply_lock(conn)
             st = await state.load(conn, for_update=True)
             assert st is not None
-            if st.state == "done":
+            if st.state in state.CUT_OVER:
                 raise CutoverDone()
             session.cursor = cursor = st.cursor
             tracking = bool(st.info.get("last_verify", {}).get("full"))
@@ -184,7 +186,7 @@ class Stream:
 
     async def _check_done(self) -> None:
         st = await state.load(self.session.conn)
-        if st is not None and st.state == "done":
+        if st is not None and st.state in state.CUT_OVER:
             raise CutoverDone()
         if st is not None and st.state == "cutover":
             self.session.progress.set_state("cutover")
@@ -292,7 +294,7 @@ class Stream:
         session = self.session
         st = await state.load(session.conn)
         assert st is not None
-        if st.state in ("done", "cutover"):
+        if st.state in (*state.CUT_OVER, "cutover"):
             await self._check_done()
         else:
             await state.set_state(session.conn, "streaming")

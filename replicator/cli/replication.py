@@ -1,4 +1,4 @@
-"""The replication commands: run, copy, status, cutover, uninstall."""
+"""The replication commands: run, copy, status, cutover, rollback, finish, uninstall."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from .. import daemon, service
+from .. import rollback as window
 from ..config import Config
 from ..cutover import cutover as do_cutover
 from ..errors import EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP
@@ -31,6 +32,17 @@ def add_parsers(sub: Subparsers) -> None:
     p.add_argument("--accept-quarantine", action="store_true",
                    help="cut over even though rows sit in quarantine (they stay out of Postgres; "
                    "the report lists each with its raw values)")
+    p.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                   help="open the fallback window: Postgres changes keep flowing back into the "
+                   "SQLite file until `finish`, so `rollback` loses nothing (default: the "
+                   "config's cutover.fallback, else off)")
+    p = common(sub, "rollback", "fallback window: fence Postgres, drain its changes back into "
+               "SQLite, verify, lift the SQLite fence; replication then streams forward again",
+               json_=True)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for each drain")
+    p = common(sub, "finish", "end the fallback window: reverse capture removed, the SQLite file "
+               "archived with the migration report, the _replicator schema dropped", json_=True)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for the drain")
     p = common(sub, "uninstall", "remove every replicator object from the SQLite file")
     p.add_argument("--target-schema", action="store_true",
                    help="also drop the target's _replicator bookkeeping schema")
@@ -73,11 +85,16 @@ async def status(args: argparse.Namespace, cfg: Config) -> int:
 async def cutover(args: argparse.Namespace, cfg: Config) -> int:
     target = config_target(cfg)
     summary = await do_cutover(cfg, target, timeout=args.timeout, max_lag=args.max_lag,
-                               accept_quarantine=args.accept_quarantine)
+                               accept_quarantine=args.accept_quarantine,
+                               with_fallback=args.fallback)
     human = (
         f"cutover done: {summary['rows']} rows in {len(summary['tables'])} tables; "
         f"write freeze {summary['freeze_window_ms']} ms"
     )
+    if summary["fallback_window"]:
+        human += ("\nfallback window open: the application's writes on Postgres flow back into "
+                  f"{cfg.source} while `replicator run` runs; `replicator rollback` returns to "
+                  "SQLite with nothing lost, `replicator finish` ends the window")
     left = summary["for_a_human"]
     if left:
         human += f"\n\n{len(left)} thing(s) left for a human:"
@@ -91,6 +108,28 @@ async def cutover(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+async def rollback(args: argparse.Namespace, cfg: Config) -> int:
+    result = await window.rollback(cfg, config_target(cfg), timeout=args.timeout)
+    back = result["moved_back"]
+    human = (f"rolled back: SQLite ({cfg.source}) is the source of truth again; write freeze "
+             f"{result['freeze_window_ms']} ms\n"
+             f"  rows moved back during the window: {result['rows_moved_back_in_window']} "
+             f"(in the final drain: {back['after_fence']['entries']} changes)\n"
+             f"  verified equal: {result['verification']['rows']} rows value by value\n"
+             "  Postgres is fenced; point the application at the SQLite file. A running daemon "
+             "streams its writes forward again")
+    emit(result, args.json, human)
+    return EXIT_OK
+
+
+async def finish(args: argparse.Namespace, cfg: Config) -> int:
+    result = await window.finish(cfg, config_target(cfg), timeout=args.timeout)
+    human = (f"migration finished: reverse capture removed; {cfg.source} archived at "
+             f"{result['archive']} (sha256 {result['sha256'][:16]}…); report: {result['report']}")
+    emit(result, args.json, human)
+    return EXIT_RUNTIME if result["left_in_postgres"] else EXIT_OK
+
+
 async def uninstall(args: argparse.Namespace, cfg: Config) -> int:
     target = config_target(cfg) if args.target_schema else None
     result = await service.uninstall(cfg, target)
@@ -101,4 +140,4 @@ async def uninstall(args: argparse.Namespace, cfg: Config) -> int:
 
 
 COMMANDS = {"run": run, "copy": copy, "status": status, "cutover": cutover,
-            "uninstall": uninstall}
+            "rollback": rollback, "finish": finish, "uninstall": uninstall}

@@ -1,0 +1,185 @@
+"""Value conversion back, Postgres -> SQLite: the fallback window's reverse apply.
+
+Each column goes back in the storage class and text form its converter (``convert``) took in,
+so that converting it forward again gives the very same Postgres value: a timestamp back to the
+column's ISO layout, a boolean to 0/1, a uuid to the text its column held, a numeric to INTEGER
+or REAL. That round trip is checked for every value; a value with no exact SQLite form (a
+timestamp the application wrote on Postgres with microseconds where the SQLite layout held
+seconds, a numeric with more digits than a REAL keeps) follows the rule of ``_fallback`` — the
+nearest form that keeps the whole value, usually a wider text layout — and is reported with the
+row, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from .convert import JULIAN_UNIX, PER_SECOND, BadValue, converter
+from .plans import ColumnPlan
+
+_INT64 = 2**63
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Back(NamedTuple):
+    """A value for SQLite and whether it converts forward to exactly the Postgres value."""
+    value: Any
+    exact: bool
+
+
+def _int(v: Any) -> Any:
+    return int(v)
+
+
+def _float(v: Any) -> Any:
+    return float(v)
+
+
+def _number(v: Decimal) -> Any:
+    """numeric: INTEGER when integral and in range, else the REAL that prints as the same
+    decimal; failing both, its decimal text (not exact: reported)."""
+    if not v.is_finite():
+        return float(v)
+    if v == v.to_integral_value() and -_INT64 <= v < _INT64:
+        return int(v)
+    real = float(v)
+    return real if Decimal(repr(real)) == v else str(v)
+
+
+def _text(v: Any) -> Any:
+    return str(v)
+
+
+def _char(v: Any) -> Any:
+    return str(v).rstrip(" ")  # char(n) pads; the forward converter pads again
+
+
+def _bool(v: Any) -> Any:
+    return int(bool(v))
+
+
+def _utc(v: datetime) -> datetime:
+    return v.astimezone(UTC) if v.tzinfo is not None else v
+
+
+def _iso(v: datetime, sep: str = " ", seconds: bool = True, digits: int | None = None,
+         zone: str = "") -> str:
+    """``v`` in an ISO layout: ``digits`` fractional digits (None: 6 when there is a fraction,
+    else none), and ``zone`` appended as given."""
+    v = _utc(v)
+    out = v.strftime(f"%Y-%m-%d{sep}%H:%M")
+    if seconds or v.second or v.microsecond:
+        out += v.strftime(":%S")
+    frac = f"{v.microsecond:06d}"
+    if digits is None:
+        digits = 6 if v.microsecond else 0
+    elif frac[digits:].strip("0"):
+        digits = 6  # the layout's digits cannot hold it: the whole fraction (reported)
+    if digits:
+        out += "." + frac[:digits]
+    return out + zone
+
+
+def _layout(signature: str) -> Callable[[Any], Any]:
+    """``ts_text:<signature>`` (``census.datetime_signature``): the same layout again."""
+    sep = signature[10]
+    seconds = ":SS" in signature
+    digits = signature.count("f")
+    zone = ""
+    for suffix in ("Z", "+00:00", "+0000", "±zone"):
+        if signature.endswith(suffix):
+            zone = "+00:00" if suffix == "±zone" else suffix
+    return lambda v: _iso(v, sep, seconds, digits, zone)
+
+
+def _epoch(unit: str) -> Callable[[Any], Any]:
+    """A number in ``unit`` since 1970 when the timestamp is whole in it, else ISO text (which
+    the same converter also reads)."""
+
+    def back(v: Any) -> Any:
+        aware = v if v.tzinfo is not None else v.replace(tzinfo=UTC)
+        delta = aware - _EPOCH
+        if unit == "julian":
+            return delta / timedelta(days=1) + JULIAN_UNIX
+        micros = delta // timedelta(microseconds=1)
+        per = 1_000_000 // PER_SECOND[unit]
+        return micros // per if micros % per == 0 else _iso(v)
+
+    return back
+
+
+def _unix(v: Any) -> Any:
+    micros = (_utc(v).replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+    return micros // 1_000_000 if micros % 1_000_000 == 0 else _iso(v, zone="+00:00")
+
+
+def _time(v: time) -> Any:
+    out = v.strftime("%H:%M:%S")
+    return out + f".{v.microsecond:06d}" if v.microsecond else out
+
+
+def _date(v: date) -> Any:
+    return v.isoformat()
+
+
+def _uuid(v: uuid.UUID) -> Any:
+    return str(v)
+
+
+def _uuid_hex(v: uuid.UUID) -> Any:
+    return v.hex  # Django's form in SQLite: 32 hex digits
+
+
+_BY_KIND: dict[str, Callable[[Any], Any]] = {
+    "bigint": _int, "int4": _int, "int2": _int,
+    "float": _float, "float4": _float,
+    "numeric": _number, "scaled": _number,
+    "text": _text, "text_render": _text, "varchar": _text, "char": _char, "enum": _text,
+    "json": _text, "jsonb": _text,
+    "bytea": bytes,
+    "bool": _bool, "bool_lenient": _bool,
+    "ts_unix": _unix, "ts_any": _iso, "ts_naive": _iso,
+    "date_text": _date, "time_text": _time,
+    "uuid": _uuid, "uuid_any": _uuid_hex,
+}
+
+
+def _back_fn(conv: str) -> Callable[[Any], Any]:
+    kind, _, arg = conv.partition(":")
+    if kind == "ts_text":
+        return _layout(arg)
+    if kind in ("ts_any", "ts_naive") and arg:
+        return _epoch(arg)
+    return _BY_KIND.get(kind, _text)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as the comparator sees them: floats bit for bit (NaN equal to NaN, -0.0 not 0.0)."""
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return bool(a == b)
+
+
+def back_converter(col: ColumnPlan) -> Callable[[Any], Back]:
+    """Postgres value -> ``Back``: the SQLite value, and whether the forward converter turns it
+    into the very same Postgres value (checked per value; NULL is always exact)."""
+    back, forward = _back_fn(col.conv), converter(col)
+
+    def convert(v: Any) -> Back:
+        if v is None:
+            return Back(None, True)
+        out = back(v)
+        try:
+            again = forward(out)
+        except BadValue:
+            return Back(out, False)
+        return Back(out, _same(again, v))
+
+    return convert

@@ -1,0 +1,255 @@
+"""The fallback window: after `cutover --fallback` the application writes to Postgres, its changes
+flow back into the fenced SQLite file (through kill -9 and a dropped connection), `rollback`
+returns to SQLite with nothing lost (compared value by value), forward streaming resumes, and
+`finish` leaves no replicator object in Postgres."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from replicator.embedded import free_port
+
+from .support.helpers import (
+    Daemon,
+    cli,
+    compare_all,
+    metric,
+    pg_state,
+    scrape,
+    wait_caught_up,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+# The application on SQLite: one insert per transaction until the fence stops it.
+SQLITE_APP = r"""
+import json, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+ok, errors, i = [], [], 0
+deadline = time.time() + float(sys.argv[3])
+while time.time() < deadline and len(errors) < 5:
+    i += 1
+    try:
+        conn.execute("INSERT INTO Genre (Name) VALUES (?)", (f"sqlite-{i}",))
+        ok.append(i)
+    except sqlite3.Error as exc:
+        errors.append(str(exc))
+    time.sleep(0.003)
+json.dump({"ok": ok, "errors": errors}, open(sys.argv[2], "w"))
+"""
+
+# Rows SQLite stored with the storage classes and layouts apps leave behind.
+ODDITIES = """
+CREATE TABLE oddities (id INTEGER PRIMARY KEY, at DATETIME, flag BOOLEAN, price NUMERIC,
+                       data BLOB, stamp INTEGER, note TEXT);
+CREATE TABLE tags (code TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE scratch (k INTEGER PRIMARY KEY, v TEXT);
+"""
+
+
+def add_oddities(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(ODDITIES)
+    for i in range(1, 41):
+        conn.execute("INSERT INTO oddities VALUES (?, ?, ?, ?, ?, ?, ?)", (
+            i, f"2024-03-{i % 28 + 1:02d} 10:{i % 60:02d}:05", i % 2,
+            i * 3 if i % 3 else i + 0.25, bytes([i, 0, 255]), 1700000000 + i, f"note\t{i}\n"))
+    conn.executemany("INSERT INTO tags VALUES (?, ?)", [(f"t{i}", i) for i in range(10)])
+    conn.executemany("INSERT INTO scratch VALUES (?, ?)", [(i, f"s{i}") for i in range(5)])
+    conn.close()
+
+
+async def app_on_postgres(dsn: str) -> dict[str, int]:
+    """What an application does once it runs on Postgres: every kind of change."""
+    pg = await asyncpg.connect(dsn)
+    try:
+        async with pg.transaction():
+            gid = await pg.fetchval("INSERT INTO genre (name) VALUES ('written on neon') "
+                                    "RETURNING genreid")
+            await pg.execute("UPDATE track SET name = name || ' (pg)', unitprice = unitprice + 1 "
+                             "WHERE trackid <= 50")
+            await pg.execute("DELETE FROM playlisttrack WHERE playlistid = 1 AND trackid < 500")
+            await pg.execute("UPDATE tags SET code = 'renamed' WHERE code = 't3'")  # a key change
+            await pg.execute("UPDATE tags SET code = 't5b', n = 44 WHERE code = 't5'")
+            await pg.execute("DELETE FROM tags WHERE code = 't7'")
+            await pg.execute("UPDATE oddities SET at = at + interval '1 day', flag = NOT flag, "
+                             "price = price * 2, data = data || '\\x01'::bytea WHERE id <= 10")
+            await pg.execute("INSERT INTO oddities (id, at, flag, price, data, stamp, note) VALUES "
+                             "(100, '2025-01-01 00:00:00+00', true, 12.5, '\\x00ff', "
+                             "1735689600, 'new on pg')")
+            await pg.execute("TRUNCATE scratch")
+            await pg.execute("INSERT INTO scratch VALUES (9, 'after truncate')")
+        for i in range(200):  # single-row transactions, as a web app makes them
+            await pg.execute("UPDATE customer SET company = $1 WHERE customerid = $2",
+                             f"co-{i}", i % 59 + 1)
+        return {"genre": gid}
+    finally:
+        await pg.close()
+
+
+async def reverse_backlog(dsn: str) -> int:
+    pg = await asyncpg.connect(dsn)
+    try:
+        return int(await pg.fetchval("SELECT count(*) FROM _replicator.rlog"))
+    finally:
+        await pg.close()
+
+
+async def test_fallback_window_rollback_and_finish(chinook, target_dsn, tmp_path):
+    add_oddities(chinook)
+    port = free_port()
+    daemon = Daemon(chinook, target_dsn, "--metrics-addr", f"127.0.0.1:{port}")
+    try:
+        await wait_caught_up(target_dsn, chinook, daemon)
+        out = tmp_path / "app.json"
+        app = subprocess.Popen([sys.executable, "-c", SQLITE_APP, str(chinook), str(out), "60"])
+        time.sleep(1.5)
+        cut = json.loads(cli("cutover", "--source", str(chinook), "--target", target_dsn,
+                             "--fallback", "--json", check=True).stdout)
+        assert app.wait(90) == 0
+        assert cut["state"] == "fallback" and cut["fallback_window"] and cut["verification"]["ok"]
+        app_result = json.loads(out.read_text())
+        assert app_result["errors"] and "migrated to Postgres" in app_result["errors"][0]
+        await wait_for(lambda: _state_is(target_dsn, "fallback"), 10, "fallback", daemon)
+        daemon.assert_alive()  # the daemon stays, applying Postgres's changes back
+
+        await app_on_postgres(target_dsn)
+
+        async def drained() -> bool:
+            return await reverse_backlog(target_dsn) == 0
+        await wait_for(drained, 60, "reverse log drained", daemon)
+        status = json.loads(cli("status", "--source", str(chinook), "--target", target_dsn,
+                                "--json").stdout)
+        assert status["state"] == "fallback" and status["fallback"]["rows_moved_back"] > 200
+        assert status["ready"], status
+        m = scrape(port)
+        assert metric(m, "replicator_state", state="fallback") == 1
+        assert metric(m, "replicator_reverse_changes_applied_total") > 200
+        assert "replicator_reverse_lag_seconds" in m
+        # While Postgres is the truth, the fenced SQLite file already holds every value.
+        await compare_all(chinook, target_dsn, expect_quarantined={})
+
+        # kill -9 of the daemon in the middle of reverse apply, then a dropped connection.
+        writer = asyncio_run_writes(target_dsn, 1500)
+        time.sleep(0.6)
+        daemon.kill9()
+        writer.wait(120)
+        daemon = Daemon(chinook, target_dsn)
+        await wait_for(lambda: _applying(target_dsn), 30, "reverse apply restarted", daemon)
+        await _terminate_others(target_dsn)
+        await wait_for(drained, 90, "reverse log drained after kill -9", daemon)
+        await compare_all(chinook, target_dsn, expect_quarantined={})
+
+        # rollback: Postgres fenced, drained, verified; SQLite writable again.
+        more = asyncio_run_writes(target_dsn, 300)  # the app is still writing on Postgres
+        time.sleep(0.3)
+        rb = cli("rollback", "--source", str(chinook), "--target", target_dsn, "--json")
+        more.wait(120)
+        assert rb.returncode == 0, rb.stderr[-3000:]
+        result = json.loads(rb.stdout)
+        assert result["verification"]["ok"] and result["state"] == "streaming"
+        counts = await compare_all(chinook, target_dsn, expect_quarantined={})
+        pg = await asyncpg.connect(target_dsn)
+        try:
+            with pytest.raises(asyncpg.PostgresError, match="rolled back"):
+                await pg.execute("INSERT INTO genre (name) VALUES ('refused')")
+        finally:
+            await pg.close()
+        conn = sqlite3.connect(chinook, isolation_level=None)
+        conn.execute("INSERT INTO Genre (Name) VALUES ('back on sqlite')")
+        conn.execute("UPDATE oddities SET note = 'sqlite again' WHERE id = 100")
+        conn.close()
+        await wait_caught_up(target_dsn, chinook, daemon)  # forward streaming resumed
+        await compare_all(chinook, target_dsn, expect_quarantined={})
+        print(f"rollback: freeze {result['freeze_window_ms']} ms "
+              f"({result['freeze_breakdown_ms']}), rows moved back in the window "
+              f"{result['rows_moved_back_in_window']}, verified {result['verification']['rows']} "
+              f"rows; compared {sum(counts.values())} rows independently")
+
+        # A second cutover, then finish: nothing of the replicator stays in Postgres.
+        json.loads(cli("cutover", "--source", str(chinook), "--target", target_dsn, "--fallback",
+                       "--json", check=True).stdout)
+        pg = await asyncpg.connect(target_dsn)
+        try:
+            await pg.execute("INSERT INTO genre (name) VALUES ('after the second cutover')")
+        finally:
+            await pg.close()
+        fin = cli("finish", "--source", str(chinook), "--target", target_dsn, "--json")
+        assert fin.returncode == 0, fin.stderr[-3000:]
+        done = json.loads(fin.stdout)
+        assert done["left_in_postgres"] == [] and done["daemon_stopped"]
+        assert daemon.wait(30) == 0
+        archive = Path(done["archive"])
+        assert archive.exists() and Path(str(archive) + ".sha256").read_text().startswith(
+            done["sha256"])
+        assert "Migration report" in Path(done["report"]).read_text() or Path(done["report"]).stat().st_size
+        pg = await asyncpg.connect(target_dsn)
+        try:
+            assert await pg.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE "
+                                     "'\\_replicator%'") == 0
+            assert await pg.fetchval("SELECT to_regnamespace('_replicator')") is None
+            assert await pg.fetchval("SELECT count(*) FROM genre WHERE name = "
+                                     "'after the second cutover'") == 1
+        finally:
+            await pg.close()
+        conn = sqlite3.connect(chinook)
+        assert conn.execute("SELECT count(*) FROM Genre WHERE Name = 'after the second cutover'"
+                            ).fetchone()[0] == 1
+        conn.close()
+    finally:
+        daemon.kill9_if_running()
+
+
+async def _state_is(dsn: str, name: str) -> bool:
+    st = await pg_state(dsn)
+    return st is not None and st["state"] == name
+
+
+async def _applying(dsn: str) -> bool:
+    pg = await asyncpg.connect(dsn)
+    try:
+        return bool(await pg.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND application_name <> 'writes'"))
+    finally:
+        await pg.close()
+
+
+async def _terminate_others(dsn: str) -> None:
+    pg = await asyncpg.connect(dsn)
+    try:
+        await pg.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND pid <> pg_backend_pid() "
+                       "AND application_name <> 'writes'")
+    finally:
+        await pg.close()
+
+
+WRITES = r"""
+import asyncio, sys, asyncpg
+async def main():
+    pg = await asyncpg.connect(sys.argv[1], server_settings={"application_name": "writes"})
+    for i in range(int(sys.argv[2])):
+        try:
+            await pg.execute("UPDATE track SET milliseconds = milliseconds + 1 WHERE trackid = $1",
+                             i % 3000 + 1)
+        except asyncpg.PostgresError as exc:
+            if "rolled back" in str(exc):
+                return  # the rollback fenced Postgres: the app stops writing here
+            raise
+asyncio.run(main())
+"""
+
+
+def asyncio_run_writes(dsn: str, n: int) -> subprocess.Popen:
+    """A separate process writing single-row transactions to Postgres."""
+    return subprocess.Popen([sys.executable, "-c", WRITES, dsn, str(n)])
