@@ -364,6 +364,10 @@ def write_results() -> Path:
     if locking.exists():
         parts += ["## locking: does the replicator make the application see `database is locked`?",
                   "", locking.read_text().strip(), ""]
+    fallback = BENCH / "FALLBACK.md"  # bench/fallback_bench.py writes it (issue 15)
+    if fallback.exists():
+        parts += ["## fallback window: reverse capture overhead and reverse lag (issue 15)", "",
+                  fallback.read_text().strip(), ""]
     notes = BENCH / "NOTES.md"
     if notes.exists():
         parts += ["## Notes", "", notes.read_text().strip(), ""]

@@ -13,6 +13,8 @@ row, never dropped.
 from __future__ import annotations
 
 import math
+import sqlite3
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,6 +22,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from .convert import JULIAN_UNIX, PER_SECOND, BadValue, converter
+from .declared import affinity
 from .plans import ColumnPlan
 
 _INT64 = 2**63
@@ -55,6 +58,26 @@ def _text(v: Any) -> Any:
     return str(v)
 
 
+def _rendered(v: Any) -> Any:
+    """``text_render`` (a column that held numbers and text): text that is exactly a number's
+    rendering goes back as that number, other text as text."""
+    with _suppress_value_error():
+        if str(int(v)) == v:
+            return int(v)
+    with _suppress_value_error():
+        if math.isfinite(float(v)) and repr(float(v)) == v:
+            return float(v)
+    return str(v)
+
+
+class _suppress_value_error:  # noqa: N801 - used as a statement
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, (ValueError, OverflowError))
+
+
 def _char(v: Any) -> Any:
     return str(v).rstrip(" ")  # char(n) pads; the forward converter pads again
 
@@ -72,9 +95,10 @@ def _iso(v: datetime, sep: str = " ", seconds: bool = True, digits: int | None =
     """``v`` in an ISO layout: ``digits`` fractional digits (None: 6 when there is a fraction,
     else none), and ``zone`` appended as given."""
     v = _utc(v)
-    out = v.strftime(f"%Y-%m-%d{sep}%H:%M")
+    # Formatted by hand: strftime's %Y does not pad years before 1000 on every platform.
+    out = f"{v.year:04d}-{v.month:02d}-{v.day:02d}{sep}{v.hour:02d}:{v.minute:02d}"
     if seconds or v.second or v.microsecond:
-        out += v.strftime(":%S")
+        out += f":{v.second:02d}"
     frac = f"{v.microsecond:06d}"
     if digits is None:
         digits = 6 if v.microsecond else 0
@@ -119,7 +143,7 @@ def _unix(v: Any) -> Any:
 
 
 def _time(v: time) -> Any:
-    out = v.strftime("%H:%M:%S")
+    out = f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
     return out + f".{v.microsecond:06d}" if v.microsecond else out
 
 
@@ -139,7 +163,7 @@ _BY_KIND: dict[str, Callable[[Any], Any]] = {
     "bigint": _int, "int4": _int, "int2": _int,
     "float": _float, "float4": _float,
     "numeric": _number, "scaled": _number,
-    "text": _text, "text_render": _text, "varchar": _text, "char": _char, "enum": _text,
+    "text": _text, "text_render": _rendered, "varchar": _text, "char": _char, "enum": _text,
     "json": _text, "jsonb": _text,
     "bytea": bytes,
     "bool": _bool, "bool_lenient": _bool,
@@ -167,17 +191,41 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+# What SQLite stores for a value written into a column of each affinity, asked of SQLite itself
+# (numeric-looking text becomes a number in a NUMERIC column, numbers become text in a TEXT one).
+_AFFINITY = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+_AFFINITY.execute("CREATE TABLE a (i INTEGER, t TEXT, b BLOB, r REAL, n NUMERIC)")
+_AFFINITY_COLUMN = {"INTEGER": "i", "TEXT": "t", "BLOB": "b", "REAL": "r", "NUMERIC": "n"}
+_AFFINITY_LOCK = threading.Lock()
+
+
+def stored_as(value: Any, aff: str) -> Any:
+    """``value`` as a column of affinity ``aff`` stores it."""
+    kind = type(value)
+    if kind is bytes or aff == "BLOB" or (kind is str and aff == "TEXT") or (
+            kind is int and aff in ("INTEGER", "NUMERIC")) or (kind is float and aff == "REAL"):
+        return value
+    col = _AFFINITY_COLUMN[aff]
+    with _AFFINITY_LOCK:
+        out = _AFFINITY.execute(f"INSERT INTO a ({col}) VALUES (?) RETURNING {col}",
+                                (value,)).fetchone()[0]
+        _AFFINITY.execute("DELETE FROM a")
+    return out
+
+
 def back_converter(col: ColumnPlan) -> Callable[[Any], Back]:
-    """Postgres value -> ``Back``: the SQLite value, and whether the forward converter turns it
-    into the very same Postgres value (checked per value; NULL is always exact)."""
+    """Postgres value -> ``Back``: the SQLite value, and whether the forward converter turns what
+    the column then stores (its affinity applied) into the very same Postgres value (checked per
+    value; NULL is always exact)."""
     back, forward = _back_fn(col.conv), converter(col)
+    aff = affinity(col.declared)
 
     def convert(v: Any) -> Back:
         if v is None:
             return Back(None, True)
         out = back(v)
         try:
-            again = forward(out)
+            again = forward(stored_as(out, aff))
         except BadValue:
             return Back(out, False)
         return Back(out, _same(again, v))

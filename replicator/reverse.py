@@ -161,8 +161,9 @@ class ReverseApplier:
                 if not back.exact:
                     sqlite_row = [v.value for v in values]
                     bad.append((key_to_json(table.keys[-1]), key_to_json(sqlite_row), col.name,
-                                f"reverse: Postgres {col.pg_type} {raw!r} has no exact SQLite form "
-                                f"in this column's layout; written as {back.value!r}"))
+                                f"{state.REVERSE_REASON}Postgres {col.pg_type} {raw!r} has no "
+                                f"exact SQLite form in this column's layout; written as "
+                                f"{back.value!r}"))
                     break
         return bad
 

@@ -509,9 +509,18 @@ async def forget_dirty(conn: asyncpg.Connection, through: int) -> None:
     await conn.execute(f"DELETE FROM {SCHEMA}.dirty WHERE seq <= $1", through)
 
 
-async def quarantine_keys(conn: asyncpg.Connection, table: str) -> set[str]:
-    """The quarantined keys of a table, each as canonical JSON text."""
-    rows = await conn.fetch(f"SELECT key FROM {SCHEMA}.quarantine WHERE tbl = $1", table)
+# The reason of a row the fallback window's reverse apply wrote to SQLite in a form that does not
+# convert back exactly (``reverse``): unlike the others, that row is on both sides.
+REVERSE_REASON = "reverse: "
+
+
+async def quarantine_keys(conn: asyncpg.Connection, table: str, *, reverse: bool = False
+                          ) -> set[str]:
+    """The quarantined keys of a table, each as canonical JSON text (``reverse``: only those the
+    reverse apply wrote, present on both sides)."""
+    rows = await conn.fetch(f"SELECT key FROM {SCHEMA}.quarantine WHERE tbl = $1"
+                            + (" AND starts_with(reason, $2)" if reverse else ""),
+                            *((table, REVERSE_REASON) if reverse else (table,)))
     return {json.dumps(json.loads(r[0])) for r in rows}
 
 

@@ -253,3 +253,47 @@ asyncio.run(main())
 def asyncio_run_writes(dsn: str, n: int) -> subprocess.Popen:
     """A separate process writing single-row transactions to Postgres."""
     return subprocess.Popen([sys.executable, "-c", WRITES, dsn, str(n)])
+
+
+async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, target_dsn):
+    """The application on Postgres writes microseconds into a column whose SQLite layout held
+    seconds: the row goes back with the whole value (a wider layout), is named in the quarantine
+    with its reason, and rollback says so; nothing is dropped."""
+    db = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE visits (id INTEGER PRIMARY KEY, at DATETIME NOT NULL)")
+    conn.executemany("INSERT INTO visits VALUES (?, ?)",
+                     [(i, f"2024-05-{i:02d} 12:00:00") for i in range(1, 21)])
+    conn.close()
+    daemon = Daemon(db, target_dsn)
+    try:
+        await wait_caught_up(target_dsn, db, daemon)
+        cli("cutover", "--source", str(db), "--target", target_dsn, "--fallback", check=True)
+        pg = await asyncpg.connect(target_dsn)
+        try:
+            await pg.execute("UPDATE visits SET at = '2025-01-02 03:04:05.000120+00' WHERE id = 3")
+            await pg.execute("INSERT INTO visits VALUES (21, '2025-02-03 04:05:06+00')")
+        finally:
+            await pg.close()
+
+        async def drained() -> bool:
+            return await reverse_backlog(target_dsn) == 0
+        await wait_for(drained, 30, "reverse log drained", daemon)
+        status = json.loads(cli("status", "--source", str(db), "--target", target_dsn,
+                                "--json").stdout)
+        assert status["quarantined_rows"] == 1 and status["tables"]["visits"]["quarantined"] == 1
+        conn = sqlite3.connect(db)
+        assert conn.execute("SELECT at FROM visits WHERE id IN (3, 21) ORDER BY id").fetchall() == [
+            ("2025-01-02 03:04:05.000120",), ("2025-02-03 04:05:06",)]
+        conn.close()
+        pg = await asyncpg.connect(target_dsn)
+        try:
+            reason = await pg.fetchval("SELECT reason FROM _replicator.quarantine")
+        finally:
+            await pg.close()
+        assert "no exact SQLite form" in reason and "2025-01-02 03:04:05.000120" in reason
+        rb = json.loads(cli("rollback", "--source", str(db), "--target", target_dsn, "--json",
+                            check=True).stdout)
+        assert rb["verification"]["ok"] and rb["quarantine"] == {"visits": 1}
+    finally:
+        daemon.kill9_if_running()
