@@ -52,7 +52,8 @@ def check_back(tmp: Path, declared: str, values: list[Any], *, same_form: bool) 
     back = back_converter(col)
     pg_values = [row[1] for row in good]
     sent = [back(p) for p in pg_values]
-    assert all(b.exact for b in sent), [(p, b) for p, b in zip(pg_values, sent) if not b.exact]
+    assert all(b.exact for b in sent), [(p, b) for p, b in zip(pg_values, sent, strict=True)
+                                       if not b.exact]
     stored = _through_sqlite(declared, [b.value for b in sent])
     forward = converter(col)
     for p, again in zip(pg_values, stored, strict=True):
