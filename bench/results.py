@@ -70,7 +70,8 @@ def code_version() -> dict[str, Any]:
     dirty = _cmd(["git", "-C", str(ROOT), "status", "--porcelain", "--", "replicator", "triggers"])
     return {"head": _cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
             "source_sha1": h.hexdigest()[:12],
-            "uncommitted": [x[3:] for x in dirty.splitlines() if x.strip()]}
+            # (split, not x[3:]: _cmd strips the output, and with it the first line's status column)
+            "uncommitted": [x.split(maxsplit=1)[1] for x in dirty.splitlines() if x.strip()]}
 
 
 def load(name: str) -> dict[str, Any] | None:

@@ -59,6 +59,7 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             "verification": {"last": st.info.get("last_verify"),
                              "at_cutover": (st.info.get("cutover") or {}).get("verification")},
             "timings": _timings(st.info),
+            "fallback": _fallback(st.info),
             "rollback": _rollback(cfg, st),
             "troubleshooting": await _trouble(pg, st, tables),
         }
@@ -117,7 +118,38 @@ def _timings(info: dict[str, Any]) -> dict[str, Any]:
             "freeze_breakdown_ms": cut.get("freeze_breakdown_ms")}
 
 
+def _fallback(info: dict[str, Any]) -> list[str]:
+    """The fallback window, when one was opened: what flowed back, rollbacks, the end."""
+    cut = info.get("cutover") or {}
+    if not (cut.get("fallback_window") or info.get("rollback") or info.get("finished_at")):
+        return []
+    lines = ["Opened at cutover (`--fallback`): the application's changes on Postgres were applied "
+             "back into the SQLite file.",
+             "Rows moved back to SQLite: "
+             f"{info.get('fallback_rows_moved_back', info.get('reverse_rows', 0))}"]
+    rb = info.get("rollback")
+    if rb:
+        lines.append(f"Rolled back to SQLite at {_when(info.get('rolled_back_at'))}: write freeze "
+                     f"{rb.get('freeze_window_ms')} ms, {rb.get('verification', {}).get('rows')} "
+                     "rows verified equal value by value")
+    if info.get("finished_at"):
+        lines.append(f"Window closed by `replicator finish` at {_when(info['finished_at'])}")
+    return lines
+
+
+def _when(at: Any) -> str:
+    if not isinstance(at, (int, float)):
+        return "-"
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+
+
 def _rollback(cfg: Config, st: state.State) -> list[str]:
+    if st.state == "fallback":
+        return [f"The fallback window is open: `replicator rollback --source {cfg.source}` fences "
+                "Postgres, drains its changes back into the SQLite file, verifies every value and "
+                "lifts the SQLite fence; point the application back at the file. Nothing written "
+                "on Postgres is lost.",
+                f"`replicator finish --source {cfg.source}` ends the window instead."]
     steps = [
         f"Stop writes to Postgres, then lift the fence and remove every replicator object from "
         f"SQLite: `replicator uninstall --source {cfg.source}` (the application's schema is left "
@@ -192,6 +224,7 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
         ("Timings", [f"Snapshot: {t['snapshot_seconds']} s", f"Catch-up after the snapshot: "
                      f"{t['catch_up_seconds']} s", f"Write freeze at cutover: "
                      f"{t['freeze_window_ms']} ms {t['freeze_breakdown_ms'] or ''}"], None),
+        *([("Fallback window", r["fallback"], None)] if r.get("fallback") else []),
         ("Rollback procedure", r["rollback"], None),
         ("Troubleshooting", ["Errors and schema changes seen in this run"], trouble),
         ("Schema before (SQLite)", ["```sql", *r["schema"]["before"], "```"], None),
