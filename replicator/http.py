@@ -1,6 +1,6 @@
 """The daemon's HTTP endpoint: ``/metrics`` (Prometheus), ``/healthz`` (the process is up) and
-``/readyz`` (streaming, no error, lag under ``metrics.ready_max_lag``), read from the session's
-``Progress``."""
+``/readyz`` (streaming or in the fallback window, no error, lag under ``metrics.ready_max_lag``),
+read from the session's ``Progress``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Health:
 
     def ready(self) -> tuple[bool, str]:
         p = self.progress
-        if p.state != "streaming":
+        if p.state not in ("streaming", "fallback"):
             return False, f"state {p.state}"
         if p.error:
             return False, "error"

@@ -198,7 +198,8 @@ class ReverseApplier:
             try:
                 done = await session.bounded(self.batch(), "a reverse batch")
                 backlog, lag = await self.position()
-                session.progress.set_position(backlog, lag)
+                # The screen and /readyz show the side that moves now; the forward gauges stay.
+                session.progress.backlog, session.progress.lag_seconds = backlog, lag
                 errors = 0
             except WindowClosed as closed:
                 _log.info("fallback_closed", state=closed.state)

@@ -23,8 +23,8 @@ from rich.text import Text
 from .. import log
 from ..session import Progress as DaemonProgress
 
-_STATE_STYLE = {"streaming": "bold green", "snapshot": "bold cyan", "cutover": "bold yellow",
-                "done": "bold green", "error": "bold red", "new": "bold"}
+_STATE_STYLE = {"streaming": "bold green", "fallback": "bold magenta", "snapshot": "bold cyan",
+                "cutover": "bold yellow", "done": "bold green", "error": "bold red", "new": "bold"}
 
 
 class TableProgress:
