@@ -1,11 +1,12 @@
 """Reverse apply: during the fallback window, the application's changes on Postgres go back into
 the fenced SQLite file, so that ``rollback`` loses nothing.
 
-One batch: under the reverse lock (taken before the snapshot, so an older snapshot is never
-written over a newer one), one ``REPEATABLE READ`` Postgres transaction reads the oldest entries of
-``_replicator.rlog`` and the current rows of their keys, and deletes those entries; then one SQLite
-write transaction deletes the keys' rows and inserts the rows Postgres holds, each value back in its
-SQLite form (``convert_back``); the Postgres transaction commits last. A crash in between applies
+One batch: one Postgres transaction takes the reverse lock (appliers run one after the other),
+reads the oldest entries of ``_replicator.rlog``, then the current rows of their keys (a later
+snapshot, so every entry's change is in them), and deletes those entries; then one SQLite write
+transaction deletes the keys' rows and inserts the rows Postgres holds, each value back in its
+SQLite form (``convert_back``); the Postgres transaction commits last, releasing the lock. Being
+transaction-scoped, the lock also holds behind a transaction pooler. A crash in between applies
 the batch again, which changes nothing (rows are re-read, not replayed). Postgres sequence numbers
 are not commit order, so no cursor is kept: an entry leaves the log only once it is applied.
 
@@ -79,29 +80,27 @@ class ReverseApplier:
         """One batch (possibly empty). Raises ``WindowClosed`` once the state is not fallback."""
         conn = self.session.conn
         t0 = time.monotonic()
-        await state.reverse_lock(conn)
-        try:
-            async with conn.transaction(isolation="repeatable_read"):
-                st = await state.load(conn)
-                if st is None or st.state != "fallback":
-                    raise WindowClosed(st.state if st else "finished")
-                entries = await state.rlog_batch(conn, self.batch_size)
-                if not entries:
-                    return ReverseResult()
-                changes, inexact = await self._read(conn, entries)
-                await state.rlog_forget(conn, [e[0] for e in entries])
-                for name, items in inexact.items():
-                    await state.quarantine_put(conn, name, items)
-                result = await asyncio.to_thread(self.session.live.write,
-                                                 lambda c: _write(c, changes), what="reverse")
-                result.entries = len(entries)
-                result.inexact = sum(len(v) for v in inexact.values())
-                await state.merge_info(conn, reverse_rows=int(st.info.get("reverse_rows", 0))
-                                       + result.rows_written + result.rows_deleted,
-                                       reverse_applied_at=time.time())
-        finally:
-            with contextlib.suppress(Exception):
-                await state.reverse_lock(conn, take=False)
+        async with conn.transaction():
+            await state.reverse_lock(conn)
+            st = await state.load(conn)
+            if st is None or st.state != "fallback":
+                raise WindowClosed(st.state if st else "finished")
+            entries = await state.rlog_batch(conn, self.batch_size)
+            if not entries:
+                return ReverseResult()
+            # Read after the entries (READ COMMITTED: a newer snapshot): every entry's change is
+            # in the rows, and a change that lands in between is applied again next batch.
+            changes, inexact = await self._read(conn, entries)
+            await state.rlog_forget(conn, [e[0] for e in entries])
+            for name, items in inexact.items():
+                await state.quarantine_put(conn, name, items)
+            result = await asyncio.to_thread(self.session.live.write,
+                                             lambda c: _write(c, changes), what="reverse")
+            result.entries = len(entries)
+            result.inexact = sum(len(v) for v in inexact.values())
+            await state.merge_info(conn, reverse_rows=int(st.info.get("reverse_rows", 0))
+                                   + result.rows_written + result.rows_deleted,
+                                   reverse_applied_at=time.time())
         metrics.REVERSE_APPLIED.inc(result.entries)
         metrics.REVERSE_LAST_APPLY.set(time.time())
         if result.inexact:
@@ -220,8 +219,6 @@ class ReverseApplier:
 
     async def _on_error(self, exc: BaseException, errors: int) -> float:
         session = self.session
-        if isinstance(exc, asyncpg.SerializationError):
-            return 0.0  # another applier (`rollback`) took the same entries: read again
         kind = "target" if is_retryable_pg(exc) else "reverse"
         metrics.ERRORS.labels(kind).inc()
         session.progress.errors += 1

@@ -83,6 +83,7 @@ async def _rollback(rep: Replicator, cfg: Config, target: TargetDSN,
         rowids = {n: await asyncio.to_thread(fallback.sqlite_rowids, session.writer, p)
                   for n, p in plans.items() if p.rowid_keyed}
         async with conn.transaction():
+            await state.reverse_lock(conn)  # no reverse batch in flight
             await state.apply_lock(conn)
             await fallback.remove_capture(conn, plans, schema)
             held = await existing.hold_objects(conn, plans, schema, cfg)
@@ -144,7 +145,6 @@ async def _finish(rep: Replicator, cfg: Config, target: TargetDSN, timeout: floa
         await state.set_state(conn, "done")
         await state.event(conn, "finish", rows_moved_back=moved)
         await state.merge_info(conn, finished_at=time.time(), fallback_rows_moved_back=moved)
-    await state.reverse_lock(conn, take=False)
     stopped = await _daemon_gone(cfg, wait)
     folder = cfg.backup_path
     packed, digest = await asyncio.to_thread(archive, cfg.source, folder)

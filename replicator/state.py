@@ -24,8 +24,9 @@ SCHEMA = "_replicator"
 APPLY_LOCK = "hashtext('_replicator.apply')"
 # Session-scoped: one daemon per target database (not taken behind a transaction pooler).
 DAEMON_LOCK = "hashtext('_replicator.daemon')"
-# Session-scoped, around each reverse batch (fallback window): taken before the batch's snapshot,
-# so two appliers (the daemon, `rollback`) never write an older snapshot over a newer one.
+# Transaction-scoped, taken first by each reverse batch (fallback window) and by `finish`: reverse
+# appliers (the daemon, `rollback`) run one after the other, and each reads the log and the rows
+# after the previous one committed, so an older state is never written over a newer one.
 REVERSE_LOCK = "hashtext('_replicator.reverse')"
 # The states after cutover: the migration is over (done), or Postgres is the source of truth and
 # SQLite follows it (fallback: the window in which `rollback` is still possible).
@@ -151,10 +152,9 @@ async def apply_lock(conn: asyncpg.Connection) -> None:
                        "set_config('replicator.pass', 'on', true)")
 
 
-async def reverse_lock(conn: asyncpg.Connection, take: bool = True) -> None:
-    """Outside a transaction: take (or release) the reverse applier's lock (REVERSE_LOCK)."""
-    fn = "pg_advisory_lock" if take else "pg_advisory_unlock"
-    await conn.execute(f"SELECT {fn}({REVERSE_LOCK})")
+async def reverse_lock(conn: asyncpg.Connection) -> None:
+    """Inside a transaction: wait for any other reverse applier (see REVERSE_LOCK)."""
+    await conn.execute(f"SELECT pg_advisory_xact_lock({REVERSE_LOCK})")
 
 
 def rlog_insert_sql(table_literal: str, key_sql: str) -> str:
