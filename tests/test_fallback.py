@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from replicator.dsn import build_dsn, parse_target
 from replicator.embedded import free_port
 
 from .support.helpers import (
@@ -211,6 +212,26 @@ async def test_fallback_window_rollback_and_finish(chinook, target_dsn, tmp_path
         daemon.kill9_if_running()
 
 
+async def _app_role(pg_env, dsn: str) -> str:
+    """A login role for the application: rights on its tables only (the database goes with the
+    test; the role is cluster-wide and stays, unprivileged, under a unique name)."""
+    name = f"app_{time.time_ns()}"
+    admin = await asyncpg.connect(pg_env.admin_dsn.rsplit("/", 1)[0] + "/"
+                                  + parse_target(dsn).database)
+    try:
+        try:
+            await admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'app-pass'")
+        except asyncpg.InsufficientPrivilegeError:
+            return dsn  # TEST_DATABASE_URL without CREATEROLE: the owner plays the application
+        await admin.execute(f"GRANT USAGE ON SCHEMA public TO {name}")
+        await admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                            f"TO {name}")
+    finally:
+        await admin.close()
+    t = parse_target(dsn)
+    return build_dsn(t.host, t.port, name, "app-pass", t.database)
+
+
 async def _state_is(dsn: str, name: str) -> bool:
     st = await pg_state(dsn)
     return st is not None and st["state"] == name
@@ -257,10 +278,12 @@ def asyncio_run_writes(dsn: str, n: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", WRITES, dsn, str(n)])
 
 
-async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, target_dsn):
-    """The application on Postgres writes microseconds into a column whose SQLite layout held
-    seconds: the row goes back with the whole value (a wider layout), is named in the quarantine
-    with its reason, and rollback says so; nothing is dropped."""
+async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, target_dsn,
+                                                                     pg_env):
+    """The application on Postgres (its own role, with no privilege on _replicator) writes
+    microseconds into a column whose SQLite layout held seconds: the row goes back with the whole
+    value (a wider layout), is named in the quarantine with its reason, and rollback says so;
+    nothing is dropped."""
     db = tmp_path / "app.sqlite"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("CREATE TABLE visits (id INTEGER PRIMARY KEY, at DATETIME NOT NULL)")
@@ -271,8 +294,11 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
     try:
         await wait_caught_up(target_dsn, db, daemon)
         cli("cutover", "--source", str(db), "--target", target_dsn, "--fallback", check=True)
-        pg = await asyncpg.connect(target_dsn)
+        app_dsn = await _app_role(pg_env, target_dsn)
+        pg = await asyncpg.connect(app_dsn)
         try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await pg.fetch("SELECT * FROM _replicator.rlog")
             await pg.execute("UPDATE visits SET at = '2025-01-02 03:04:05.000120+00' WHERE id = 3")
             await pg.execute("INSERT INTO visits VALUES (21, '2025-02-03 04:05:06+00')")
         finally:
