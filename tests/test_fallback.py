@@ -28,6 +28,7 @@ from .support.helpers import (
     wait_caught_up,
     wait_for,
 )
+from .support.pgbouncer import pgbouncer  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 
@@ -325,3 +326,42 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
         assert rb["verification"]["ok"] and rb["quarantine"] == {"visits": 1}
     finally:
         daemon.kill9_if_running()
+
+
+async def test_the_window_through_a_transaction_mode_pgbouncer(tmp_path, target_dsn,
+                                                               pgbouncer):  # noqa: F811
+    """Neon's -pooler endpoint: reverse capture, reverse apply and rollback all work through a
+    transaction pooler (only transaction-scoped locks; no session state)."""
+    db = tmp_path / "app.sqlite"
+    add_oddities(db)
+    dsn = pgbouncer.dsn_for(target_dsn)
+    config = "[verify]\ninterval = 0\n[target]\npooled = true\n"
+    daemon = Daemon(db, dsn, config=config)
+    try:
+        await wait_caught_up(target_dsn, db, daemon)
+        cli("cutover", "--source", str(db), "--target", dsn, "--fallback", "--config",
+            str(daemon.config), check=True)
+        pg = await asyncpg.connect(dsn, statement_cache_size=0)
+        try:
+            for i in range(1, 30):
+                await pg.execute("UPDATE oddities SET price = price + 1, note = $1 WHERE id = $2",
+                                 f"pooled {i}", i)
+            await pg.execute("DELETE FROM tags WHERE code IN ('t1', 't2')")
+        finally:
+            await pg.close()
+        await wait_for(lambda: _backlog_is_zero(target_dsn), 30, "reverse log drained", daemon)
+        rb = json.loads(cli("rollback", "--source", str(db), "--target", dsn, "--json", "--config",
+                            str(daemon.config), check=True).stdout)
+        assert rb["verification"]["ok"]
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("INSERT INTO tags VALUES ('after rollback', 1)")
+        conn.close()
+        await wait_caught_up(target_dsn, db, daemon)
+        daemon.assert_alive()
+    finally:
+        daemon.kill9_if_running()
+    await compare_all(db, target_dsn, expect_quarantined={})
+
+
+async def _backlog_is_zero(dsn: str) -> bool:
+    return await reverse_backlog(dsn) == 0
