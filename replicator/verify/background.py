@@ -25,7 +25,9 @@ async def background_verify(cfg: Config, target: TargetDSN, progress: Progress,
             await asyncio.wait_for(stop.wait(), delay)
         if stop.is_set():
             return
-        if progress.backlog > CATCH_UP_FIRST:
+        if progress.backlog > CATCH_UP_FIRST or progress.state != "streaming":
+            # Catching up comes first; and in the fallback window SQLite follows Postgres, so a
+            # difference may only be a change on its way back (`rollback` verifies everything).
             delay = 10.0
             continue
         try:
