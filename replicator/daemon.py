@@ -125,8 +125,13 @@ async def _main(rep: Replicator, stop: asyncio.Event, tg: asyncio.TaskGroup,
         try:
             await rep.stream.run(stop, watcher)
         except CutoverDone:
-            if await _fallback_window(rep, stop) == "streaming":
+            after = await _fallback_window(rep, stop)
+            if after == "streaming":
                 continue  # rolled back: SQLite is the source of truth again, stream forward
+            if after == "fallback":  # stopped by a signal; the window stays open
+                _log.info("replicator_stopped", state="fallback",
+                          detail="the fallback window stays open; `replicator run` resumes it")
+                return EXIT_OK
             session.progress.set_state("done")
             _log.info("cutover_done", detail="the migration was cut over; the daemon exits")
             return EXIT_OK

@@ -213,8 +213,10 @@ class ReverseApplier:
                 _log.info("fallback_summary", applied=applied, backlog=backlog,
                           lag_seconds=round(lag, 3))
                 last_summary, applied = time.monotonic(), 0
-            if not done.entries:
-                await _sleep(stop, session.cfg.poll_interval)
+            # As forward: a pause between batches (larger batches, far fewer commits on both
+            # sides), and the poll interval when there was nothing to apply.
+            await _sleep(stop, session.cfg.batch_interval if done.entries
+                         else session.cfg.poll_interval)
         return "fallback"
 
     async def _on_error(self, exc: BaseException, errors: int) -> float:
