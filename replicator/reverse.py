@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections import Counter, defaultdict
@@ -92,8 +93,7 @@ class ReverseApplier:
             # in the rows, and a change that lands in between is applied again next batch.
             changes, inexact = await self._read(conn, entries)
             await state.rlog_forget(conn, [e[0] for e in entries])
-            for name, items in inexact.items():
-                await state.quarantine_put(conn, name, items)
+            await self._quarantine(conn, changes, inexact)
             result = await asyncio.to_thread(self.session.live.write,
                                              lambda c: _write(c, changes), what="reverse")
             result.entries = len(entries)
@@ -110,6 +110,23 @@ class ReverseApplier:
         _log.debug("reverse_batch", entries=result.entries, written=result.rows_written,
                    deleted=result.rows_deleted, seconds=round(time.monotonic() - t0, 4))
         return result
+
+    async def _quarantine(self, conn: asyncpg.Connection, changes: dict[str, TableChanges],
+                          inexact: dict[str, list[Any]]) -> None:
+        """Rows written back in a wider form go into the quarantine; rows of a table that may
+        hold some and that went back exactly (or were deleted) leave it."""
+        held = self.session.quarantined
+        for name, table in changes.items():
+            if held.get(name):
+                if table.truncated:
+                    await state.quarantine_clear_table(conn, name)
+                wider = {json.dumps(item[0]) for item in inexact.get(name, [])}
+                exact = [key_to_json(k) for k in table.keys]
+                await state.quarantine_clear(conn, name, [k for k in exact
+                                                          if json.dumps(k) not in wider])
+            if inexact.get(name):
+                await state.quarantine_put(conn, name, inexact[name])
+                held[name] = True
 
     async def _read(self, conn: asyncpg.Connection, entries: list[tuple[int, str, str | None]]
                     ) -> tuple[dict[str, TableChanges], dict[str, list[Any]]]:

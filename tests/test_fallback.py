@@ -302,6 +302,14 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
                 await pg.fetch("SELECT * FROM _replicator.rlog")
             await pg.execute("UPDATE visits SET at = '2025-01-02 03:04:05.000120+00' WHERE id = 3")
             await pg.execute("INSERT INTO visits VALUES (21, '2025-02-03 04:05:06+00')")
+            await pg.execute("UPDATE visits SET at = '2025-03-04 05:06:07.5+00' WHERE id = 4")
+        finally:
+            await pg.close()
+        await wait_for(lambda: _backlog_is_zero(target_dsn), 30, "reverse log drained", daemon)
+        assert await _quarantined(target_dsn) == 2
+        pg = await asyncpg.connect(app_dsn)
+        try:  # the application fixes one: it leaves the quarantine when it goes back exactly
+            await pg.execute("UPDATE visits SET at = '2025-03-04 05:06:07+00' WHERE id = 4")
         finally:
             await pg.close()
 
@@ -361,6 +369,14 @@ async def test_the_window_through_a_transaction_mode_pgbouncer(tmp_path, target_
     finally:
         daemon.kill9_if_running()
     await compare_all(db, target_dsn, expect_quarantined={})
+
+
+async def _quarantined(dsn: str) -> int:
+    pg = await asyncpg.connect(dsn)
+    try:
+        return int(await pg.fetchval("SELECT count(*) FROM _replicator.quarantine"))
+    finally:
+        await pg.close()
 
 
 async def _backlog_is_zero(dsn: str) -> bool:
