@@ -223,9 +223,9 @@ def back_converter(col: ColumnPlan) -> Callable[[Any], Back]:
     def convert(v: Any) -> Back:
         if v is None:
             return Back(None, True)
-        out = back(v)
+        out = stored_as(back(v), aff)  # what the column will hold: say that, check that
         try:
-            again = forward(stored_as(out, aff))
+            again = forward(out)
         except BadValue:
             return Back(out, False)
         return Back(out, _same(again, v))

@@ -8,6 +8,7 @@ an unprivileged user (``postgres`` if it exists, else a ``replicator`` system us
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -68,6 +69,15 @@ def ensure_running(
     With ``source``, the DSN is that file's own database, created on first use."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    # One process at a time sets up a home: `run` and a `status` started next to it would both
+    # initialise, start the server or create the file's database (measured: the second's
+    # CREATE DATABASE failed with a duplicate key, and `run` with it).
+    with open(home / ".setup.lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        return _ensure_running(home, settings, source)
+
+
+def _ensure_running(home: Path, settings: dict[str, str] | None, source: Path | None) -> Embedded:
     runner = _Runner(home)
     creds = _load_or_init(home, runner, settings or {})
     data = home / "data"

@@ -189,14 +189,15 @@ class ReverseApplier:
         metrics.REVERSE_LAG_SECONDS.set(lag)
         return backlog, lag
 
-    async def drain(self, timeout: float) -> ReverseResult:
-        """Apply until the reverse log is empty (``rollback``, after the Postgres fence)."""
+    async def drain(self, timeout: float, *, catch_up: bool = False) -> ReverseResult:
+        """Apply until the reverse log is empty (``rollback``, after the Postgres fence); with
+        ``catch_up``, until a batch is not full (the application may still be writing)."""
         deadline = time.monotonic() + timeout
         total = ReverseResult()
         while True:
             done = await self.batch()
             _add(total, done)
-            if not done.entries:
+            if not done.entries or catch_up and done.entries < self.batch_size:
                 return total
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rollback: the reverse log did not drain in {timeout:.0f}s")

@@ -65,7 +65,8 @@ async def _rollback(rep: Replicator, cfg: Config, target: TargetDSN,
     conn, schema = session.conn, session.schema
     plans = {n: t.plan for n, t in sorted(session.targets.items())}
     applier = ReverseApplier(session)
-    before = await applier.drain(timeout)  # while the application still writes: a short freeze
+    # While the application still writes: what is left for the freeze is at most one batch.
+    before = await applier.drain(timeout, catch_up=True)
     t_fence = time.monotonic()
     async with conn.transaction():
         await fallback.install_fence(conn, plans, schema, str(cfg.source.resolve()))

@@ -144,7 +144,7 @@ async def test_fallback_window_rollback_and_finish(chinook, target_dsn, tmp_path
         writer = asyncio_run_writes(target_dsn, 1500)
         time.sleep(0.6)
         daemon.kill9()
-        writer.wait(120)
+        writer.communicate(timeout=120)
         daemon = Daemon(chinook, target_dsn)
         await wait_for(lambda: _applying(target_dsn), 30, "reverse apply restarted", daemon)
         await _terminate_others(target_dsn)
@@ -152,11 +152,12 @@ async def test_fallback_window_rollback_and_finish(chinook, target_dsn, tmp_path
         await compare_all(chinook, target_dsn, expect_quarantined={})
 
         # rollback: Postgres fenced, drained, verified; SQLite writable again.
-        more = asyncio_run_writes(target_dsn, 300)  # the app is still writing on Postgres
-        time.sleep(0.3)
+        more = asyncio_run_writes(target_dsn, 10**6)  # the app writes on Postgres until fenced
+        time.sleep(0.5)
         rb = cli("rollback", "--source", str(chinook), "--target", target_dsn, "--json")
-        more.wait(120)
+        fenced = more.communicate(timeout=120)[0]
         assert rb.returncode == 0, rb.stderr[-3000:]
+        assert "fenced after" in fenced and "the data lives in the SQLite file" in fenced, fenced
         result = json.loads(rb.stdout)
         assert result["verification"]["ok"] and result["state"] == "streaming"
         counts = await compare_all(chinook, target_dsn, expect_quarantined={})
@@ -268,6 +269,7 @@ async def main():
                              i % 3000 + 1)
         except asyncpg.PostgresError as exc:
             if "rolled back" in str(exc):
+                print("fenced after", i, "writes:", exc)
                 return  # the rollback fenced Postgres: the app stops writing here
             raise
 asyncio.run(main())
@@ -276,7 +278,8 @@ asyncio.run(main())
 
 def asyncio_run_writes(dsn: str, n: int) -> subprocess.Popen:
     """A separate process writing single-row transactions to Postgres."""
-    return subprocess.Popen([sys.executable, "-c", WRITES, dsn, str(n)])
+    return subprocess.Popen([sys.executable, "-c", WRITES, dsn, str(n)], stdout=subprocess.PIPE,
+                            text=True)
 
 
 async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, target_dsn,

@@ -89,22 +89,26 @@ def test_one_storage_class_and_layout_comes_back_as_it_was(tmp_path, declared, k
     prop()
 
 
-def _col(conv: str, pg_type: str) -> ColumnPlan:
-    return ColumnPlan(name="v", pg_name="v", declared="", affinity="", pg_type=pg_type, conv=conv,
+def _col(conv: str, pg_type: str, declared: str = "") -> ColumnPlan:
+    return ColumnPlan(name="v", pg_name="v", declared=declared, affinity="", pg_type=pg_type,
+                      conv=conv,
                       notnull=False, generated=False, policy="quarantine", reason="", exact=True)
 
 
-@pytest.mark.parametrize(("conv", "pg_type", "value", "written"), [
+@pytest.mark.parametrize(("conv", "pg_type", "declared", "value", "written"), [
     # A timestamp with microseconds where the layout holds seconds: the whole fraction is kept.
-    ("ts_text:YYYY-MM-DD HH:MM:SS", "timestamptz", datetime(2025, 1, 2, 3, 4, 5, 120, tzinfo=UTC),
-     "2025-01-02 03:04:05.000120"),
-    # A numeric with more digits than a REAL holds: its decimal text, never a rounded float.
-    ("numeric", "numeric", Decimal("0.12345678901234567890"), "0.12345678901234567890"),
+    ("ts_text:YYYY-MM-DD HH:MM:SS", "timestamptz", "DATETIME",
+     datetime(2025, 1, 2, 3, 4, 5, 120, tzinfo=UTC), "2025-01-02 03:04:05.000120"),
+    # A numeric with more digits than a REAL holds: its decimal text where the column keeps
+    # text (no affinity) ...
+    ("numeric", "numeric", "", Decimal("0.12345678901234567890"), "0.12345678901234567890"),
+    # ... and the nearest REAL where SQLite's NUMERIC affinity turns such text into one.
+    ("numeric", "numeric", "NUMERIC(10,2)", Decimal("0.32000000000000004"), 0.32000000000000006),
     # Unix seconds cannot hold a fraction: ISO text with the instant in full.
-    ("ts_unix", "timestamptz", datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=UTC),
+    ("ts_unix", "timestamptz", "", datetime(2025, 1, 2, 3, 4, 5, 500000, tzinfo=UTC),
      "2025-01-02 03:04:05.500000+00:00"),
 ])
-def test_a_value_without_an_exact_sqlite_form_follows_the_stated_rule(conv, pg_type, value,
-                                                                       written):
-    back = back_converter(_col(conv, pg_type))(value)
+def test_a_value_without_an_exact_sqlite_form_follows_the_stated_rule(conv, pg_type, declared,
+                                                                       value, written):
+    back = back_converter(_col(conv, pg_type, declared))(value)
     assert back == (written, False)

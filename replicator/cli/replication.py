@@ -116,6 +116,9 @@ async def rollback(args: argparse.Namespace, cfg: Config) -> int:
              f"  rows moved back during the window: {result['rows_moved_back_in_window']} "
              f"(in the final drain: {back['after_fence']['entries']} changes)\n"
              f"  verified equal: {result['verification']['rows']} rows value by value\n"
+             + (f"  {sum(result['quarantine'].values())} row(s) in quarantine: values SQLite "
+                "could not hold exactly went back by the stated rule (`replicator status`, "
+                "`replicator report` list them)\n" if result["quarantine"] else "") +
              "  Postgres is fenced; point the application at the SQLite file. A running daemon "
              "streams its writes forward again")
     emit(result, args.json, human)
