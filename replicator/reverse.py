@@ -177,9 +177,9 @@ class ReverseApplier:
                 if not back.exact:
                     sqlite_row = [v.value for v in values]
                     bad.append((key_to_json(table.keys[-1]), key_to_json(sqlite_row), col.name,
-                                f"{state.REVERSE_REASON}Postgres {col.pg_type} {raw!r} has no "
-                                f"exact SQLite form in this column's layout; written as "
-                                f"{back.value!r}"))
+                                f"{state.REVERSE_REASON}Postgres {col.pg_type} {_shown(raw)} has "
+                                f"no exact SQLite form in this column's layout; written as "
+                                f"{_shown(back.value)}"))
                     break
         return bad
 
@@ -274,6 +274,11 @@ def _write(c: sqlite3.Connection, changes: dict[str, TableChanges]) -> ReverseRe
     c.execute(f"DELETE FROM {qi(LOG_TABLE)} WHERE seq > ?", (before,))
     c.execute(f"DELETE FROM {qi(META_TABLE)} WHERE key = ?", (PASS_KEY,))
     return result
+
+
+def _shown(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _add(total: ReverseResult, one: ReverseResult) -> None:

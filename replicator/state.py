@@ -525,8 +525,11 @@ async def quarantine_keys(conn: asyncpg.Connection, table: str, *, reverse: bool
 
 
 async def quarantine_rows(conn: asyncpg.Connection, table: str) -> int:
-    return int(await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.quarantine WHERE tbl = $1",
-                                   table))
+    """Quarantined rows of a table that are absent from it in Postgres (not the rows the
+    fallback window wrote back in a wider form, which are on both sides)."""
+    return int(await conn.fetchval(
+        f"SELECT count(*) FROM {SCHEMA}.quarantine WHERE tbl = $1 "
+        "AND NOT starts_with(reason, $2)", table, REVERSE_REASON))
 
 
 async def quarantine_list(conn: asyncpg.Connection, limit: int | None = 500

@@ -57,7 +57,7 @@ class TableReport:
     def note(self, kind: str, key: Any, **detail: Any) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
         self.suspects.setdefault(kind, [])
-        if len(self.suspects[kind]) < MAX_RECHECK:
+        if key and len(self.suspects[kind]) < MAX_RECHECK:  # no key (a count): nothing to recheck
             self.suspects[kind].append(key)
         if len(self.samples[kind]) < MAX_SAMPLES:
             self.samples[kind].append({"key": list(key), **detail})
