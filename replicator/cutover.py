@@ -159,6 +159,7 @@ async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
     changed = await state.events_since(session.conn, ("resnapshot", "add_columns"),
                                        float(last.get("at", 0)))
     mode = "changed" if recent and not changed else "full"
+    await state.sample(session.conn, "forward", lag, backlog, 0)  # the charts' last point
     _log.info("cutover_preflight", lag_seconds=round(lag, 3), backlog=backlog, verify=mode,
               constraints_that_will_not_validate=sum(1 for v in constraints.values() if v))
     return {"lag_seconds": round(lag, 3), "backlog": backlog, "verify_mode": mode,

@@ -7,10 +7,13 @@ this migration back, and what went wrong in this run. One data structure, three 
 
 from __future__ import annotations
 
-import html
+import gzip
 import json
+import shutil
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,6 +24,7 @@ from .convert import from_typed_json
 from .dsn import TargetDSN
 from .errors import StateError
 from .quoting import qualified
+from .report_html import render_html
 from .source import inspect, open_source
 from .target import connect
 
@@ -42,7 +46,8 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
         if st is None:
             raise StateError("report: the target holds no replication to report on")
         tables = await state.tables(pg)
-        return {
+        quarantine = await _quarantine(pg)
+        data = {
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "tool": f"replicator {__version__}",
             "source": str(cfg.source),
@@ -52,8 +57,8 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             "error": st.error,
             "moved": await _moved(pg, cfg, tables),
             "mapping": _mapping(tables),
-            "quarantine": await _quarantine(pg),
-            "schema": {"before": _before(cfg), "after": _after(cfg, tables),
+            "quarantine": quarantine,
+            "schema": {"before": _before(cfg, st), "after": _after(cfg, tables),
                        "objects": (st.info.get("cutover") or {}).get("objects")
                        or st.info.get("final_objects") or []},
             "verification": {"last": st.info.get("last_verify"),
@@ -62,7 +67,14 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             "fallback": _fallback(st.info),
             "rollback": _rollback(cfg, st),
             "troubleshooting": await _trouble(pg, st, tables),
+            "validation": st.info.get("last_replay"),
+            "security": await _security(pg, target),
+            "charts": {"samples": await state.samples(pg),
+                       "snapshot": [{"table": n, "rows": t.rows_copied,
+                                     "seconds": t.copy_seconds} for n, t in tables.items()]},
         }
+        data["attention"] = _attention(cfg, st, data, await state.quarantine_summary(pg))
+        return data
     finally:
         await pg.close()
 
@@ -89,15 +101,25 @@ async def _quarantine(pg: asyncpg.Connection) -> list[dict[str, Any]]:
             for q in await state.quarantine_list(pg, None)]  # raw: typed JSON, lossless
 
 
-def _before(cfg: Config) -> list[str]:
-    try:
-        conn = open_source(cfg.source, readonly=True)
-    except Exception:  # noqa: BLE001 - the report still renders without the source
-        return ["(the SQLite file could not be opened)"]
-    try:
-        return [o[3] for o in inspect(conn).objects if o[3] and not o[1].startswith("sqlite_")]
-    finally:
-        conn.close()
+def _before(cfg: Config, st: state.State) -> list[str]:
+    """The SQLite schema as it was before the replicator first wrote to the file: read from the
+    backup made then (the live file may have changed since), else from the file itself."""
+    backup = Path(str(st.info.get("backup") or ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = cfg.source
+        if backup.is_file():
+            path = Path(tmp) / "before.sqlite"
+            with gzip.open(backup, "rb") as packed, open(path, "wb") as out:
+                shutil.copyfileobj(packed, out)
+        try:
+            conn = open_source(path, readonly=True)
+        except Exception:  # noqa: BLE001 - the report still renders without the source
+            return ["(the SQLite file could not be opened)"]
+        try:
+            return [o[3] + ";" for o in inspect(conn).objects
+                    if o[3] and not o[1].startswith(("sqlite_", "_replicator"))]
+        finally:
+            conn.close()
 
 
 def _after(cfg: Config, tables) -> list[str]:
@@ -107,6 +129,67 @@ def _after(cfg: Config, tables) -> list[str]:
         out += ddl.default_sql(t.plan, cfg.target_schema)
         out += ddl.snapshot_ddl(t.plan, cfg.target_schema)
         out += ddl.final_ddl(t.plan)
+    return out
+
+
+async def _security(pg: asyncpg.Connection, target: TargetDSN) -> dict[str, Any]:
+    """How the replicator reached the target, with which rights, and where secrets appear."""
+    role = await pg.fetchrow(
+        "SELECT current_user AS name, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls "
+        "FROM pg_roles WHERE rolname = current_user")
+    tls = await pg.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    return {
+        "target": target.masked,
+        "tls": bool(tls),
+        "tls_mode": target.sslmode or ("disable (loopback)" if target.loopback
+                                       else "verify-full (default)"),
+        "role": role["name"] if role else None,
+        "superuser": bool(role and role["rolsuper"]),
+        "privileges": [k[3:] for k in ("rolcreaterole", "rolcreatedb", "rolbypassrls")
+                       if role and role[k]],
+        "secrets": "the password is masked (***) in this report, the logs, status, metrics and "
+                   "errors; it is read from the DSN or the environment only",
+    }
+
+
+def _attention(cfg: Config, st: state.State, r: dict[str, Any],
+               held: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What is left for a human, most urgent first, each with the command or SQL that fixes it."""
+    src = cfg.source
+    out: list[dict[str, str]] = []
+    if st.error:
+        out.append({"what": "Replication is in error", "detail": st.error,
+                    "fix": f"`replicator status --source {src}`; the daemon's log says why"})
+    for q in held:
+        out.append({"what": f"{q['rows']} row(s) of {q['table']}.{q['column']} in quarantine",
+                    "detail": q["reason"],
+                    "fix": "fix them in SQLite (they leave when changed), or set the column's type "
+                           "in the config; their raw values are listed below"})
+    for item in (st.info.get("cutover") or {}).get("for_a_human", []):
+        if str(item.get("object", "")).startswith("quarantine "):
+            continue  # named above, as it stands now
+        fix = str(item.get("fix") or "")
+        if "then: " in fix and "`" not in fix:  # the statement to run, shown as code
+            head, _, sql = fix.partition("then: ")
+            fix = f"{head}then: `{sql}`"
+        out.append({"what": f"{item.get('object')}: {item.get('status')}",
+                    "detail": str(item.get("detail") or ""), "fix": fix})
+    last = st.info.get("last_verify") or {}
+    if last and not last.get("ok"):
+        out.append({"what": "The last verification found differences", "detail": "",
+                    "fix": f"`replicator verify --source {src}` names each key and both values"})
+    replay = r.get("validation") or {}
+    bad = {k: v for k, v in (replay.get("counts") or {}).items()
+           if k in ("different", "failed") and v}
+    if bad:
+        out.append({"what": "Application queries answer differently on Postgres",
+                    "detail": ", ".join(f"{v} {k}" for k, v in bad.items()),
+                    "fix": "`replicator queries replay` shows each query on both sides"})
+    if st.state == "fallback":
+        out.append({"what": "The fallback window is open",
+                    "detail": "Postgres is the source of truth; its changes flow back to SQLite",
+                    "fix": f"`replicator finish --source {src}` when the application is fine on "
+                           f"Neon, or `replicator rollback --source {src}`"})
     return out
 
 
@@ -212,6 +295,10 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
         ("Summary", [f"Source: {r['source']}", f"Target: {r['target']}",
                      f"State: {r['state']}" + (f" (error: {r['error']})" if r["error"] else ""),
                      f"Generated {r['generated_at']} by {r['tool']}"], None),
+        ("Needs attention", [
+            f"**{a['what']}**" + (f": {' '.join(a['detail'].split())[:300]}" if a["detail"] else "")
+            + (f" Fix: {a['fix']}" if a["fix"] else "") for a in r["attention"]]
+         or ["Nothing needs a human."], None),
         ("What was migrated", [f"{sum(m['rows'] for m in r['moved'])} rows in "
                                f"{len(r['moved'])} tables"], moved),
         ("Type mapping and conversions", [], mapping),
@@ -219,8 +306,8 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
                               "values are kept losslessly in _replicator.quarantine"], quarantine),
         ("Schema objects", ["Constraints, triggers, views and sequences as created at cutover"],
          objects),
-        ("Verification", [f"Last verification: {json.dumps(v['last'])}",
-                          f"At cutover: {json.dumps(v['at_cutover'])}"], None),
+        ("Verification", [_verified("At cutover", v["at_cutover"]),
+                          _verified("Last full verification", v["last"])], None),
         ("Timings", [f"Snapshot: {t['snapshot_seconds']} s", f"Catch-up after the snapshot: "
                      f"{t['catch_up_seconds']} s", f"Write freeze at cutover: "
                      f"{t['freeze_window_ms']} ms {t['freeze_breakdown_ms'] or ''}"], None),
@@ -232,6 +319,15 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
     ]
 
 
+def _verified(label: str, rec: dict[str, Any] | None) -> str:
+    if not rec:
+        return f"{label}: not recorded"
+    at = (f", at {datetime.fromtimestamp(rec['at'], UTC).isoformat(timespec='seconds')}"
+          if isinstance(rec.get("at"), (int, float)) else "")
+    return (f"{label}: {'equal' if rec.get('ok') else 'DIFFERENCES'}, {rec.get('rows')} rows "
+            f"({rec.get('mode', 'full')}{at})")
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     out = [f"# Migration report: {r['source']}", ""]
     for title, paras, rows in _sections(r):
@@ -240,7 +336,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         for p in paras:
             in_code = not in_code if p.startswith("```") else in_code
             out.append(p if in_code or p.startswith("```") else f"- {p}" if title in (
-                "Summary", "Timings", "Rollback procedure") else p)
+                "Summary", "Needs attention", "Timings", "Rollback procedure") else p)
         if rows and len(rows) > 1:
             out.append("")
             out.append("| " + " | ".join(map(str, rows[0])) + " |")
@@ -249,28 +345,6 @@ def render_markdown(r: dict[str, Any]) -> str:
                     for row in rows[1:]]
         out.append("")
     return "\n".join(out)
-
-
-def render_html(r: dict[str, Any]) -> str:
-    esc = html.escape
-    out = ["<!doctype html><meta charset='utf-8'>",
-           f"<title>Migration report: {esc(r['source'])}</title>",
-           "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
-           "font-size:90%;vertical-align:top}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
-           f"<h1>Migration report: {esc(r['source'])}</h1>"]
-    for title, paras, rows in _sections(r):
-        out.append(f"<h2>{esc(title)}</h2>")
-        if paras and paras[0].startswith("```"):
-            out.append("<pre>" + esc("\n".join(p for p in paras if not p.startswith("```"))) + "</pre>")
-        else:
-            out += [f"<p>{esc(p)}</p>" for p in paras]
-        if rows and len(rows) > 1:
-            out.append("<table><tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in rows[0]) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
-                    for row in rows[1:]]
-            out.append("</table>")
-    return "\n".join(out) + "\n"
 
 
 def render(report: dict[str, Any], fmt: str) -> str:

@@ -37,6 +37,7 @@ from .plans import TablePlan
 from .quoting import qi, qualified
 from .session import Session
 from .source import LOG_TABLE, META_TABLE
+from .stream import SAMPLE_EVERY
 from .target import backoff
 
 _log = log.get("reverse")
@@ -211,6 +212,7 @@ class ReverseApplier:
                   "into the SQLite file; `replicator rollback` or `replicator finish` ends it")
         errors = 0
         last_summary, applied = time.monotonic(), 0
+        last_sample, sampled = 0.0, 0
         while not stop.is_set():
             try:
                 done = await session.bounded(self.batch(), "a reverse batch")
@@ -226,7 +228,12 @@ class ReverseApplier:
                 await _sleep(stop, await self._on_error(exc, errors))
                 continue
             applied += done.entries
+            sampled += done.entries
             session.progress.applied += done.entries
+            if time.monotonic() - last_sample >= SAMPLE_EVERY:
+                with contextlib.suppress(Exception):  # a chart point is never worth an error
+                    await state.sample(session.conn, "reverse", lag, backlog, sampled)
+                last_sample, sampled = time.monotonic(), 0
             if time.monotonic() - last_summary >= session.cfg.summary_interval:
                 _log.info("fallback_summary", applied=applied, backlog=backlog,
                           lag_seconds=round(lag, 3))

@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.rlog (
     key             jsonb,
     at              timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.samples (
+    at              timestamptz NOT NULL DEFAULT now(),
+    direction       text NOT NULL,
+    lag_seconds     double precision NOT NULL,
+    backlog         bigint NOT NULL,
+    applied         bigint NOT NULL
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.events (
     id              bigserial PRIMARY KEY,
     at              timestamptz NOT NULL DEFAULT now(),
@@ -136,6 +143,7 @@ class TableState:
     rows_copied: int
     changes_applied: int
     last_change_at: datetime | None = None
+    copy_seconds: float | None = None
 
 
 async def ensure(conn: asyncpg.Connection) -> None:
@@ -155,6 +163,21 @@ async def apply_lock(conn: asyncpg.Connection) -> None:
 async def reverse_lock(conn: asyncpg.Connection) -> None:
     """Inside a transaction: wait for any other reverse applier (see REVERSE_LOCK)."""
     await conn.execute(f"SELECT pg_advisory_xact_lock({REVERSE_LOCK})")
+
+
+async def sample(conn: asyncpg.Connection, direction: str, lag: float, backlog: int,
+                 applied: int) -> None:
+    """One point of the report's lag and backlog charts (``direction``: forward or reverse)."""
+    await conn.execute(f"INSERT INTO {SCHEMA}.samples (direction, lag_seconds, backlog, applied) "
+                       "VALUES ($1, $2, $3, $4)", direction, lag, backlog, applied)
+
+
+async def samples(conn: asyncpg.Connection, limit: int = 2000) -> list[dict[str, Any]]:
+    """The newest ``limit`` samples, oldest first (the report's charts)."""
+    rows = await conn.fetch(
+        f"SELECT * FROM (SELECT extract(epoch FROM at) AS at, direction, lag_seconds, backlog, "
+        f"applied FROM {SCHEMA}.samples ORDER BY at DESC LIMIT $1) s ORDER BY at", limit)
+    return [dict(r) for r in rows]
 
 
 def rlog_insert_sql(table_literal: str, key_sql: str) -> str:
@@ -349,6 +372,7 @@ async def tables(conn: asyncpg.Connection) -> dict[str, TableState]:
             rows_copied=r["rows_copied"],
             changes_applied=r["changes_applied"],
             last_change_at=r["last_change_at"],
+            copy_seconds=r["copy_seconds"],
         )
         for r in rows
     }

@@ -42,6 +42,7 @@ from .tail import ReadTxn, RowSet, Tail, Watcher
 from .target import backoff
 
 _log = log.get("stream")
+SAMPLE_EVERY = 10.0  # seconds between two points of the report's lag and backlog charts
 ReconnectFn = Callable[[], Awaitable[None]]
 _RESTORED = ("source: the change log ends at {high} but {cursor} changes were already applied: the "
              "file was restored from an older copy. Replication stopped; start again (uninstall, "
@@ -60,6 +61,8 @@ class _LoopState:
     backlog: int = 0
     caught_up: bool = False
     last_summary: float = field(default_factory=time.monotonic)
+    last_sample: float = 0.0  # the report's lag/backlog charts: one point every SAMPLE_EVERY s
+    sampled: int = 0
     turn_started: float = 0.0
 
 
@@ -283,6 +286,11 @@ class Stream:
             await self.prune(optional=True)
         if not loop.caught_up and polled.backlog == 0:
             loop.caught_up = await session.bounded(self._record_caught_up(), "recording catch-up")
+        if time.monotonic() - loop.last_sample >= SAMPLE_EVERY:
+            await session.bounded(state.sample(session.conn, "forward", polled.lag,
+                                               polled.backlog, loop.sampled), "a sample")
+            loop.last_sample, loop.sampled = time.monotonic(), 0
+        loop.sampled += result.entries if result else 0
         if time.monotonic() - loop.last_summary >= session.cfg.summary_interval:
             await self._quarantine_gauge()  # rows leave quarantine when they are fixed, too
             _log.info("summary", applied=loop.applied, cursor=session.cursor,
@@ -327,6 +335,7 @@ class Stream:
         finished = (st.info.get("snapshot_finished_at") if st else None) or time.time()
         seconds = round(time.time() - finished, 3)
         await state.merge_info(conn, caught_up_at=time.time(), catch_up_seconds=seconds)
+        await state.sample(conn, "forward", 0.0, 0, 0)
         await state.event(conn, "caught_up", seconds=seconds, cursor=self.session.cursor)
         _log.info("caught_up", seconds_after_snapshot=seconds)
         return True

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from .. import state
 from ..errors import EXIT_OK, EXIT_RUNTIME, ConfigError
 from ..queries import DEFAULT_SEQ_ROWS, DRIVERS, advise, catalog, corpus, render
-from ..queries.replay import Replayer, open_readonly
+from ..queries.replay import Replayer, ReplayReport, open_readonly
 from ..queries.replay import replay as run_replay
 from ..queries.scan import scan as run_scan
 from ..quoting import qi
@@ -102,10 +104,18 @@ async def replay(args: argparse.Namespace) -> int:
                                slow_ms=args.slow_ms, timeout_s=args.timeout)
         rep.advice = await advise.fk_advice(pg, cat, args.schema)
         rep.advice += await advise.seq_scan_advice(pg, rep.scans, args.schema, args.seq_scan_rows)
+        if await state.exists(pg):  # the migration report shows the application's validation
+            await state.merge_info(pg, last_replay=_for_report(rep))
     finally:
         await pg.close()
     print(render.render_replay(rep, args.format))
     return EXIT_OK if rep.ok else EXIT_RUNTIME
+
+
+def _for_report(rep: ReplayReport) -> dict[str, Any]:
+    return {"at": time.time(), "counts": rep.counts(), "ok": rep.ok, "results": [
+        {"name": r.name, "status": r.status, "reason": r.reason[:200], "sqlite_ms": r.sqlite_ms,
+         "pg_ms": r.pg_ms} for r in rep.results[:200]]}
 
 
 async def advise_cmd(args: argparse.Namespace) -> int:
