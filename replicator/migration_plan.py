@@ -41,6 +41,7 @@ def build(cfg: Config) -> dict[str, Any]:
                       for v in views if v["error"]]
         attention += [f"{name}: {why}" for name, why in schema.skipped.items()]
         exact = [t["name"] for t in tables if t["exact"]]
+        framework = next((t.framework for t in schema.tables.values() if t.framework), None)
         report = {
             "source": str(cfg.source),
             "sqlite_version": sqlite3.sqlite_version,
@@ -56,6 +57,11 @@ def build(cfg: Config) -> dict[str, Any]:
             "exact": not attention,
             "summary": {"tables": len(tables), "exact": len(exact),
                         "named_with_reason": len(tables) - len(exact)},
+            "rows": sum(t["rows"] for t in tables),
+            "framework": framework,
+            "rules": _rules(tables),
+            "renamed": [(t["name"], t["pg_name"]) for t in tables
+                        if "pg_name" in t and t["pg_name"] != t["name"]],
         }
         conn.execute("COMMIT")
     finally:
@@ -140,11 +146,49 @@ def _orphans(conn: sqlite3.Connection, table: Table) -> dict[str, int]:
     return out
 
 
+def _rules(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each rule that chose a column's type, once, with how many columns it decided (the column
+    lines refer to it as R1, R2, ... in this order)."""
+    counts: dict[str, int] = {}
+    for t in tables:
+        for c in t.get("columns", []):
+            counts[c["reason"]] = counts.get(c["reason"], 0) + 1
+    return [{"id": f"R{i + 1}", "rule": r, "columns": n} for i, (r, n) in enumerate(counts.items())]
+
+
+def overview(report: dict[str, Any]) -> list[str]:
+    """What the plan says, in a few lines: the first thing it prints."""
+    s = report["summary"]
+    if not s["tables"]:
+        return ["The file holds no table to migrate (only SQLite's own, or none at all)."]
+    lines = [f"{s['tables']} tables, {report['rows']:,} rows: "
+             + (f"all {s['tables']} arrive exact." if not s["named_with_reason"] else
+                f"{s['exact']} arrive exact, {s['named_with_reason']} need attention (below).")]
+    fw = report.get("framework")
+    lines.append(f"Framework: {fw} (its migration table is in the file; its Postgres conventions "
+                 "apply)" if fw else "Framework: none recognised (Django, Rails, Alembic "
+                 "migration tables are looked for)")
+    renamed = report.get("renamed") or []
+    if renamed and report["identifiers"] == "lower":
+        example = ", ".join(f"{a} -> {b}" for a, b in renamed[:3])
+        lines.append(f"Names: {len(renamed)} table(s) and their columns are lower-cased ({example}"
+                     f"{', ...' if len(renamed) > 3 else ''}), as Postgres folds unquoted names, "
+                     "so the application's unquoted SQL keeps working; identifiers = \"preserve\" "
+                     "keeps them as they are (then every query must quote them)")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     if sys.stdout.isatty():
         return _render_rich(report)
     out = [f"Migration plan for {report['source']} (journal {report['journal_mode']}, "
-           f"target schema {report['target_schema']})", ""]
+           f"target schema {report['target_schema']})", "", *overview(report), ""]
+    if report["rules"]:
+        out.append("Rules that chose the types (each column below names its rule):")
+        out += [f"  {r['id']:>4}  {r['rule']}  ({r['columns']} column{'s' * (r['columns'] != 1)})"
+                for r in report["rules"]]
+        out.append("")
+    rule_id = {r["rule"]: r["id"] for r in report["rules"]}
     for t in report["tables"]:
         if "error" in t:
             out += [f"{t['name']}: {t['error']}", ""]
@@ -153,8 +197,7 @@ def render(report: dict[str, Any]) -> str:
         for c in t["columns"]:
             mark = "ok " if c["exact"] else "!! "
             out.append(f"  {mark}{c['name']:24} {c['declared'] or '(none)':16} -> "
-                       f"{c['pg_type']:17} [{_seen(c['census'])}]")
-            out.append(f"       {c['reason']}")
+                       f"{c['pg_type']:17} {rule_id[c['reason']]:>4}  [{_seen(c['census'])}]")
             out += [f"       !! {p}" for p in c["problems"]]
         out += [f"  note: {n}" for n in t["notes"]]
         out += [f"  {o['kind']} {o['name']}: {'ok' if not o['error'] else 'NOT TRANSLATED: ' + o['error']}"
@@ -162,10 +205,6 @@ def render(report: dict[str, Any]) -> str:
         out.append("")
     for v in report["views"]:
         out.append(f"view {v['name']}: {'ok' if not v['error'] else 'NOT TRANSLATED: ' + v['error']}")
-    s = report["summary"]
-    out.append(f"\n{s['exact']} of {s['tables']} tables arrive exact; {s['named_with_reason']} "
-               "need attention (named below with the reason)." if s["named_with_reason"] else
-               f"\nAll {s['tables']} tables arrive exact.")
     if report["attention"]:
         out.append("Needs attention:")
         out += [f"  - {a}" for a in report["attention"]]
@@ -185,6 +224,13 @@ def _render_rich(report: dict[str, Any]) -> str:
     console = Console(record=True, width=140)
     console.print(f"[bold]Migration plan[/] for {report['source']} "
                   f"(journal {report['journal_mode']}, target schema {report['target_schema']})")
+    for line in overview(report):
+        console.print(f"  {line}", markup=False)
+    if report["rules"]:
+        console.print("[bold]Rules that chose the types[/]")
+        for r in report["rules"]:
+            console.print(f"  [cyan]{r['id']:>4}[/]  {r['rule']}  [dim]({r['columns']} columns)[/]")
+    rule_id = {r["rule"]: r["id"] for r in report["rules"]}
     for t in report["tables"]:
         if "error" in t:
             console.print(f"[red]{t['name']}: {t['error']}[/]")
@@ -195,13 +241,13 @@ def _render_rich(report: dict[str, Any]) -> str:
             rt.add_column(head)
         for c in t["columns"]:
             mark = "[green]ok[/]" if c["exact"] else "[red]!![/]"
-            why = c["reason"] + "".join(f"\n[red]{p}[/]" for p in c["problems"])
+            why = rule_id[c["reason"]] + "".join(f"\n[red]{p}[/]" for p in c["problems"])
             rt.add_row(mark, c["name"], c["declared"] or "-", _seen(c["census"]), c["pg_type"], why)
         console.print(rt)
         for n in t["notes"]:
             console.print(f"  [dim]note: {n}[/]")
-    s = report["summary"]
-    console.print(f"\n[bold]{s['exact']} of {s['tables']} tables arrive exact[/]")
+    if report["attention"]:
+        console.print("\n[bold]Needs attention[/]")
     for a in report["attention"]:
         console.print(f"  [yellow]- {a}[/]")
     color = "green" if report["locking"]["status"] == "ok" else "yellow"

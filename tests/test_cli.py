@@ -223,3 +223,18 @@ async def test_a_run_that_fails_after_installing_capture_says_what_stays(chinook
     stays = [e for e in daemon.events() if e.get("event") == "capture_left_installed"]
     assert stays and f"replicator uninstall --source {chinook}" in stays[0]["detail"]
     assert "already exists and was not created by the replicator" in daemon.log.read_text()
+
+
+def test_plan_starts_with_what_it_says_and_names_each_rule_once(chinook, tmp_path):
+    out = cli("plan", "--source", str(chinook), check=True).stdout
+    lines = out.splitlines()
+    assert lines[2] == "11 tables, 15,607 rows: all 11 arrive exact."
+    assert lines[3].startswith("Framework: none recognised")
+    assert "lower-cased (Album -> album" in lines[4] and 'identifiers = "preserve"' in lines[4]
+    assert out.count("INTEGER affinity: bigint") == 1  # the rule once, not per column
+    column_lines = [ln for ln in lines if ln.startswith(("  ok ", "  !! "))]
+    assert len(column_lines) == 64 and all(re.search(r" R\d+  \[", ln) for ln in column_lines)
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).execute("VACUUM")
+    out = cli("plan", "--source", str(empty), check=True).stdout
+    assert "holds no table to migrate" in out and "All 0" not in out
