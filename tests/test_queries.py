@@ -265,3 +265,13 @@ def _pg_exec(dsn: str, sql: str) -> None:
             await conn.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg", "node-postgres", "neon"])
+def test_findings_speak_the_applications_parameters_and_the_drivers_placeholders(driver):
+    tr = translate("SELECT * FROM Track WHERE Name LIKE :name AND Composer LIKE ?", driver)
+    texts = [t.message + (t.suggestion or "") + t.snippet for t in tr.traps]
+    assert tr.traps and not any("__p" in x for x in texts), texts
+    like = next(t for t in tr.traps if t.code == "like-case")
+    assert ":name" in like.message
+    assert like.suggestion == ("Name ILIKE %s" if driver == "psycopg" else "Name ILIKE $1")

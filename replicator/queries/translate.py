@@ -154,12 +154,38 @@ def translate(sql: str, driver: str = "asyncpg", catalog: Catalog | None = None)
     statements.check_selects(tree, ctx)
     tree = rules.apply(tree, ctx)
     final = statements.finish(tree, ctx)
-    tr = Translation(original, kind, read_only, None, traps=_sort_traps(ctx.traps, original))
+    tr = Translation(original, kind, read_only, None,
+                     traps=_sort_traps(_named(ctx.traps, params, driver), original))
     if final is None:
         return tr
     _identifiers(final, catalog.identifiers if catalog else "lower")
     tr.postgres, tr.params = _render(final, params, driver, tr)
     return tr
+
+
+_SENTINEL = re.compile(r"%\(__p(\d+)\)s|:__p(\d+)\b")
+
+
+def _named(traps: list[Trap], params: list, driver: str) -> list[Trap]:
+    """Findings speak the application's parameter names (``:name``, ``?``) in the SQLite text they
+    quote, and the chosen driver's placeholders (``$1``, ``%s``) in the Postgres they suggest,
+    never the translator's internal stand-ins."""
+    if not params:
+        return traps
+
+    def sqlite_side(m: re.Match) -> str:
+        return params[int(m.group(1) or m.group(2))].token
+
+    def driver_side(m: re.Match) -> str:
+        return "%s" if driver == "psycopg" else f"${params[int(m.group(1) or m.group(2))].index}"
+
+    for t in traps:
+        t.message = _SENTINEL.sub(lambda m: driver_side(m) if m.group(1) else sqlite_side(m),
+                                  t.message)
+        t.snippet = _SENTINEL.sub(sqlite_side, t.snippet)
+        if t.suggestion:
+            t.suggestion = _SENTINEL.sub(driver_side, t.suggestion)
+    return traps
 
 
 def _first_line(exc: Exception) -> str:
