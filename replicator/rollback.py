@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from . import capture, existing, fallback, log, pidfile, report, state
 from .backup import archive
 from .config import Config
@@ -32,6 +34,7 @@ from .service import Replicator
 from .verify import verify
 
 _log = log.get("rollback")
+FENCE_LOCK_TIMEOUT = 10.0  # seconds the Postgres fence may wait for a table's write lock
 
 
 class VerificationFailed(ReplicatorError):
@@ -68,8 +71,18 @@ async def _rollback(rep: Replicator, cfg: Config, target: TargetDSN,
     # While the application still writes: what is left for the freeze is at most one batch.
     before = await applier.drain(timeout, catch_up=True)
     t_fence = time.monotonic()
-    async with conn.transaction():
-        await fallback.install_fence(conn, plans, schema, str(cfg.source.resolve()))
+    try:
+        async with conn.transaction():
+            # CREATE TRIGGER waits for the application's write transactions in flight on each
+            # table, and new writes queue behind it: a long transaction must not stretch the freeze.
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(FENCE_LOCK_TIMEOUT * 1000)}ms'")
+            await fallback.install_fence(conn, plans, schema, str(cfg.source.resolve()))
+    except asyncpg.LockNotAvailableError as exc:
+        raise StateError(
+            f"rollback: Postgres could not be fenced within {FENCE_LOCK_TIMEOUT:.0f}s (lock "
+            f"timeout: {exc}); a transaction of the application stayed open on a migrated table. "
+            "Nothing changed and the fallback window stays open; run `replicator rollback` again "
+            "once it has ended") from None
     _log.info("target_fenced", tables=len(plans))
     try:
         drained = await applier.drain(timeout)
@@ -94,8 +107,7 @@ async def _rollback(rep: Replicator, cfg: Config, target: TargetDSN,
     except BaseException as exc:
         _log.error("rollback_failed", error=str(exc), action="lifting the Postgres fence; the "
                    "fallback window stays open")
-        async with conn.transaction():
-            await fallback.remove_fence(conn, plans, schema)
+        await _lift_fence(rep, plans)
         raise
     await asyncio.to_thread(capture.remove_fence, session.live)
     freeze_ms = round((time.monotonic() - t_fence) * 1000, 1)
@@ -120,6 +132,25 @@ async def _rollback(rep: Replicator, cfg: Config, target: TargetDSN,
               detail=f"SQLite ({cfg.source}) is the source of truth again; Postgres is fenced and "
               "follows it")
     return result
+
+
+async def _lift_fence(rep: Replicator, plans: dict[str, Any]) -> None:
+    """After a failed rollback: the application writes to Postgres again. The connection may be
+    what failed: then a fresh one."""
+    session = rep.session
+    for attempt in (1, 2):
+        try:
+            async with session.conn.transaction():
+                await fallback.remove_fence(session.conn, plans, session.schema)
+            return
+        except Exception as exc:  # noqa: BLE001 - retried once on a new connection, then named
+            if attempt == 2:
+                raise ReplicatorError(
+                    f"rollback failed and the Postgres fence could not be lifted ({exc}); run "
+                    "`replicator rollback` again, or lift it: DROP FUNCTION _replicator.fence() "
+                    "CASCADE") from exc
+            session.conn.terminate()
+            session.pg = await session.connect(retry_for=10)
 
 
 async def finish(cfg: Config, target: TargetDSN, *, timeout: float = 60.0,

@@ -390,3 +390,41 @@ async def _quarantined(dsn: str) -> int:
 
 async def _backlog_is_zero(dsn: str) -> bool:
     return await reverse_backlog(dsn) == 0
+
+
+async def test_a_long_transaction_on_postgres_fails_the_rollback_cleanly(tmp_path, target_dsn):
+    """The Postgres fence waits for the application's write transactions in flight; one that
+    stays open must not freeze every writer: the rollback gives up after its lock timeout, lifts
+    what it did, and the window stays open (a second rollback then works)."""
+    db = tmp_path / "app.sqlite"
+    add_oddities(db)
+    daemon = Daemon(db, target_dsn)
+    try:
+        await wait_caught_up(target_dsn, db, daemon)
+        cli("cutover", "--source", str(db), "--target", target_dsn, "--fallback", check=True)
+        long = await asyncpg.connect(target_dsn)
+        tx = long.transaction()
+        await tx.start()
+        await long.execute("UPDATE tags SET n = n + 1 WHERE code = 't1'")
+        started = time.monotonic()
+        rb = cli("rollback", "--source", str(db), "--target", target_dsn)
+        took = time.monotonic() - started
+        await tx.commit()
+        await long.close()
+        assert rb.returncode != 0 and "lock timeout" in rb.stderr, rb.stderr[-2000:]
+        assert took < 60
+        assert (await pg_state(target_dsn))["state"] == "fallback"
+        pg = await asyncpg.connect(target_dsn)
+        try:  # no fence left behind: the application writes on Postgres as before
+            await pg.execute("UPDATE tags SET n = 100 WHERE code = 't2'")
+        finally:
+            await pg.close()
+        cli("rollback", "--source", str(db), "--target", target_dsn, check=True)
+        await wait_caught_up(target_dsn, db, daemon)
+    finally:
+        daemon.kill9_if_running()
+    await compare_all(db, target_dsn, expect_quarantined={})
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT n FROM tags WHERE code IN ('t1', 't2') ORDER BY code").fetchall() \
+        == [(2,), (100,)]
+    conn.close()
