@@ -18,12 +18,15 @@ import pytest
 from replicator.dsn import build_dsn, parse_target
 from replicator.embedded import free_port
 
+from .support.apps import start_app
 from .support.helpers import (
     Daemon,
     cli,
     compare_all,
     metric,
     pg_state,
+    pg_value,
+    quarantine_rows,
     scrape,
     wait_caught_up,
     wait_for,
@@ -31,23 +34,6 @@ from .support.helpers import (
 from .support.pgbouncer import pgbouncer  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
-
-# The application on SQLite: one insert per transaction until the fence stops it.
-SQLITE_APP = r"""
-import json, sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
-ok, errors, i = [], [], 0
-deadline = time.time() + float(sys.argv[3])
-while time.time() < deadline and len(errors) < 5:
-    i += 1
-    try:
-        conn.execute("INSERT INTO Genre (Name) VALUES (?)", (f"sqlite-{i}",))
-        ok.append(i)
-    except sqlite3.Error as exc:
-        errors.append(str(exc))
-    time.sleep(0.003)
-json.dump({"ok": ok, "errors": errors}, open(sys.argv[2], "w"))
-"""
 
 # Rows SQLite stored with the storage classes and layouts apps leave behind.
 ODDITIES = """
@@ -99,11 +85,7 @@ async def app_on_postgres(dsn: str) -> dict[str, int]:
 
 
 async def reverse_backlog(dsn: str) -> int:
-    pg = await asyncpg.connect(dsn)
-    try:
-        return int(await pg.fetchval("SELECT count(*) FROM _replicator.rlog"))
-    finally:
-        await pg.close()
+    return int(await pg_value(dsn, "SELECT count(*) FROM _replicator.rlog"))
 
 
 async def test_fallback_window_rollback_and_finish(chinook, target_dsn, tmp_path):
@@ -113,14 +95,15 @@ async def test_fallback_window_rollback_and_finish(chinook, target_dsn, tmp_path
     try:
         await wait_caught_up(target_dsn, chinook, daemon)
         out = tmp_path / "app.json"
-        app = subprocess.Popen([sys.executable, "-c", SQLITE_APP, str(chinook), str(out), "60"])
+        app = start_app(chinook, out)
         time.sleep(1.5)
         cut = json.loads(cli("cutover", "--source", str(chinook), "--target", target_dsn,
                              "--fallback", "--json", check=True).stdout)
         assert app.wait(90) == 0
         assert cut["state"] == "fallback" and cut["fallback_window"] and cut["verification"]["ok"]
         app_result = json.loads(out.read_text())
-        assert app_result["errors"] and "migrated to Postgres" in app_result["errors"][0]
+        assert app_result["ok"] and app_result["errors"]
+        assert "migrated to Postgres" in app_result["errors"][0][1]
         await wait_for(lambda: _state_is(target_dsn, "fallback"), 10, "fallback", daemon)
         daemon.assert_alive()  # the daemon stays, applying Postgres's changes back
 
@@ -240,13 +223,9 @@ async def _state_is(dsn: str, name: str) -> bool:
 
 
 async def _applying(dsn: str) -> bool:
-    pg = await asyncpg.connect(dsn)
-    try:
-        return bool(await pg.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND application_name <> 'writes'"))
-    finally:
-        await pg.close()
+    return bool(await pg_value(
+        dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND application_name <> 'writes'"))
 
 
 async def _terminate_others(dsn: str) -> None:
@@ -309,7 +288,7 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
         finally:
             await pg.close()
         await wait_for(lambda: _backlog_is_zero(target_dsn), 30, "reverse log drained", daemon)
-        assert await _quarantined(target_dsn) == 2
+        assert await quarantine_rows(target_dsn) == 2
         pg = await asyncpg.connect(app_dsn)
         try:  # the application fixes one: it leaves the quarantine when it goes back exactly
             await pg.execute("UPDATE visits SET at = '2025-03-04 05:06:07+00' WHERE id = 4")
@@ -332,6 +311,9 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
         finally:
             await pg.close()
         assert "no exact SQLite form" in reason and "2025-01-02 03:04:05.000120" in reason
+        sampled = json.loads(cli("verify", "--source", str(db), "--target", target_dsn,
+                                 "--sample", "1", "--json").stdout)
+        assert sampled["ok"] and sampled["quarantined"] == 1, sampled  # on both sides: not extra
         rb = json.loads(cli("rollback", "--source", str(db), "--target", target_dsn, "--json",
                             check=True).stdout)
         assert rb["verification"]["ok"] and rb["quarantine"] == {"visits": 1}
@@ -378,14 +360,6 @@ async def test_the_window_through_a_transaction_mode_pgbouncer(tmp_path, target_
     finally:
         daemon.kill9_if_running()
     await compare_all(db, target_dsn, expect_quarantined={})
-
-
-async def _quarantined(dsn: str) -> int:
-    pg = await asyncpg.connect(dsn)
-    try:
-        return int(await pg.fetchval("SELECT count(*) FROM _replicator.quarantine"))
-    finally:
-        await pg.close()
 
 
 async def _backlog_is_zero(dsn: str) -> bool:
