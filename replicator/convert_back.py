@@ -12,6 +12,7 @@ row, never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import threading
@@ -61,21 +62,13 @@ def _text(v: Any) -> Any:
 def _rendered(v: Any) -> Any:
     """``text_render`` (a column that held numbers and text): text that is exactly a number's
     rendering goes back as that number, other text as text."""
-    with _suppress_value_error():
+    with contextlib.suppress(ValueError):
         if str(int(v)) == v:
             return int(v)
-    with _suppress_value_error():
+    with contextlib.suppress(ValueError):
         if math.isfinite(float(v)) and repr(float(v)) == v:
             return float(v)
     return str(v)
-
-
-class _suppress_value_error:  # noqa: N801 - used as a statement
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, (ValueError, OverflowError))
 
 
 def _char(v: Any) -> Any:

@@ -5,39 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 
 import asyncpg
 import pytest
 
+from .support.apps import start_app
 from .support.helpers import Daemon, cli, compare_all, pg_state, wait_caught_up, wait_for, wait_streaming
 
 pytestmark = pytest.mark.slow
-
-# The application: one insert per transaction, as fast as it can, until the fence stops it.
-WRITER = r"""
-import json, sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
-ok, errors, i = [], [], 0
-deadline = time.time() + float(sys.argv[3])
-while time.time() < deadline and len(errors) < 20:
-    i += 1
-    name = f"genre-{i}"
-    try:
-        conn.execute("INSERT INTO Genre (Name) VALUES (?)", (name,))
-        ok.append(name)
-    except sqlite3.Error as exc:
-        errors.append([time.time(), str(exc)])
-    time.sleep(0.002)
-json.dump({"ok": ok, "errors": errors}, open(sys.argv[2], "w"))
-"""
-
-
-def start_app(db, out, seconds=60):
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(out), str(seconds)])
-
 
 async def test_cutover_under_a_live_writer(chinook, target_dsn, tmp_path):
     daemon = Daemon(chinook, target_dsn)

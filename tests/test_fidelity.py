@@ -20,6 +20,7 @@ from .support.helpers import (
     cli,
     compare_all,
     metric,
+    quarantine_rows,
     scrape,
     wait_caught_up,
     wait_for,
@@ -156,14 +157,6 @@ async def _triggers_views_types(pg):
         2024, 2, 29, 23, 59, 59, tzinfo=UTC)
     assert await pg.fetchval("SELECT done FROM events WHERE id = 1") is True
     assert await pg.fetchval("SELECT payload FROM events WHERE id = 1") == '{"a": 1, "a": 2}'
-
-
-async def quarantine_rows(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM _replicator.quarantine"))
-    finally:
-        await conn.close()
 
 
 async def test_run_with_live_hostile_writes_then_cutover(hostile_db, target_dsn):

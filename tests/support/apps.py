@@ -14,6 +14,30 @@ import asyncpg
 from .helpers import WRITER
 from .writer import create_app_db
 
+# The application: one insert per transaction, as fast as it can, until the fence stops it.
+FENCED_WRITER = r"""
+import json, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)
+ok, errors, i = [], [], 0
+deadline = time.time() + float(sys.argv[3])
+while time.time() < deadline and len(errors) < 20:
+    i += 1
+    name = f"genre-{i}"
+    try:
+        conn.execute("INSERT INTO Genre (Name) VALUES (?)", (name,))
+        ok.append(name)
+    except sqlite3.Error as exc:
+        errors.append([time.time(), str(exc)])
+    time.sleep(0.002)
+json.dump({"ok": ok, "errors": errors}, open(sys.argv[2], "w"))
+"""
+
+
+def start_app(db, out, seconds=60):
+    """The application on SQLite, one insert per transaction until the fence stops it; its
+    report (``out``): the names it wrote and the errors it saw, each as [time, message]."""
+    return subprocess.Popen([sys.executable, "-c", FENCED_WRITER, str(db), str(out), str(seconds)])
+
 
 def big_app_db(path: Path, rows: int) -> None:
     create_app_db(str(path), users=500)

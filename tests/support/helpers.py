@@ -113,6 +113,19 @@ async def pg_state(dsn: str) -> dict[str, Any] | None:
         await conn.close()
 
 
+async def pg_value(dsn: str, sql: str, *args: Any) -> Any:
+    """One value from the target, on a connection of its own."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def quarantine_rows(dsn: str) -> int:
+    return int(await pg_value(dsn, "SELECT count(*) FROM _replicator.quarantine"))
+
+
 def log_high_water(path: Path) -> int:
     conn = sqlite3.connect(path, timeout=30)
     try:
