@@ -10,7 +10,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from . import capture, log, metrics, state
+from . import capture, log, metrics, stall, state
 from .config import Config
 from .dsn import TargetDSN
 from .errors import EXIT_OK, ReplicatorError, is_retryable_pg
@@ -204,3 +204,6 @@ def install_signal_handlers(stop: asyncio.Event, force_after: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, handler, sig.name)
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        loop.add_signal_handler(signal.SIGUSR1, stall.dump_tasks)
+

@@ -38,6 +38,7 @@ from .plans import ROWID_COLUMN, TablePlan
 from .quoting import qi, qualified
 from .session import Session
 from .source_write import NotQuiet, is_wal
+from .stall import TurnWatch
 from .tail import ReadTxn, RowSet, Tail, Watcher
 from .target import backoff
 
@@ -239,9 +240,18 @@ class Stream:
         Postgres or SQLite failure is classified: retried with backoff, or (fatal) raised."""
         await self.open()
         loop = _LoopState()
+        watch = TurnWatch(3 * self.session.cfg.batch_timeout + 5)
+        try:
+            await self._loop(loop, stop, watch, watcher)
+        finally:
+            watch.close()
+
+    async def _loop(self, loop: _LoopState, stop: asyncio.Event, watch: TurnWatch,
+                    watcher: Watcher | None) -> None:
         while not stop.is_set():
             try:
-                result = await self._turn(loop)
+                with watch:
+                    result = await self._turn(loop)
             except CutoverDone:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified and counted
@@ -382,11 +392,16 @@ class Stream:
             _log.error("replication_error", kind=kind, error=message, attempt=errors,
                        exc_info=not isinstance(exc, ReplicatorError))
         with contextlib.suppress(Exception):
-            await state.set_state(session.conn, "error", error=log.scrub(message))
-            if errors == 1:
-                await state.event(session.conn, "error", None, kind=kind, error=log.scrub(message))
+            await session.bounded(self._record_error(kind, message, first=errors == 1),
+                                  "recording the error")
         session.schema_version = None  # look at the schema again before the next try
         return min(30.0, 2.0 * errors)
+
+    async def _record_error(self, kind: str, message: str, *, first: bool) -> None:
+        conn = self.session.conn
+        await state.set_state(conn, "error", error=log.scrub(message))
+        if first:
+            await state.event(conn, "error", None, kind=kind, error=log.scrub(message))
 
     async def _quarantine_gauge(self) -> None:
         rows = sum((await state.quarantine_count(self.session.conn)).values())

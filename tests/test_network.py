@@ -90,6 +90,8 @@ async def test_a_partition_is_noticed_and_healed(chinook, target_dsn):
             proxy.blackhole(False)
             await wait_caught_up(target_dsn, chinook, daemon, timeout=60)
             conn.close()
+            # An operator's view of a daemon that seems stuck: SIGUSR1 logs where it waits.
+            assert "stream.py" in daemon.where()
         finally:
             daemon.stop()
     print(f"partition noticed after {detected:.1f}s (dead_link_timeout = 3s)")

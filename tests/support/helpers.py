@@ -83,9 +83,28 @@ class Daemon:
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            where = self.where()
+            self.kill9()
+            raise AssertionError(f"the daemon did not stop within {timeout}s of SIGTERM "
+                                 f"(killed); it was waiting in:\n{where}") from None
         self.fh.close()
         return code
+
+    def where(self) -> str:
+        """A running daemon's task and thread stacks (its SIGUSR1 dump), for a failure message."""
+        if self.proc.poll() is not None:
+            return "(the daemon is not running)"
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            dumps = [e for e in self.events() if e.get("event") == "task_dump"]
+            if dumps:
+                return json.dumps({k: dumps[-1].get(k) for k in ("tasks", "threads")}, indent=1)
+            time.sleep(0.1)
+        return "(no task dump: the daemon's event loop did not answer SIGUSR1 within 3s)"
 
     def kill9_if_running(self) -> None:
         """For ``finally:``: a daemon a failed test left running is killed, not leaked."""
@@ -145,7 +164,8 @@ async def wait_for(pred, timeout: float = 60, what: str = "condition", daemon: D
             return value
         await asyncio.sleep(0.1)
     tail = daemon.log.read_text()[-3000:] if daemon is not None else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+    where = f"\nthe daemon waits in:\n{daemon.where()}" if daemon is not None else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}{where}")
 
 
 async def wait_streaming(dsn: str, daemon: Daemon | None = None, timeout: float = 120) -> None:
