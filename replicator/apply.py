@@ -6,10 +6,17 @@ applied twice leaves the same state), coalesces repeated changes of a row for fr
 key changes (the old key is logged too). ``INSERT OR REPLACE`` can delete rows that clash on a
 unique key without firing any trigger (DESIGN invariant 6), so before inserting we also delete
 Postgres rows that clash with an incoming row on any unique key and re-read them from SQLite.
+
+The common batch goes as one statement (``write_one_statement``): one round trip instead of one
+per statement, which is most of the lag against a remote target such as Neon. It does the same
+delete-then-insert per table, gated on the cursor and state it expects and on there being no
+unique clash; when anything needs more (quarantine, a clash to re-read, an ORM-made table) it
+changes nothing and the caller takes the transaction of several statements (``write_page``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -111,6 +118,115 @@ class Applier:
         for tbl, tkeys in page.keys.items():
             page.rows[tbl] = await txn.rows(self.tables[tbl].plan, tkeys)
         return page
+
+    async def write_one_statement(self, page: Page, result: BatchResult, expected: int,
+                                  high: int) -> bool | None:
+        """The common batch as one statement, one round trip, its own transaction: for every
+        table the same delete-then-insert as ``write_page`` (the insert waits for the delete to
+        finish), the cursor moved from ``expected`` to ``high``, the changes counted and, while
+        tracked, marked dirty; all gated on ``state.batch_guard_cte``. None when the page needs
+        more than that (a value to quarantine, a table with quarantined rows, an ORM-made
+        table): nothing was sent. False when the guard refused (the cursor moved, a cutover, a
+        unique key to reconcile): nothing changed. Either way the caller takes the long path."""
+        prepared = []
+        for name in sorted(page.keys):
+            target = self.tables[name]
+            if not _one_statement_fits(target, self.quarantined.get(name, False)):
+                return None
+            good, bad = convert_rows(target.plan, page.rows[name].rows, safe=page.rows[name].safe)
+            if bad:
+                return None
+            prepared.append((target, page.keys[name], good))
+        params = _Params()
+        guard = (params.add(expected, "bigint"), params.add(high, "bigint"))
+        ctes: list[str] = []
+        clashes: list[str] = []
+        counts: list[str] = []
+        for n, (target, keys, good) in enumerate(prepared):
+            plan = target.plan
+            table = qualified(target.schema, plan.pg_name)
+            pg_keys = self._pg_keys(plan, keys)
+            clashes += self._no_clash(target, pg_keys, good, params)
+            gate = "EXISTS (SELECT FROM st)"
+            if pg_keys:
+                cols, types = plan.pg_key_columns, self._key_types(plan)
+                if len(cols) == 1:
+                    where = f"{qi(cols[0])} = ANY({params.add([k[0] for k in pg_keys], types[0] + '[]')})"
+                    ctes.append(f"d{n} AS (DELETE FROM {table} WHERE {where} AND {gate} RETURNING 1)")
+                else:
+                    source = params.unnest(pg_keys, types)
+                    match = " AND ".join(f"t.{qi(c)} = d.c{i}" for i, c in enumerate(cols))
+                    ctes.append(f"d{n} AS (DELETE FROM {table} t USING {source} AS d({_names(len(cols))}) "
+                                f"WHERE {match} AND {gate} RETURNING 1)")
+                counts.append(f"(SELECT count(*) FROM d{n})")
+                gate += f" AND (SELECT count(*) FROM d{n}) >= 0"  # the delete runs to its end first
+            else:
+                counts.append("0")
+            if good:
+                cols_w = write_columns(plan)
+                types_w = _write_types(plan)
+                project = write_projection(plan)
+                rows = good if project is None else [project(r) for r in good]
+                source = params.unnest(rows, types_w)
+                ctes.append(f"i{n} AS (INSERT INTO {table} ({', '.join(qi(c) for c in cols_w)}) "
+                            f"SELECT * FROM {source} WHERE {gate} RETURNING 1)")
+            ctes.append(state.batch_dirty_cte(
+                f"k{n}", params.add(plan.name, "text"),
+                params.add([json.dumps(key_to_json(k)) for k in keys], "jsonb[]"),
+                params.add(page.last_seq, "bigint")))
+        ctes.insert(0, state.batch_guard_cte(*guard, also=clashes))
+        ctes.append(state.batch_counts_cte(
+            params.add([t.plan.name for t, _k, _g in prepared], "text[]"),
+            params.add([len(k) for _t, k, _g in prepared], "bigint[]")))
+        row = await self.pg.fetchrow(
+            "WITH " + ",\n".join(ctes) + "\nSELECT (SELECT count(*) FROM st) AS applied"
+            + "".join(f", {c} AS d{n}" for n, c in enumerate(counts)), *params.values)
+        if row is None or not row["applied"]:
+            return False
+        for n, (target, keys, good) in enumerate(prepared):
+            result.rows_written += len(good)
+            result.rows_deleted += int(row[f"d{n}"])
+            result.per_table[target.plan.name] += len(keys)
+        return True
+
+    def _no_clash(self, target: TableTarget, pg_keys: list[tuple[Any, ...]],
+                  good: list[tuple[Any, ...]], params: _Params) -> list[str]:
+        """Conditions for the one statement: no Postgres row outside the batch's keys holds a
+        unique value an incoming row brings (``_reconcile_unique`` would delete it and re-read
+        it from SQLite; when one does, the statement changes nothing and the long way runs)."""
+        plan = target.plan
+        table = qualified(target.schema, plan.pg_name)
+        index = {c.name: i for i, c in enumerate(plan.columns)}
+        out = []
+        for idx in plan.indexes:
+            if not idx.unique or idx.primary or any(c is None for c in idx.columns):
+                continue
+            cols = [plan.columns[index[c]] for c in idx.columns if c is not None]
+            pos = [index[c.name] for c in cols]
+            rows = [r for r in (tuple(g[p] for p in pos) for g in good)
+                    if all(v is not None for v in r)]
+            if not rows:
+                continue
+            source = params.unnest(rows, [c.pg_type for c in cols])
+            cond = " AND ".join(
+                _match(f"t.{qi(c.pg_name)}", f"d.c{i}", coll, c.pg_type)
+                for i, (c, coll) in enumerate(zip(cols, idx.collations, strict=False)))
+            mine = self._is_batch_key(target, pg_keys, params)
+            out.append(f"NOT EXISTS (SELECT FROM {table} t, {source} AS d({_names(len(cols))}) "
+                       f"WHERE {cond}{f' AND NOT ({mine})' if mine else ''})")
+        return out
+
+    def _is_batch_key(self, target: TableTarget, pg_keys: list[tuple[Any, ...]],
+                      params: _Params) -> str:
+        """A condition on ``t``: its key is one of the batch's (those rows are deleted first)."""
+        if not pg_keys:
+            return ""
+        cols, types = target.plan.pg_key_columns, self._key_types(target.plan)
+        if len(cols) == 1:
+            return f"t.{qi(cols[0])} = ANY({params.add([k[0] for k in pg_keys], types[0] + '[]')})"
+        source = params.unnest(pg_keys, types)
+        match = " AND ".join(f"t.{qi(c)} = k.c{i}" for i, c in enumerate(cols))
+        return f"EXISTS (SELECT FROM {source} AS k({_names(len(cols))}) WHERE {match})"
 
     async def write_page(self, page: Page, result: BatchResult, reread: RowReader) -> None:
         for tbl, tkeys in page.keys.items():
@@ -266,7 +382,7 @@ class Applier:
     async def _insert_all(self, target: TableTarget, good: list[tuple[Any, ...]]) -> None:
         plan = target.plan
         cols = write_columns(plan)
-        types = [c.pg_type for c in plan.columns if c.written] + (["bigint"] if plan.rowid_keyed else [])
+        types = _write_types(plan)
         project = write_projection(plan)
         if project is not None:
             good = [project(r) for r in good]
@@ -281,6 +397,34 @@ class Applier:
             f"({', '.join(qi(c) for c in cols)}) SELECT * FROM {_unnest(types)}",
             *args,
         )
+
+
+def _write_types(plan: TablePlan) -> list[str]:
+    """The Postgres types of ``write_columns(plan)``, in order."""
+    return [c.pg_type for c in plan.columns if c.written] + (["bigint"] if plan.rowid_keyed else [])
+
+
+def _one_statement_fits(target: TableTarget, quarantined: bool) -> bool:
+    """Whether a table's part of a batch can go into the one statement: not into an ORM-made
+    table (rows its constraints refuse are found one by one), no rows waiting in quarantine (a
+    fixed row must leave it)."""
+    return not target.plan.existing and not quarantined
+
+
+class _Params:
+    """Numbered, typed placeholders for one statement."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any, pg_type: str) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}::{pg_type}"
+
+    def unnest(self, rows: Sequence[tuple[Any, ...]], types: Sequence[str]) -> str:
+        """``rows`` as a set of rows: one array parameter per column."""
+        return "unnest(" + ", ".join(self.add(list(col), t + "[]") for col, t in
+                                     zip(zip(*rows, strict=True), types, strict=True)) + ")"
 
 
 def _unnest(types: Sequence[str]) -> str:

@@ -43,6 +43,11 @@ BATCH_CHANGES = Histogram(
     "replicator_apply_batch_changes", "Logged changes per applied batch",
     buckets=(1, 10, 100, 1_000, 10_000, 100_000, 1_000_000), registry=REGISTRY,
 )
+BATCHES = Counter(
+    "replicator_apply_batches", "Batches applied, by how: one statement (one round trip) or a "
+    "transaction of several statements (quarantine, unique keys, ORM-made tables, catch-up)",
+    ["way"], registry=REGISTRY,
+)
 LAST_APPLY = Gauge(
     "replicator_last_apply_timestamp_seconds", "Unix time of the last committed batch",
     registry=REGISTRY,

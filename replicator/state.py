@@ -8,6 +8,7 @@ crash never skips a batch.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -163,6 +164,39 @@ async def apply_lock(conn: asyncpg.Connection) -> None:
 async def reverse_lock(conn: asyncpg.Connection) -> None:
     """Inside a transaction: wait for any other reverse applier (see REVERSE_LOCK)."""
     await conn.execute(f"SELECT pg_advisory_xact_lock({REVERSE_LOCK})")
+
+
+def batch_guard_cte(expected: str, high: str, also: Sequence[str] = ()) -> str:
+    """The bookkeeping of a batch applied as one statement (apply.Applier.write_one_statement),
+    as a CTE named ``st`` that every other part of the statement waits on: it takes the apply
+    lock and passes the fence (as ``apply_lock``), then advances the cursor only if it still is
+    ``expected`` and the state still lets forward batches in ("streaming", or "error", which it
+    clears). The row lock re-reads the latest state after the advisory lock is granted, so a
+    cutover or drain that committed meanwhile leaves ``st`` empty and the statement changes
+    nothing; so does any condition in ``also`` that does not hold. Returns whether changes since
+    the last full verification are tracked."""
+    return (f"st AS (UPDATE {SCHEMA}.state SET cursor = greatest(cursor, {high}), "
+            "updated_at = now(), error = CASE WHEN state = 'error' THEN NULL ELSE error END, "
+            "state = CASE WHEN state = 'error' THEN 'streaming' ELSE state END "
+            f"WHERE cursor = {expected} AND state IN ('streaming', 'error') "
+            f"AND pg_advisory_xact_lock({APPLY_LOCK}) IS NOT NULL "
+            "AND set_config('replicator.pass', 'on', true) = 'on' "
+            + "".join(f"AND {c} " for c in also) +
+            "RETURNING coalesce((info->'last_verify'->>'full')::boolean, false) AS tracking)")
+
+
+def batch_dirty_cte(name: str, table: str, keys: str, seq: str) -> str:
+    """``mark_dirty`` inside the one-statement batch, only while changes are tracked."""
+    return (f"{name} AS (INSERT INTO {SCHEMA}.dirty (tbl, key, seq) SELECT {table}, k, {seq} "
+            f"FROM unnest({keys}) k WHERE (SELECT tracking FROM st) "
+            "ON CONFLICT (tbl, key) DO UPDATE SET seq = excluded.seq RETURNING 1)")
+
+
+def batch_counts_cte(names: str, counts: str) -> str:
+    """``count_changes`` inside the one-statement batch."""
+    return (f"counted AS (UPDATE {SCHEMA}.tables t SET changes_applied = t.changes_applied + v.n, "
+            f"last_change_at = now() FROM unnest({names}, {counts}) AS v(name, n) "
+            "WHERE t.name = v.name AND EXISTS (SELECT FROM st) RETURNING 1)")
 
 
 async def sample(conn: asyncpg.Connection, direction: str, lag: float, backlog: int,

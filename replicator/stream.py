@@ -54,6 +54,11 @@ class CutoverDone(Exception):
     """Cutover completed: the daemon stops cleanly."""
 
 
+def session_ready(session: Session) -> bool:
+    """The one-statement batch needs a known cursor and schema version to check against."""
+    return session.cursor is not None and session.schema_version is not None
+
+
 @dataclass
 class _LoopState:
     started: bool = False
@@ -110,6 +115,40 @@ class Stream:
         return await session.bounded(self.batch(), "a batch")
 
     async def batch(self) -> BatchResult | None:
+        """One batch: as one statement when it can (one round trip to Postgres, which is most
+        of the lag against a remote target), else in a transaction of several statements."""
+        if not self.drift.rowid_check and session_ready(self.session):
+            handled, done = await self._one_statement_batch()
+            if handled:
+                return done
+        return await self._batch_in_transaction()
+
+    async def _one_statement_batch(self) -> tuple[bool, BatchResult | None]:
+        """(False, None) when the batch needs the long way; nothing was changed then."""
+        session = self.session
+        t0 = time.monotonic()
+        cursor = session.cursor
+        applier = Applier(session.conn, session.targets, quarantined=session.quarantined)
+        result = BatchResult(high=cursor)
+        async with self.reader.read() as txn:
+            if txn.schema_version != session.schema_version:
+                return True, None  # the next step follows the drift first
+            if txn.high <= cursor or txn.high - cursor > session.cfg.prefetch_limit:
+                return False, None  # nothing new (or the log went back), or a large catch-up
+            result.high = txn.high
+            pages = await applier.read_all(txn, cursor, result)
+        done = None if len(pages) != 1 else \
+            await applier.write_one_statement(pages[0], result, cursor, result.high)
+        if not done:
+            _log.debug("batch_long_way", entries=result.entries,
+                       why="refused by the state or a unique key" if done is False
+                       else "needs the transaction")
+            return False, None
+        metrics.BATCHES.labels("one_statement").inc()
+        self._applied(result, t0)
+        return True, result
+
+    async def _batch_in_transaction(self) -> BatchResult | None:
         session = self.session
         conn, tail = session.conn, self.reader
         t0 = time.monotonic()
@@ -151,14 +190,18 @@ class Stream:
         for name, (column, _type, why) in result.replan.items():
             if name not in renumbered and name in session.targets:
                 await self.drift.replan(name, column, why)
-        session.cursor = result.high
+        metrics.BATCHES.labels("transaction").inc()
+        self._applied(result, t0)
+        return result
+
+    def _applied(self, result: BatchResult, t0: float) -> None:
+        self.session.cursor = result.high
         record_metrics(result, time.monotonic() - t0)
         _log.debug(
             "batch_applied", entries=result.entries, rows=result.rows_written,
             deleted=result.rows_deleted, quarantined=result.quarantined, cursor=result.high,
             seconds=round(time.monotonic() - t0, 4),
         )
-        return result
 
     async def _fresh_rows(self, plan: TablePlan, keys: Sequence[tuple[Any, ...]]) -> RowSet:
         """Rows read in a new short read transaction (unique-clash re-reads after the batch's)."""
@@ -204,7 +247,7 @@ class Stream:
                 await self.drift.follow()
             if high <= self.session.cursor:
                 return self.session.cursor
-            await self.batch()
+            await self._batch_in_transaction()  # the cutover's state refuses the one statement
             if time.monotonic() > deadline:
                 raise ReplicatorError(f"drain did not finish within {timeout:.0f}s")
 

@@ -71,6 +71,7 @@ async def test_metrics_move_through_snapshot_streaming_error_and_cutover(tmp_pat
         m = scrape(port)
         assert metric(m, "replicator_lag_seconds") == 0 and metric(m, "replicator_up") == 1
         assert metric(m, "replicator_apply_batch_seconds_count") >= 1
+        assert metric(m, "replicator_apply_batches_total", way="one_statement") >= 1
         assert metric(m, "replicator_last_apply_timestamp_seconds") > time.time() - 60
         assert http_status(port, "/readyz") == 200
         # An error the daemon cannot follow: a dropped table.

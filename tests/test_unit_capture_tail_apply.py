@@ -63,6 +63,7 @@ class Replica:
         self.targets: dict[str, TableTarget] = {}
         self.quarantined: dict[str, bool] = {}
         self.cursor = 0
+        self.one_statements = 0  # batches applied as one statement
 
     async def open(self) -> Replica:
         src = open_source(self.db)
@@ -73,6 +74,7 @@ class Replica:
             await state.ensure(self.pg)
             await state.init(self.pg, source_id="unit", source_path=str(self.db), mode="run",
                              target_schema="public")
+            await state.set_state(self.pg, "streaming")
             cfg = Config(source=self.db)
             for table in tables.values():
                 plan = plan_table(table, census(src, table), cfg)
@@ -92,10 +94,23 @@ class Replica:
         async with self.tail.read() as txn:
             return await txn.rows(plan, keys)
 
-    async def batch(self, *, cursor: int | None = None, paged: bool = False) -> BatchResult:
-        """One batch after ``cursor`` (default: the last applied), in one Postgres transaction."""
+    async def batch(self, *, cursor: int | None = None, paged: bool = False,
+                    one_statement: bool = False) -> BatchResult:
+        """One batch after ``cursor`` (default: the last applied), in one Postgres transaction;
+        ``one_statement``: as the daemon does, first as one statement, else the long way."""
         cursor = self.cursor if cursor is None else cursor
         pg = self.pg
+        if one_statement:
+            applier = Applier(pg, self.targets, quarantined=self.quarantined)
+            result = BatchResult(high=cursor)
+            async with self.tail.read() as txn:
+                result.high = max(txn.high, cursor)
+                pages = await applier.read_all(txn, cursor, result)
+            if len(pages) == 1 and await applier.write_one_statement(pages[0], result, cursor,
+                                                                     result.high):
+                self.one_statements += 1
+                self.cursor = max(self.cursor, result.high)
+                return result
         async with pg.transaction():
             applier = Applier(pg, self.targets, quarantined=self.quarantined)
             result = BatchResult(high=cursor)
@@ -250,16 +265,16 @@ WORKLOAD: list[list[tuple[str, tuple]]] = [
 
 
 @pytest.mark.parametrize("journal", ["wal", "delete"])
-@pytest.mark.parametrize("paged", [False, True], ids=["prefetched", "paged"])
-async def test_every_batch_leaves_postgres_equal_to_sqlite(tmp_path, pg, target_dsn, journal, paged):
+@pytest.mark.parametrize("way", ["prefetched", "paged", "one_statement"])
+async def test_every_batch_leaves_postgres_equal_to_sqlite(tmp_path, pg, target_dsn, journal, way):
     db = make_db(tmp_path / f"apply-{journal}.db", journal)
-    replica = await Replica(db, pg).open()
+    replica = await Replica(db, pg, page=3 if way != "one_statement" else 1000).open()
     a = app(db)
     try:
         for step in WORKLOAD:
             for sql, params in step:
                 a.execute(sql, params)
-            result = await replica.batch(paged=paged)
+            result = await replica.batch(paged=way == "paged", one_statement=way == "one_statement")
             assert result.high == capture.log_high_water(a) and result.quarantined == 0
             await compare_all(db, target_dsn, expect_quarantined={})
             await rowids_match(db, pg)
@@ -269,6 +284,8 @@ async def test_every_batch_leaves_postgres_equal_to_sqlite(tmp_path, pg, target_
         # Invariant 6: the row REPLACE deleted without a trigger is gone in Postgres too.
         assert await pg.fetchval("SELECT count(*) FROM users WHERE id IN (1, 2, 3)") == 0
         assert await pg.fetchval("SELECT name FROM users WHERE id = 20") == "Ann again"
+        if way == "one_statement":  # capture logs the rows a REPLACE deletes: no clash left
+            assert replica.one_statements == len(WORKLOAD)
     finally:
         a.close()
         await replica.close()
@@ -339,9 +356,12 @@ async def test_a_batch_rolled_back_in_postgres_leaves_no_trace(tmp_path, pg, tar
         await replica.close()
 
 
-async def test_a_unique_clash_that_over_matches_is_read_again(tmp_path, pg, target_dsn):
+@pytest.mark.parametrize("one_statement", [False, True], ids=["transaction", "one_statement"])
+async def test_a_unique_clash_that_over_matches_is_read_again(tmp_path, pg, target_dsn,
+                                                              one_statement):
     """Postgres's lower() folds 'É' and 'é', SQLite's NOCASE does not: the applier deletes the
-    Postgres row that seems to clash, then re-reads it from SQLite and puts it back."""
+    Postgres row that seems to clash, then re-reads it from SQLite and puts it back. The one
+    statement sees the clash and changes nothing; the long way then does the above."""
     db = make_db(tmp_path / "nocase.db", schema="""
         CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE COLLATE NOCASE, name TEXT);
     """)
@@ -353,9 +373,10 @@ async def test_a_unique_clash_that_over_matches_is_read_again(tmp_path, pg, targ
         a.execute("INSERT INTO users VALUES (2, 'É@x', 'upper')")  # no clash in SQLite
         a.execute("INSERT OR REPLACE INTO users VALUES (3, 'A@X', 'ascii')")
         a.execute("INSERT OR REPLACE INTO users VALUES (4, 'a@x', 'replaces 3')")  # a real clash
-        await replica.batch()
+        await replica.batch(one_statement=one_statement)
         rows = [tuple(r) for r in await pg.fetch("SELECT id, email FROM users ORDER BY id")]
         assert rows == [(1, "é@x"), (2, "É@x"), (4, "a@x")]
+        assert replica.one_statements == 0
         await compare_all(db, target_dsn, expect_quarantined={})
     finally:
         a.close()
@@ -515,6 +536,41 @@ async def test_the_rowid_fingerprints_agree_at_the_ends_of_64_bits(tmp_path, pg,
             src = await txn.rowid_fingerprint(plan)
         assert src == (4, 2**63 - 1 + 2**63 - 2 - 2**63 + 7)
         assert await state.rowid_fingerprint(pg, "notes", "notes", ROWID_COLUMN) == src
+    finally:
+        a.close()
+        await replica.close()
+
+
+async def test_the_one_statement_changes_nothing_unless_the_cursor_and_state_agree(tmp_path, pg):
+    """A cutover or a drain that committed meanwhile (state done, or the cursor moved on) makes
+    the one-statement batch a no-op, so the long way decides (and raises CutoverDone)."""
+    db = make_db(tmp_path / "guard.db")
+    replica = await Replica(db, pg, page=1000).open()
+    a = app(db)
+    try:
+        for sql, params in WORKLOAD[0]:
+            a.execute(sql, params)
+        before = await dump(pg)
+
+        async def attempt(expected: int) -> bool | None:
+            applier = Applier(pg, replica.targets, quarantined=replica.quarantined)
+            result = BatchResult(high=expected)
+            async with replica.tail.read() as txn:
+                result.high = txn.high
+                [page] = await applier.read_all(txn, expected, result)
+            return await applier.write_one_statement(page, result, expected, result.high)
+
+        await state.set_cursor(pg, 1)  # someone else applied the first entry
+        assert await attempt(0) is False
+        await state.set_state(pg, "done", cursor=0)
+        assert await attempt(0) is False
+        assert await dump(pg) == before and (await state.load(pg)).cursor == 0
+        await state.set_state(pg, "error", error="a failure the next batch clears")
+        assert await attempt(0) is True
+        st = await state.load(pg)
+        assert (st.state, st.error, st.cursor) == ("streaming", None, capture.log_high_water(a))
+        assert await pg.fetchval("SELECT changes_applied FROM _replicator.tables "
+                                 "WHERE name = 'users'") == 4
     finally:
         a.close()
         await replica.close()
