@@ -213,12 +213,7 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
     daemon_dsn = dsn
     proxy_out = LOGS / f"lag-{label}-proxy.json"
     if rtt_ms:
-        port = free_port()
-        pg_port = int(dsn.rsplit(":", 1)[1].split("/")[0])
-        proxy_child = Child([PY, Path(__file__), "proxy", "--listen", port, "--to", pg_port,
-                             "--rtt-ms", rtt_ms, "--out", proxy_out], log=LOGS / "lag-proxy.log")
-        time.sleep(0.5)
-        daemon_dsn = dsn.replace(f":{pg_port}/", f":{port}/")
+        proxy_child, daemon_dsn = start_delay_proxy(dsn, rtt_ms, proxy_out)
     extra = ["--config", str(cfg)]
     daemon = start(db, daemon_dsn, log, extra)
     try:
@@ -272,6 +267,18 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
             warn.append(line[:400])
     out["daemon_warnings"] = warn[:10]
     return out
+
+
+def start_delay_proxy(dsn: str, rtt_ms: float, out: Path) -> tuple[Any, str]:
+    """The delay proxy as a child process in front of ``dsn``'s server: (child, proxied DSN)."""
+    from common import LOGS, PY, Child
+
+    port = free_port()
+    pg_port = int(dsn.rsplit(":", 1)[1].split("/")[0])
+    child = Child([PY, Path(__file__), "proxy", "--listen", port, "--to", pg_port,
+                   "--rtt-ms", rtt_ms, "--out", out], log=LOGS / f"{out.stem}.log")
+    time.sleep(0.5)
+    return child, dsn.replace(f":{pg_port}/", f":{port}/")
 
 
 def _proxy_turns(child, path: Path) -> int | None:

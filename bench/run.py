@@ -122,9 +122,34 @@ def run_catchup(server: Server, a: argparse.Namespace) -> dict[str, Any]:
         if s.get("replay_changes_per_s"):
             s["ratio_vs_replay"] = rnd(s["changes_per_s"] / s["replay_changes_per_s"], 2)
         sizes[str(n)] = s
+    out: dict[str, Any] = {"rows": a.rows, "reps": a.reps, "sizes": sizes}
+    if a.rtt_ms:
+        out["rtt"] = _catchup_through_rtt(db, dsn, log, a, seed)
     server.drop("b_catchup")
     common.clean_sqlite(db)
-    return {"rows": a.rows, "reps": a.reps, "sizes": sizes}
+    return out
+
+
+def _catchup_through_rtt(db: Path, dsn: str, log: Path, a: argparse.Namespace, seed: int
+                         ) -> dict[str, Any]:
+    """The smallest backlog again, the daemon reaching Postgres through the delay proxy."""
+    import catchup
+    import lag_bench
+
+    n = min(_ints(a.changes))
+    child, proxied = lag_bench.start_delay_proxy(dsn, a.rtt_ms, LOGS / "catchup-rtt-proxy.json")
+    try:
+        runs = []
+        for rep in range(a.reps):
+            say(f"catchup: {n:,} changes through a {a.rtt_ms:g} ms RTT proxy, run {rep + 1}/{a.reps}")
+            r = asyncio.run(catchup.measure(db, proxied, n, log, seed=seed + 100 + rep))
+            say(f"  drained {r['log_entries']:,} entries in {r['seconds']}s = {r['changes_per_s']:,}/s")
+            runs.append(r)
+    finally:
+        child.terminate(10)
+    return {"rtt_ms_added": a.rtt_ms, "changes": n, "runs": runs,
+            "changes_per_s": round(med([r["changes_per_s"] for r in runs])),
+            "seconds": rnd(med([r["seconds"] for r in runs]))}
 
 
 def run_lag(server: Server, a: argparse.Namespace) -> dict[str, Any]:

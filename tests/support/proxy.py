@@ -11,8 +11,9 @@ every control method is thread-safe and takes effect before it returns.
         proxy.blackhole(True)                # connections stay open, no byte moves either way
         proxy.delay_connect(3.0)             # new connections wait 3 s before reaching Postgres
         proxy.refuse(True)                   # new connections are reset at once
-        proxy.cut_after_commit()             # next COMMIT reaches the server; its reply never
-                                             # reaches the client, whose connection is reset
+        proxy.cut_after_commit()             # next COMMIT (or the Sync that commits the daemon's
+                                             # one-statement batch) reaches the server; its reply
+                                             # never reaches the client, whose connection is reset
         proxy.cut_during_copy(after=2)       # next COPY FROM STDIN is cut after 2 CopyData messages
         proxy.stats()                        # counters
 
@@ -130,6 +131,16 @@ def _is_commit(frame: bytes) -> bool:
     return query_text(frame).lstrip().upper().startswith("COMMIT")
 
 
+def _cstrings(frame: bytes, n: int) -> list[str]:
+    """The first ``n`` NUL-terminated strings of a typed frame's body."""
+    return [p.decode("utf-8", "replace") for p in frame[5:].split(b"\x00", n)[:n]]
+
+
+# The daemon's one-statement batch (apply.Applier.write_one_statement): the Sync after its
+# Execute commits it, as a COMMIT would.
+_ONE_STATEMENT_BATCH = "_replicator.state SET cursor"
+
+
 def _reset(writer: asyncio.StreamWriter | None) -> None:
     """Close a connection RST-style: SO_LINGER 0, then abort (no FIN, no flush)."""
     if writer is None:
@@ -161,6 +172,8 @@ class _Link:
         self.swallow = False  # the client is gone: discard the server's reply, then hang up
         self.copy_cut_after: int | None = None  # claimed a cut_during_copy: cut after N CopyData
         self.copy_messages = 0
+        self.statements: dict[str, str] = {}  # prepared statement name -> SQL (Parse frames)
+        self.batch_bound = False  # a one-statement batch was bound: its Sync commits it
         self.tasks: list[asyncio.Task] = []
         self.dead = False
 
@@ -233,7 +246,13 @@ class _Link:
 
     def _inspect(self, kind: bytes | None, frame: bytes) -> str | None:
         p = self.proxy
-        if kind == b"Q" and _is_commit(frame):
+        if kind == b"P":
+            name, sql = _cstrings(frame, 2)
+            self.statements[name] = sql
+        elif kind == b"B":
+            self.batch_bound = _ONE_STATEMENT_BATCH in self.statements.get(_cstrings(frame, 2)[1], "")
+        if (kind == b"Q" and _is_commit(frame)) or (kind == b"S" and self.batch_bound):
+            self.batch_bound = False
             p.counters["commits_seen"] += 1
             if p._commit_cuts_pending > 0:
                 p._commit_cuts_pending -= 1
@@ -424,7 +443,8 @@ class Proxy:
         self._set(lambda: setattr(self, "_refusing", bool(on)))
 
     def cut_after_commit(self, n: int = 1) -> None:
-        """The next ``n`` simple-query COMMITs are forwarded to the server, then the client's
+        """The next ``n`` simple-query COMMITs (or Syncs that commit a one-statement batch) are
+        forwarded to the server, then the client's
         connection is reset before the server's reply reaches it: the commit happens, the client
         does not learn it. The server connection stays until its reply came, then closes cleanly."""
 
