@@ -66,7 +66,7 @@ class Config:
     snapshot_workers: int = max(1, min(8, os.cpu_count() or 1))
     backup: bool = True
     backup_dir: Path | None = None
-    batch_page: int = 20000
+    batch_page: int = 50000
     prefetch_limit: int = 20000
     prune_chunk: int = 5000
     prune: str = "auto"

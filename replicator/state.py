@@ -8,10 +8,10 @@ crash never skips a batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -20,6 +20,7 @@ from .plans import TablePlan
 from .quoting import qi
 
 SCHEMA = "_replicator"
+T = TypeVar("T")
 # Transaction-scoped: every batch, schema change, table copy during streaming and the cutover
 # take it, so the daemon and a separate `cutover` process never interleave their writes.
 APPLY_LOCK = "hashtext('_replicator.apply')"
@@ -314,12 +315,21 @@ async def exists(conn: asyncpg.Connection) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass('_replicator.state') IS NOT NULL"))
 
 
+async def _if_exists(conn: asyncpg.Connection, run: Callable[[], Awaitable[T]], empty: T) -> T:
+    """Bookkeeping that may not exist (before the first run, after finish or uninstall), in one
+    round trip where it can: outside a transaction, a missing table means ``empty``; inside one,
+    where that error would abort the transaction, look first."""
+    if conn.is_in_transaction():
+        return await run() if await exists(conn) else empty
+    try:
+        return await run()
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return empty
+
+
 async def load(conn: asyncpg.Connection, *, for_update: bool = False) -> State | None:
-    if not await exists(conn):
-        return None
-    row = await conn.fetchrow(
-        f"SELECT * FROM {SCHEMA}.state{' FOR UPDATE' if for_update else ''}"
-    )
+    row = await _if_exists(conn, lambda: conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.state{' FOR UPDATE' if for_update else ''}"), None)
     if row is None:
         return None
     return State(
@@ -391,9 +401,8 @@ async def event(conn: asyncpg.Connection, kind: str, tbl: str | None = None, /,
 
 
 async def tables(conn: asyncpg.Connection) -> dict[str, TableState]:
-    if not await exists(conn):
-        return {}
-    rows = await conn.fetch(f"SELECT * FROM {SCHEMA}.tables ORDER BY name")
+    rows: list[asyncpg.Record] = await _if_exists(
+        conn, lambda: conn.fetch(f"SELECT * FROM {SCHEMA}.tables ORDER BY name"), [])
     return {
         r["name"]: TableState(
             name=r["name"],
@@ -437,9 +446,8 @@ async def drop_table_row(conn: asyncpg.Connection, name: str) -> None:
 
 
 async def quarantine_count(conn: asyncpg.Connection) -> dict[str, int]:
-    if not await exists(conn):
-        return {}
-    rows = await conn.fetch(f"SELECT tbl, count(*) FROM {SCHEMA}.quarantine GROUP BY tbl")
+    rows: list[asyncpg.Record] = await _if_exists(conn, lambda: conn.fetch(
+        f"SELECT tbl, count(*) FROM {SCHEMA}.quarantine GROUP BY tbl"), [])
     return {r[0]: r[1] for r in rows}
 
 
