@@ -319,6 +319,8 @@ async def _if_exists(conn: asyncpg.Connection, run: Callable[[], Awaitable[T]], 
     """Bookkeeping that may not exist (before the first run, after finish or uninstall), in one
     round trip where it can: outside a transaction, a missing table means ``empty``; inside one,
     where that error would abort the transaction, look first."""
+    if conn.is_closed():
+        return await run()  # fails as a closed connection does: retried as a lost link
     if conn.is_in_transaction():
         return await run() if await exists(conn) else empty
     try:

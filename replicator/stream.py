@@ -80,6 +80,7 @@ class Stream:
         self.session, self.drift, self.reconnect = session, drift, reconnect
         self.identity = identity
         self.tail: Tail | None = None
+        self._last_error = ""  # the last error logged by _on_error
 
     async def open(self) -> None:
         if self.tail is not None:
@@ -431,9 +432,10 @@ class Stream:
         metrics.ERRORS.labels(kind).inc()
         session.progress.errors += 1
         session.progress.set_state("error")
-        if errors == 1 or errors % 10 == 0:
+        if errors == 1 or errors % 10 == 0 or message != self._last_error:
             _log.error("replication_error", kind=kind, error=message, attempt=errors,
                        exc_info=not isinstance(exc, ReplicatorError))
+        self._last_error = message  # a new kind of error is logged at once, a repeat every 10th
         with contextlib.suppress(Exception):
             await session.bounded(self._record_error(kind, message, first=errors == 1),
                                   "recording the error")

@@ -23,7 +23,7 @@ from replicator import capture, state
 from replicator.apply import Applier, BatchResult, TableTarget
 from replicator.census import census
 from replicator.config import Config
-from replicator.errors import DriftError
+from replicator.errors import DriftError, is_retryable_pg
 from replicator.plans import ROWID_COLUMN, TablePlan
 from replicator.schema import plan_table
 from replicator.snapshot.copier import finish_table, prepare_table
@@ -574,3 +574,17 @@ async def test_the_one_statement_changes_nothing_unless_the_cursor_and_state_agr
     finally:
         a.close()
         await replica.close()
+
+
+async def test_state_reads_before_the_bookkeeping_exists_and_on_a_cut_link(pg, target_dsn):
+    """No `_replicator` yet: nothing recorded, in or outside a transaction (one round trip
+    outside). On a connection the daemon cut (a hung link), a read fails as a lost link does,
+    which the apply loop retries and logs; not as a programming error it would retry silently."""
+    assert await state.load(pg) is None and await state.tables(pg) == {}
+    async with pg.transaction():
+        assert await state.load(pg) is None and await state.quarantine_count(pg) == {}
+    cut = await asyncpg.connect(target_dsn)
+    cut.terminate()
+    with pytest.raises(asyncpg.InterfaceError) as raised:
+        await state.load(cut)
+    assert is_retryable_pg(raised.value)
