@@ -28,7 +28,7 @@ import asyncpg
 from . import existing, log, metrics, state
 from .convert import BadValue, convert_rows, converter, key_to_json, no_type_holds, to_sqlite_value
 from .errors import BadValueError, DriftError
-from .plans import TablePlan, write_columns, write_projection
+from .plans import ColumnPlan, TablePlan, write_columns, write_projection
 from .quoting import qi, qualified
 from .tail import ReadTxn, RowSet
 
@@ -145,19 +145,11 @@ class Applier:
         for n, (target, keys, good) in enumerate(prepared):
             plan = target.plan
             table = qualified(target.schema, plan.pg_name)
-            pg_keys = self._pg_keys(plan, keys)
-            clashes += self._no_clash(target, pg_keys, good, params)
+            mine = self._key_in(plan, self._pg_keys(plan, keys), params, "t")
+            clashes += self._no_clash(target, mine, good, params)
             gate = "EXISTS (SELECT FROM st)"
-            if pg_keys:
-                cols, types = plan.pg_key_columns, self._key_types(plan)
-                if len(cols) == 1:
-                    where = f"{qi(cols[0])} = ANY({params.add([k[0] for k in pg_keys], types[0] + '[]')})"
-                    ctes.append(f"d{n} AS (DELETE FROM {table} WHERE {where} AND {gate} RETURNING 1)")
-                else:
-                    source = params.unnest(pg_keys, types)
-                    match = " AND ".join(f"t.{qi(c)} = d.c{i}" for i, c in enumerate(cols))
-                    ctes.append(f"d{n} AS (DELETE FROM {table} t USING {source} AS d({_names(len(cols))}) "
-                                f"WHERE {match} AND {gate} RETURNING 1)")
+            if mine:
+                ctes.append(f"d{n} AS (DELETE FROM {table} t WHERE {mine} AND {gate} RETURNING 1)")
                 counts.append(f"(SELECT count(*) FROM d{n})")
                 gate += f" AND (SELECT count(*) FROM d{n}) >= 0"  # the delete runs to its end first
             else:
@@ -189,44 +181,29 @@ class Applier:
             result.per_table[target.plan.name] += len(keys)
         return True
 
-    def _no_clash(self, target: TableTarget, pg_keys: list[tuple[Any, ...]],
-                  good: list[tuple[Any, ...]], params: _Params) -> list[str]:
-        """Conditions for the one statement: no Postgres row outside the batch's keys holds a
-        unique value an incoming row brings (``_reconcile_unique`` would delete it and re-read
-        it from SQLite; when one does, the statement changes nothing and the long way runs)."""
-        plan = target.plan
-        table = qualified(target.schema, plan.pg_name)
-        index = {c.name: i for i, c in enumerate(plan.columns)}
-        out = []
-        for idx in plan.indexes:
-            if not idx.unique or idx.primary or any(c is None for c in idx.columns):
-                continue
-            cols = [plan.columns[index[c]] for c in idx.columns if c is not None]
-            pos = [index[c.name] for c in cols]
-            rows = [r for r in (tuple(g[p] for p in pos) for g in good)
-                    if all(v is not None for v in r)]
-            if not rows:
-                continue
-            source = params.unnest(rows, [c.pg_type for c in cols])
-            cond = " AND ".join(
-                _match(f"t.{qi(c.pg_name)}", f"d.c{i}", coll, c.pg_type)
-                for i, (c, coll) in enumerate(zip(cols, idx.collations, strict=False)))
-            mine = self._is_batch_key(target, pg_keys, params)
-            out.append(f"NOT EXISTS (SELECT FROM {table} t, {source} AS d({_names(len(cols))}) "
-                       f"WHERE {cond}{f' AND NOT ({mine})' if mine else ''})")
-        return out
+    def _no_clash(self, target: TableTarget, mine: str, good: list[tuple[Any, ...]],
+                  params: _Params) -> list[str]:
+        """Conditions for the one statement: no Postgres row outside the batch's keys (``mine``,
+        a condition on ``t``) holds a unique value an incoming row brings (``_reconcile_unique``
+        would delete it and re-read it from SQLite; when one does, the statement changes nothing
+        and the long way runs)."""
+        table = qualified(target.schema, target.plan.pg_name)
+        return [f"NOT EXISTS (SELECT FROM {table} t, {params.unnest(rows, [c.pg_type for c in cols])} "
+                f"AS d({_names(len(cols))}) WHERE {cond}{f' AND NOT ({mine})' if mine else ''})"
+                for cols, cond, rows in _unique_probes(target.plan, good)]
 
-    def _is_batch_key(self, target: TableTarget, pg_keys: list[tuple[Any, ...]],
-                      params: _Params) -> str:
-        """A condition on ``t``: its key is one of the batch's (those rows are deleted first)."""
+    def _key_in(self, plan: TablePlan, pg_keys: list[tuple[Any, ...]], params: _Params,
+                alias: str) -> str:
+        """A condition on ``alias``: its key is one of ``pg_keys`` (empty: none is)."""
         if not pg_keys:
             return ""
-        cols, types = target.plan.pg_key_columns, self._key_types(target.plan)
+        cols, types = plan.pg_key_columns, self._key_types(plan)
         if len(cols) == 1:
-            return f"t.{qi(cols[0])} = ANY({params.add([k[0] for k in pg_keys], types[0] + '[]')})"
-        source = params.unnest(pg_keys, types)
-        match = " AND ".join(f"t.{qi(c)} = k.c{i}" for i, c in enumerate(cols))
-        return f"EXISTS (SELECT FROM {source} AS k({_names(len(cols))}) WHERE {match})"
+            keys = params.add([k[0] for k in pg_keys], types[0] + "[]")
+            return f"{alias}.{qi(cols[0])} = ANY({keys})"
+        match = " AND ".join(f"{alias}.{qi(c)} = k.c{i}" for i, c in enumerate(cols))
+        return (f"EXISTS (SELECT FROM {params.unnest(pg_keys, types)} AS k({_names(len(cols))}) "
+                f"WHERE {match})")
 
     async def write_page(self, page: Page, result: BatchResult, reread: RowReader) -> None:
         for tbl, tkeys in page.keys.items():
@@ -302,24 +279,13 @@ class Applier:
         return [c.pg_type for c in plan.key_plans]
 
     async def _delete_keys(self, target: TableTarget, keys: Sequence[tuple[Any, ...]]) -> int:
-        plan = target.plan
-        pg_keys = self._pg_keys(plan, keys)
-        if not pg_keys:
+        params = _Params()
+        mine = self._key_in(target.plan, self._pg_keys(target.plan, keys), params, "t")
+        if not mine:
             return 0
-        table = qualified(target.schema, plan.pg_name)
-        cols, types = plan.pg_key_columns, self._key_types(plan)
-        if len(cols) == 1:
-            status = await self.pg.execute(
-                f"DELETE FROM {table} WHERE {qi(cols[0])} = ANY($1::{types[0]}[])",
-                [k[0] for k in pg_keys],
-            )
-        else:
-            args = [list(col) for col in zip(*pg_keys, strict=True)]
-            status = await self.pg.execute(
-                f"DELETE FROM {table} t USING {_unnest(types)} AS d({_names(len(cols))}) "
-                f"WHERE {' AND '.join(f't.{qi(c)} = d.c{i}' for i, c in enumerate(cols))}",
-                *args,
-            )
+        status = await self.pg.execute(
+            f"DELETE FROM {qualified(target.schema, target.plan.pg_name)} t WHERE {mine}",
+            *params.values)
         return int(status.split()[-1])
 
     async def _reconcile_unique(self, target: TableTarget, good: list[tuple[Any, ...]]
@@ -330,22 +296,8 @@ class Applier:
         if not good:
             return []
         table = qualified(target.schema, plan.pg_name)
-        index = {c.name: i for i, c in enumerate(plan.columns)}
         resync: list[tuple[Any, ...]] = []
-        for idx in plan.indexes:
-            # Partial unique indexes are matched without their WHERE: over-matching is safe.
-            if not idx.unique or idx.primary or any(c is None for c in idx.columns):
-                continue
-            pos = [index[c] for c in idx.columns if c is not None]
-            cols = [plan.columns[p] for p in pos]
-            rows = [tuple(r[p] for p in pos) for r in good]
-            rows = [r for r in rows if all(v is not None for v in r)]
-            if not rows:
-                continue
-            cond = " AND ".join(
-                _match(f"t.{qi(c.pg_name)}", f"d.c{i}", coll, c.pg_type)
-                for i, (c, coll) in enumerate(zip(cols, idx.collations, strict=False))
-            )
+        for cols, cond, rows in _unique_probes(plan, good):
             returning = ", ".join(f"t.{qi(c)}" for c in plan.pg_key_columns)
             args = [list(col) for col in zip(*rows, strict=True)]
             found = await self.pg.fetch(
@@ -402,6 +354,29 @@ class Applier:
 def _write_types(plan: TablePlan) -> list[str]:
     """The Postgres types of ``write_columns(plan)``, in order."""
     return [c.pg_type for c in plan.columns if c.written] + (["bigint"] if plan.rowid_keyed else [])
+
+
+def _unique_probes(plan: TablePlan, good: list[tuple[Any, ...]]
+                   ) -> list[tuple[list[ColumnPlan], str, list[tuple[Any, ...]]]]:
+    """For each unique key besides the primary one: its columns, the condition that a Postgres
+    row ``t`` matches an incoming row ``d`` (c0, c1, ...) on it as SQLite's index would, and the
+    incoming rows' values for it (rows with a NULL in it clash with nothing). Partial unique
+    indexes are matched without their WHERE and expression ones not at all: over-matching is
+    safe (the rows are re-read)."""
+    index = {c.name: i for i, c in enumerate(plan.columns)}
+    out = []
+    for idx in plan.indexes:
+        if not idx.unique or idx.primary or any(c is None for c in idx.columns):
+            continue
+        pos = [index[c] for c in idx.columns if c is not None]
+        cols = [plan.columns[p] for p in pos]
+        rows = [r for r in (tuple(g[p] for p in pos) for g in good) if None not in r]
+        if rows:
+            cond = " AND ".join(_match(f"t.{qi(c.pg_name)}", f"d.c{i}", coll, c.pg_type)
+                                for i, (c, coll) in enumerate(zip(cols, idx.collations,
+                                                                  strict=False)))
+            out.append((cols, cond, rows))
+    return out
 
 
 def _one_statement_fits(target: TableTarget, quarantined: bool) -> bool:

@@ -54,11 +54,6 @@ class CutoverDone(Exception):
     """Cutover completed: the daemon stops cleanly."""
 
 
-def session_ready(session: Session) -> bool:
-    """The one-statement batch needs a known cursor and schema version to check against."""
-    return session.cursor is not None and session.schema_version is not None
-
-
 @dataclass
 class _LoopState:
     started: bool = False
@@ -118,7 +113,7 @@ class Stream:
     async def batch(self) -> BatchResult | None:
         """One batch: as one statement when it can (one round trip to Postgres, which is most
         of the lag against a remote target), else in a transaction of several statements."""
-        if not self.drift.rowid_check and session_ready(self.session):
+        if not self.drift.rowid_check:
             handled, done = await self._one_statement_batch()
             if handled:
                 return done

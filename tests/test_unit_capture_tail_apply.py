@@ -12,6 +12,7 @@ leaves no trace, and a value that cannot move is quarantined until it is fixed a
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from replicator import capture, state
 from replicator.apply import Applier, BatchResult, TableTarget
 from replicator.census import census
 from replicator.config import Config
+from replicator.convert import key_to_json
 from replicator.errors import DriftError, is_retryable_pg
 from replicator.plans import ROWID_COLUMN, TablePlan
 from replicator.schema import plan_table
@@ -565,12 +567,23 @@ async def test_the_one_statement_changes_nothing_unless_the_cursor_and_state_agr
         await state.set_state(pg, "done", cursor=0)
         assert await attempt(0) is False
         assert await dump(pg) == before and (await state.load(pg)).cursor == 0
+        assert await pg.fetchval("SELECT count(*) FROM _replicator.dirty") == 0
         await state.set_state(pg, "error", error="a failure the next batch clears")
+        await state.merge_info(pg, last_verify={"full": True})  # changes are tracked from now
         assert await attempt(0) is True
         st = await state.load(pg)
-        assert (st.state, st.error, st.cursor) == ("streaming", None, capture.log_high_water(a))
+        high = capture.log_high_water(a)
+        assert (st.state, st.error, st.cursor) == ("streaming", None, high)
         assert await pg.fetchval("SELECT changes_applied FROM _replicator.tables "
                                  "WHERE name = 'users'") == 4
+        # Every key the batch named is marked changed since the full verification, with its seq.
+        widths = {n: len(t.plan.key_columns) or 1 for n, t in replica.targets.items()}
+        logged = {(t, json.dumps(key_to_json(tuple(k[:widths[t]]))))
+                  for t, *k in a.execute("SELECT tbl, k1, k2 FROM _replicator_log")}
+        dirty = {(r[0], json.dumps(json.loads(r[1]))) for r in await pg.fetch(
+            "SELECT tbl, key::text FROM _replicator.dirty")}
+        assert dirty == logged and len(dirty) == 4 + 3 + 3
+        assert [r[0] for r in await pg.fetch("SELECT DISTINCT seq FROM _replicator.dirty")] == [high]
     finally:
         a.close()
         await replica.close()
