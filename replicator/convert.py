@@ -458,6 +458,78 @@ def row_converter(
     return convert_row
 
 
+def as_is(v: Any) -> Any:
+    """The converter of a value that goes to Postgres unchanged."""
+    return v
+
+
+_BOOL_OF = {0: False, 1: True, None: None}.__getitem__  # 0/1 (and NULL) only: any other raises
+
+
+def _or_null(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else fn(v)
+
+
+def _utc_naive(v: Any) -> Any:
+    # (a "Z" appended costs a tenth of .replace(tzinfo=UTC) and means the same)
+    return None if v is None else datetime.fromisoformat(v + "Z")
+
+
+def proven(col: ColumnPlan, census: TableCensus) -> Callable[[Any], Any] | None:
+    """A converter that gives the checking converter's result for every value the census counted
+    in this column, without its checks (the census made them, in SQL), or None when the census
+    does not prove the column. ``as_is`` where values pass unchanged. Used by the snapshot,
+    column by column, on the very rows the census counted (one frozen copy); a proven converter
+    still raises on a value it cannot take, and the chunk is then converted with the checks."""
+    cen = census.columns.get(col.name)
+    if cen is None:
+        return None
+    if _identity(col, census):
+        return as_is
+    kind, _, arg = col.conv.partition(":")
+    present, texts = cen.present(), cen.counts["text"]
+    nulls = cen.counts["null"] > 0
+    tags, formats = cen.text_tags or {}, cen.datetime_formats or {}
+    if kind == "bool" and present <= {"integer"} and cen.int_01 == cen.counts["integer"]:
+        return _BOOL_OF
+    if kind == "json" and present <= {"text"} and tags.get("json") == texts:
+        return as_is  # json_valid (RFC 8259, no NUL) counted every one; json keeps the text
+    if kind == "date_text" and present <= {"text"} and formats.get("YYYY-MM-DD") == texts:
+        return _or_null(date.fromisoformat) if nulls else date.fromisoformat
+    # One ISO layout for every value, calendar-checked by the census: fromisoformat reads it as
+    # _parse_iso does, up to microseconds (it would cut a 7th digit) and with UTC as the only
+    # offset (it refuses offsets _parse_iso takes, such as +25:00).
+    if kind == "ts_text" and present <= {"text"} and formats.get(arg) == texts and \
+            "fffffff" not in arg and "±zone" not in arg:
+        if arg.endswith(("Z", "+00:00", "+0000")):
+            parse = datetime.fromisoformat
+            return _or_null(parse) if nulls else parse
+        return _utc_naive
+    return None
+
+
+def proven_columns(plan: TablePlan, census: TableCensus) -> list[Callable[[Any], Any]] | None:
+    """``proven`` for every column of the plan, or None when one column is not proven."""
+    out = [proven(col, census) for col in plan.columns]
+    return None if any(fn is None for fn in out) else out  # type: ignore[return-value]
+
+
+def convert_columns(rows: Sequence[Sequence[Any]], fns: Sequence[Callable[[Any], Any]],
+                    drop_last: bool = False) -> list[tuple[Any, ...]]:
+    """Rows converted column by column (``proven_columns``): a C loop per converted column and
+    none for a column that passes as it is; columns beyond ``fns`` pass as they are, the last one
+    dropped with ``drop_last``."""
+    if not rows:
+        return []
+    cols: list[Any] = list(zip(*rows, strict=True))
+    if drop_last:
+        cols.pop()
+    for i, fn in enumerate(fns):
+        if fn is not as_is:
+            cols[i] = map(fn, cols[i])
+    return list(zip(*cols, strict=True))
+
+
 def _identity(col: ColumnPlan, census: TableCensus) -> bool:
     cen = census.columns.get(col.name)
     if cen is None:

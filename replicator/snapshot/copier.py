@@ -1,8 +1,10 @@
 """Copy one table (or one rowid range of it) from a frozen read into Postgres, chunk by chunk.
 
-Rows go from SQLite's ``fetchmany`` straight into a binary ``COPY`` when the census proves no
-value needs converting; otherwise through ``convert``. Every chunk commits together with its
-resume point, so after a crash a half-copied table resumes from its last committed chunk.
+Rows go from SQLite's ``fetchmany`` into a binary ``COPY`` column by column when the census
+proves every value of every column (``convert.proven``: as it is, or through a converter whose
+checks the census made); otherwise row by row through the checking converters. Every chunk
+commits together with its resume point, so after a crash a half-copied table resumes from its
+last committed chunk.
 ``prepare_table`` (re)creates a table the replicator owns; ``finish_table`` adds its keys and
 indexes and records it done, in one transaction.
 """
@@ -23,7 +25,7 @@ import asyncpg
 
 from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus
-from ..convert import convert_rows, row_converter, select_list
+from ..convert import as_is, convert_columns, convert_rows, proven_columns, select_list
 from ..errors import BadValueError, SnapshotIncomplete, SourceError, StartupError
 from ..plans import TablePlan, write_columns, write_projection
 from ..quoting import qi, qualified
@@ -89,10 +91,12 @@ class TableCopier:
         self.columns = write_columns(plan)
         self.project = write_projection(plan)
         self.use_rowid = bool(plan.rowid_name)
-        # When the census proves every column needs no conversion, rows go from SQLite's
-        # fetchmany straight into the binary COPY, with no Python work per row.
-        self.passthrough = census is not None and self.project is None and \
-            row_converter(plan, census) is tuple
+        # When the census proves every column, rows go from SQLite's fetchmany into the binary
+        # COPY with no Python work per row: columns as they are or mapped by a C function.
+        self.proven = proven_columns(plan, census) \
+            if census is not None and self.project is None else None
+        self.passthrough = self.proven is not None
+        self.mapped = self.proven is not None and any(fn is not as_is for fn in self.proven)
         self.alias_at = next((i for i, c in enumerate(plan.columns)
                               if plan.key_kind == KEY_ALIAS and c.name in plan.key_columns), None)
 
@@ -160,7 +164,12 @@ class TableCopier:
                     if stopping and per_chunk_txn:
                         raise Interrupted(self.plan.name)  # committed chunks resume next time
                     fast = self.passthrough and not safe
-                    good, bad, last = self._as_is(chunk) if fast else self._convert(chunk, safe)
+                    try:
+                        good, bad, last = self._fast_rows(chunk) if fast else \
+                            self._convert(chunk, safe)
+                    except (ValueError, TypeError, OverflowError):
+                        # A value the census did not foresee: this chunk with every check.
+                        good, bad, last = self._convert(self._standard(chunk), safe, checked=True)
                     try:
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     except _UNSTORABLE_TEXT:
@@ -199,15 +208,16 @@ class TableCopier:
             with contextlib.suppress(BaseException):
                 await ahead
 
-    def _as_is(self, chunk: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], int | None]:
-        """The passthrough layout: rows are already what COPY takes (minus a trailing rowid)."""
-        if not self.use_rowid:
-            return chunk, [], None
-        if self.alias_at is not None:
-            return chunk, [], chunk[-1][self.alias_at]
-        if self.plan.rowid_keyed:
-            return chunk, [], chunk[-1][-1]
-        return [r[:-1] for r in chunk], [], chunk[-1][-1]
+    def _fast_rows(self, chunk: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], int | None]:
+        """The passthrough layout: rows are what COPY takes (minus a trailing rowid) once the
+        proven converters have mapped their columns."""
+        last = None
+        if self.use_rowid:
+            last = chunk[-1][self.alias_at if self.alias_at is not None else -1]
+        drop = self.use_rowid and self.alias_at is None and not self.plan.rowid_keyed
+        if self.mapped and self.proven is not None:
+            return convert_columns(chunk, self.proven, drop_last=drop), [], last
+        return ([r[:-1] for r in chunk] if drop else chunk), [], last
 
     def _standard(self, chunk: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """A passthrough chunk back in the (rowid, *columns) layout the converters read."""
