@@ -334,19 +334,33 @@ def asyncio_run(coro: Any) -> Any:
 # --------------------------------------------------------------------------- data
 
 
-def db_path(rows: int, seed: int = SEED) -> Path:
-    return DATA / f"gen-{rows}-s{seed}.db"
+DATA_SETS = {
+    "gen": "`bench/generate.py`: mostly numbers (ints, decimals, REAL, integer times, short text, "
+           "JSON, BLOBs)",
+    "app": "`bench/generate_app.py`: app-shaped text (emails, names, UUID text, ISO timestamps in 3 "
+           "layouts, JSON, REAL money, 0/1 flags)",
+}
 
 
-def ensure_db(rows: int, seed: int = SEED) -> Path:
-    """The generated database for ``rows`` (created once, reused across runs)."""
-    path = db_path(rows, seed)
+def db_path(rows: int, seed: int = SEED, kind: str = "gen") -> Path:
+    return DATA / f"{kind}-{rows}-s{seed}.db"
+
+
+def ensure_db(rows: int, seed: int = SEED, kind: str = "gen") -> Path:
+    """The generated database of data set ``kind`` (``DATA_SETS``) for ``rows`` (created once,
+    reused across runs; a ``.ok`` marker is written after a complete generation)."""
+    if kind not in DATA_SETS:
+        raise ValueError(f"unknown data set {kind!r} (known: {', '.join(DATA_SETS)})")
+    path = db_path(rows, seed, kind)
     if path.exists() and (DATA / (path.name + ".ok")).exists():
         return path
     DATA.mkdir(parents=True, exist_ok=True)
     say(f"generating {path.name} ({rows:,} rows; one-off, reused afterwards)")
     sys.path.insert(0, str(BENCH))
-    from generate import generate
+    if kind == "app":
+        from generate_app import generate
+    else:
+        from generate import generate
 
     t = time.monotonic()
     tmp = path.with_name(path.name + ".tmp")

@@ -1,7 +1,8 @@
 """Benchmark runner for issue 7 (snapshot, catch-up, lag, capture overhead, verify, scaling).
 
     python bench/run.py all --write-results            # everything (10x scaling only with --with-10x)
-    python bench/run.py snapshot --reps 5              # one benchmark
+    python bench/run.py snapshot --reps 5              # one benchmark (both data sets: gen, app)
+    python bench/run.py snapshot --data app            # one data set
     python bench/run.py lag overhead --write-results   # several, then regenerate RESULTS.md
     python bench/run.py results                        # re-render RESULTS.md from bench/out/*.json
 
@@ -42,9 +43,18 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--rows", type=int, default=1_600_000, help="the 1x database size (default 1.6M)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--write-results", action="store_true", help="regenerate bench/RESULTS.md at the end")
+    ap.add_argument("--results-path", type=Path,
+                    help="with --write-results or `results`: write the rendering here instead of "
+                         "bench/RESULTS.md (sections not re-run are still taken from bench/RESULTS.md)")
     ap.add_argument("--pg-home", type=Path,
                     help="reuse/keep an embedded Postgres home (default: temp, removed)")
     g = ap.add_argument_group("snapshot / scaling")
+    g.add_argument("--data", default="gen,app",
+                   help="snapshot: data sets, comma-separated (default gen,app: bench/generate.py and "
+                        "bench/generate_app.py); scaling always uses gen")
+    g.add_argument("--no-duckdb", action="store_true", help="snapshot: skip the DuckDB anchor")
+    g.add_argument("--plan-reps", type=int, default=1,
+                   help="snapshot: timed runs of `replicator plan` per data set (default 1; 0 skips)")
     g.add_argument("--sizes", default="0.1,1", help="scaling sizes as multiples of --rows (default 0.1,1)")
     g.add_argument("--with-10x", action="store_true", help="add the 10x size to scaling (16M rows: minutes)")
     g.add_argument("--scaling-reps", type=int,
@@ -65,6 +75,10 @@ def parse() -> argparse.Namespace:
     g.add_argument("--overhead-rows", type=int, help="database size (default --rows)")
     g.add_argument("--sync", default="NORMAL,FULL", help="synchronous modes (default NORMAL,FULL)")
     args = ap.parse_args()
+    args.data_sets = [x.strip() for x in args.data.split(",") if x.strip()]
+    unknown = [x for x in args.data_sets if x not in common.DATA_SETS]
+    if unknown or not args.data_sets:
+        ap.error(f"--data: unknown data set(s) {unknown} (known: {', '.join(common.DATA_SETS)})")
     if "all" in args.what:
         args.what = BENCHES
     return args
@@ -76,10 +90,34 @@ def pg_settings() -> dict[str, str]:
 
 
 def run_snapshot(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    """One entry per data set under ``data_sets``, each with the per-run structure that
+    ``snapshot_bench.bench`` returns (what ``scaling`` reuses), plus ``plan`` (timed plain
+    ``replicator plan`` runs). A data set whose benchmark fails is recorded with its error."""
     import snapshot_bench
 
-    db = ensure_db(a.rows, a.seed)
-    return snapshot_bench.bench(server, db, a.rows, a.reps)
+    out: dict[str, Any] = {"rows": a.rows, "reps": a.reps, "data_sets": {}}
+    for kind in a.data_sets:
+        say(f"--- snapshot, data set {kind}")
+        try:
+            db = ensure_db(a.rows, a.seed, kind)
+            r = snapshot_bench.bench(server, db, a.rows, a.reps, duckdb=not a.no_duckdb, label=kind)
+            plans = [snapshot_bench.plan_time(db) for _ in range(a.plan_reps)]
+            if plans:
+                ok = [p["seconds"] for p in plans if "error" not in p]
+                r["plan"] = {"runs": plans, "median_s": rnd(med(ok)) if ok else None,
+                             "peak_mb": max(p["peak_mb"] for p in plans)}
+        except Exception as exc:  # the other data set still runs and is saved
+            import traceback
+
+            traceback.print_exc()
+            say(f"snapshot, data set {kind} FAILED: {type(exc).__name__}: {exc}")
+            r = {"error": f"{type(exc).__name__}: {exc}"}
+        r["data_set"] = kind
+        out["data_sets"][kind] = r
+    if all("error" in r for r in out["data_sets"].values()):
+        raise RuntimeError("snapshot failed on every data set: " + "; ".join(
+            f"{k}: {r['error']}" for k, r in out["data_sets"].items()))
+    return out
 
 
 def run_catchup(server: Server, a: argparse.Namespace) -> dict[str, Any]:
@@ -193,9 +231,10 @@ def run_scaling(server: Server, a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"base_rows": a.rows, "sizes": {}}
     for n in sizes:
         reps = a.scaling_reps or (1 if n >= 10 * a.rows else a.reps)
-        if n == a.rows and "snapshot" in _DONE and not a.scaling_reps:
-            say(f"scaling: {n:,} rows: reusing the snapshot benchmark of this run")
-            out["sizes"][str(n)] = _DONE["snapshot"]
+        done = _DONE.get("snapshot", {}).get("data_sets", {}).get("gen", {})
+        if n == a.rows and "replicator" in done and not a.scaling_reps:
+            say(f"scaling: {n:,} rows: reusing the snapshot benchmark of this run (data set gen)")
+            out["sizes"][str(n)] = done
             continue
         db = ensure_db(n, a.seed)
         say(f"scaling: {n:,} rows, {reps} round(s)")
@@ -219,7 +258,7 @@ def main() -> int:
     import results
 
     if a.what == ["results"]:
-        print(f"wrote {results.write_results()}")
+        print(f"wrote {results.write_results(a.results_path)}")
         return 0
     LOGS.mkdir(parents=True, exist_ok=True)
     command = "python bench/run.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
@@ -256,7 +295,7 @@ def main() -> int:
     finally:
         server.stop()
     if a.write_results:
-        print(f"wrote {results.write_results()}")
+        print(f"wrote {results.write_results(a.results_path)}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
