@@ -1,4 +1,4 @@
-"""Census of stored values: what each column actually holds, counted in one scan per table.
+"""Census of stored values: what each column actually holds, counted in SQL per table.
 
 Everything is counted in SQL, at SQLite's speed: storage classes, NUL bytes, sizes, number
 ranges, and for columns whose text may carry a meaning beyond its class, what that text is.
@@ -7,8 +7,9 @@ whether it ends in a UTC offset), and the shapes found are turned into ISO-8601 
 once per distinct shape, with calendar validity checked in SQL; canonical UUIDs
 are matched by a GLOB; JSON by ``json_valid``. Python sees a value only where SQL cannot decide
 exactly: a JSON candidate holding a backslash escape, a control character or a non-ASCII
-byte, and (for ``plan``) the UTF-8 validity of non-ASCII text. ``plan`` classifies every text
-column, the snapshot only those whose declared type asks for it.
+byte, and (for ``plan``) the UTF-8 validity of non-ASCII text. ``quick_census`` is what the
+snapshot needs to choose types; ``plan_census`` is the same plus what ``plan`` counts beyond it,
+so ``plan`` shows the very types the snapshot will choose.
 """
 
 from __future__ import annotations
@@ -271,65 +272,6 @@ def _negative_zero(value: float) -> int:
     return int(math.copysign(1.0, value) < 0)
 
 
-def census(
-    conn: sqlite3.Connection,
-    table: Table,
-    *,
-    check_utf8: bool = False,
-    text_columns: set[str] | None = None,
-) -> TableCensus:
-    """One scan of ``table``. ``text_columns`` get the text classification (None: none)."""
-    text_columns = text_columns or set()
-    conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
-    conn.create_function("_replicator_negzero", 1, _negative_zero, deterministic=True)
-    conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
-    exprs = ["count(*)"]
-    for col in table.columns:
-        q = qi(col.name)
-        exprs += [f"sum(typeof({q}) = '{c}')" for c in CLASSES]
-        exprs += [
-            f"sum({q} IS NULL)",
-            f"sum(typeof({q}) = 'text' AND instr(CAST({q} AS BLOB), X'00') > 0)",
-            # Only text with a byte >= 0x80 can be invalid UTF-8: Python looks at that alone
-            # (and at text holding NUL, where GLOB stops reading).
-            f"sum(typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR instr(CAST({q} AS BLOB), "
-            f"X'00') > 0) AND NOT _replicator_utf8_ok(CAST({q} AS BLOB)))" if check_utf8 else "NULL",
-            f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN length(CAST({q} AS BLOB)) END)",
-            f"sum(typeof({q}) = 'integer' AND {q} NOT BETWEEN -9007199254740992 AND 9007199254740992)",
-            f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))",
-            f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})",
-            f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})",
-            # Python sees only the zeros: SQL cannot tell -0.0 from 0.0.
-            f"sum(CASE WHEN typeof({q}) = 'real' AND {q} = 0 THEN _replicator_negzero({q}) END)",
-        ]
-    classified = [c.name for c in table.columns if c.name in text_columns]
-    for name in classified:
-        exprs += _text_exprs(qi(name))
-    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
-    out: dict[str, ColumnCensus] = {}
-    per = len(CLASSES) + 9
-    texts = _text_results(conn, table, classified, row[1 + per * len(table.columns):])
-    for i, col in enumerate(table.columns):
-        v = row[1 + i * per : 1 + (i + 1) * per]
-        counts = {c: int(v[j] or 0) for j, c in enumerate(CLASSES)}
-        counts["null"] = int(v[4] or 0)
-        tags, formats = texts.get(col.name, (None, None))
-        out[col.name] = ColumnCensus(
-            counts=counts,
-            nul_text=int(v[5] or 0),
-            bad_utf8=int(v[6] or 0) if check_utf8 else None,
-            max_bytes=int(v[7] or 0),
-            int_beyond_2_53=int(v[8] or 0),
-            int_01=int(v[9] or 0),
-            int_unix=int(v[10] or 0),
-            real_julian=int(v[11] or 0),
-            real_negzero=int(v[12] or 0),
-            text_tags=tags,
-            datetime_formats=formats,
-        )
-    return TableCensus(rows=int(row[0]), columns=out)
-
-
 def sample_key(conn: sqlite3.Connection, table: Table, where: str) -> list[Any] | None:
     """The key of one row matching ``where`` (for the plan's "sample key")."""
     exprs = [table.rowid_name] if not table.key_columns else [qi(k) for k in table.key_columns]
@@ -396,3 +338,60 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
             for c in span:
                 out[name].counts[c] = int(next(values) or 0)
     return TableCensus(rows=rows, columns=out)
+
+
+def _text_flags(value: bytes | None) -> int:
+    """For plan_census: 1 when the text holds a NUL byte, plus 2**32 when it is not UTF-8 (one
+    SQL sum then counts both)."""
+    if value is None:
+        return 0
+    return (b"\x00" in value) + (0 if _utf8_ok(value) else 1 << 32)
+
+
+def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None
+                ) -> TableCensus:
+    """What ``plan`` shows: the snapshot's own census (so ``plan`` chooses the very types the
+    snapshot will), plus, in one more scan and only in the columns holding the class concerned,
+    what ``plan`` counts beyond it: NUL bytes and invalid UTF-8 in text (Python looks only at
+    text with a byte outside 0x01-0x7F), sizes, integers beyond 2^53, REAL -0.0."""
+    out = quick_census(conn, table, text_columns=text_columns)
+    conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
+    conn.create_function("_replicator_text_flags", 1, _text_flags, deterministic=True)
+    conn.create_function("_replicator_negzero", 1, _negative_zero, deterministic=True)
+    exprs: list[str] = []
+    asks: list[tuple[str, str]] = []
+    for col in table.columns:
+        q, present = qi(col.name), out.columns[col.name].present()
+        cen = out.columns[col.name]
+        cen.nul_text, cen.bad_utf8 = 0, 0
+        if "text" in present:
+            asks.append((col.name, "text"))
+            exprs.append(f"sum(CASE WHEN typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR "
+                         f"instr(CAST({q} AS BLOB), X'00') > 0) THEN "
+                         f"_replicator_text_flags(CAST({q} AS BLOB)) END)")
+        if present & {"text", "blob"}:
+            asks.append((col.name, "bytes"))
+            exprs.append(f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN "
+                         f"length(CAST({q} AS BLOB)) END)")
+        if "integer" in present:
+            asks.append((col.name, "big"))
+            exprs.append(f"sum(typeof({q}) = 'integer' AND {q} NOT BETWEEN -9007199254740992 AND "
+                         "9007199254740992)")
+        if "real" in present:
+            asks.append((col.name, "negzero"))
+            exprs.append(f"sum(CASE WHEN typeof({q}) = 'real' AND {q} = 0 THEN "
+                         f"_replicator_negzero({q}) END)")
+    if not exprs:
+        return out
+    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+    for (name, what), value in zip(asks, row, strict=True):
+        cen, n = out.columns[name], int(value or 0)
+        if what == "text":
+            cen.nul_text, cen.bad_utf8 = n & 0xFFFFFFFF, n >> 32
+        elif what == "bytes":
+            cen.max_bytes = n
+        elif what == "big":
+            cen.int_beyond_2_53 = n
+        else:
+            cen.real_negzero = n
+    return out

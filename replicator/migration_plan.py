@@ -3,18 +3,23 @@
 For every table and column: the declared type, the census of stored values, the Postgres type
 chosen and why; every value or feature that cannot move exactly, with counts and a sample key;
 the indexes, constraints, triggers and views and how each is carried over.
+
+Tables are counted side by side (``snapshot_workers`` threads; SQLite runs a query without
+holding Python's lock), each in a read transaction of its own connection: each table's figures
+are consistent, and tables written while ``plan`` runs may be read moments apart.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from . import ddl, objects
-from .census import census, sample_key
+from .census import plan_census, quick_census, sample_key
 from .config import Config
 from .convert import accepts
 from .errors import ConfigError
@@ -31,9 +36,9 @@ def build(cfg: Config) -> dict[str, Any]:
         conn.execute("BEGIN")
         schema = inspect(conn)
         tables, attention = [], []
-        for name, table in schema.tables.items():
-            if cfg.wants_table(name):
-                entry = _table(conn, table, cfg)
+        wanted = [t for name, t in schema.tables.items() if cfg.wants_table(name)]
+        with ThreadPoolExecutor(max(1, min(cfg.snapshot_workers, len(wanted)))) as pool:
+            for entry in pool.map(lambda t: _table_apart(cfg, t), wanted):
                 tables.append(entry)
                 attention += entry.pop("_attention")
         views = [asdict(v) for v in objects.plan_views(schema, cfg)]
@@ -69,8 +74,18 @@ def build(cfg: Config) -> dict[str, Any]:
     return report
 
 
+def _table_apart(cfg: Config, table: Table) -> dict[str, Any]:
+    """``_table`` on a connection and read transaction of its own."""
+    conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
+    try:
+        conn.execute("BEGIN")
+        return _table(conn, table, cfg)
+    finally:
+        conn.close()
+
+
 def _table(conn: sqlite3.Connection, table: Table, cfg: Config) -> dict[str, Any]:
-    cen = census(conn, table, check_utf8=True, text_columns=text_census_columns(table, everything=True))
+    cen = plan_census(conn, table, text_columns=text_census_columns(table))
     attention: list[str] = []
     try:
         plan = plan_table(table, cen, cfg)
@@ -261,7 +276,7 @@ def emit_sql(report: dict[str, Any], cfg: Config, folder: Path) -> list[Path]:
     try:
         schema = inspect(conn)
         plans: list[TablePlan] = [
-            plan_table(schema.tables[t["name"]], census(
+            plan_table(schema.tables[t["name"]], quick_census(
                 conn, schema.tables[t["name"]],
                 text_columns=text_census_columns(schema.tables[t["name"]])), cfg)
             for t in report["tables"] if "error" not in t

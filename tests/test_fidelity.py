@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from replicator.embedded import free_port
+from replicator.quoting import qi
 
 from .support import hostile
 from .support.helpers import (
@@ -264,10 +265,11 @@ def test_on_bad_value_fail_stops_and_names_the_row(tmp_path, target_dsn):
 
 
 @pytest.mark.parametrize("which", ["hostile", "chinook"])
-def test_the_snapshot_census_counts_what_the_thorough_census_counts(which, hostile_db, chinook):
+def test_the_snapshot_census_counts_every_storage_class(which, hostile_db, chinook):
     """The snapshot's quick census (min/max of typeof, integer counts for NUMERIC columns, a
-    second scan only where classes still mix) agrees with the full census on every column."""
-    from replicator.census import census, quick_census
+    second scan only where classes still mix) counts every column's storage classes as a
+    reading of every value in Python does."""
+    from replicator.census import quick_census
     from replicator.schema import text_census_columns
     from replicator.source import inspect
 
@@ -275,10 +277,10 @@ def test_the_snapshot_census_counts_what_the_thorough_census_counts(which, hosti
     try:
         for t in inspect(conn).tables.values():
             quick = quick_census(conn, t, text_columns=text_census_columns(t))
-            full = census(conn, t, text_columns=text_census_columns(t))
-            assert quick.rows == full.rows, t.name
-            for name, col in full.columns.items():
-                assert quick.columns[name].counts == col.counts, (t.name, name)
-                assert quick.columns[name].datetime_formats == col.datetime_formats, (t.name, name)
+            for col in t.columns:
+                seen = dict.fromkeys(("integer", "real", "text", "blob", "null"), 0)
+                for (storage,) in conn.execute(f"SELECT typeof({qi(col.name)}) FROM {qi(t.name)}"):
+                    seen[storage] += 1
+                assert quick.columns[col.name].counts == seen, (t.name, col.name)
     finally:
         conn.close()

@@ -22,7 +22,7 @@ import pytest
 
 from replicator import capture, state
 from replicator.apply import Applier, BatchResult, TableTarget
-from replicator.census import census
+from replicator.census import quick_census
 from replicator.config import Config
 from replicator.convert import key_to_json
 from replicator.errors import DriftError, is_retryable_pg
@@ -79,7 +79,7 @@ class Replica:
             await state.set_state(self.pg, "streaming")
             cfg = Config(source=self.db)
             for table in tables.values():
-                plan = plan_table(table, census(src, table), cfg)
+                plan = plan_table(table, quick_census(src, table), cfg)
                 plan = await prepare_table(self.pg, plan, "public", table.sql, owned=set())
                 plan = await finish_table(self.pg, plan, "public", status=state.STREAMING, mark=0,
                                           seconds=0.0, rows=0)

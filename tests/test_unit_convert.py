@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replicator.census import census, quick_census
+from replicator.census import plan_census, quick_census
 from replicator.config import ColumnOverride, Config
 from replicator.convert import (
     BadText,
@@ -140,7 +140,7 @@ def planned(s: Stored, cfg: Config | None = None) -> tuple[TablePlan, TablePlan,
     snapshot makes it; the quick census)."""
     cfg = cfg or Config(source=s.path)
     table = inspect(s.conn).tables["t"]
-    full = census(s.conn, table, check_utf8=True, text_columns=text_census_columns(table, True))
+    full = plan_census(s.conn, table, text_columns=text_census_columns(table))
     quick = quick_census(s.conn, table, text_columns=text_census_columns(table))
     return plan_table(table, full, cfg), plan_table(table, quick, cfg), quick
 
@@ -544,15 +544,23 @@ def test_the_census_classifies_text_as_a_careful_reader_would(tmp_path_factory, 
             if layout:
                 layouts[layout] = layouts.get(layout, 0) + 1
         table = inspect(s.conn).tables["t"]
-        full = census(s.conn, table, check_utf8=True, text_columns={"v"}).columns["v"]
+        full = plan_census(s.conn, table, text_columns={"v"}).columns["v"]
         quick = quick_census(s.conn, table, text_columns={"v"}).columns["v"]
         assert full.datetime_formats == layouts == quick.datetime_formats, texts
-        assert full.text_tags is not None
+        # A column with no type asks for every classification.
+        s.conn.execute("CREATE TABLE u (v)")  # (no type: BLOB affinity, nothing converted)
+        s.conn.execute("INSERT INTO u SELECT v FROM t")
+        untyped = inspect(s.conn).tables["u"]
+        every = quick_census(s.conn, untyped, text_columns={"v"}).columns["v"]
+        assert every.text_tags is not None and every.datetime_formats == layouts, texts
         bad_json = sum(1 for v in s.truth.values() if isinstance(v, BadUtf8)
                        and v.raw[:1] in (b"{", b"["))
         expected_json = sum(_reference_json(t) for t in texts)
-        assert expected_json <= full.text_tags["json"] <= expected_json + bad_json, texts
-        assert full.text_tags["uuid"] == sum(bool(_REF_UUID.fullmatch(t)) for t in texts)
+        assert expected_json <= every.text_tags["json"] <= expected_json + bad_json, texts
+        assert every.text_tags["uuid"] == sum(bool(_REF_UUID.fullmatch(t)) for t in texts)
         assert full.bad_utf8 == sum(isinstance(v, BadUtf8) for v in s.truth.values())
+        assert full.nul_text == sum(isinstance(v, str) and "\x00" in v or
+                                    isinstance(v, BadUtf8) and b"\x00" in v.raw
+                                    for v in s.truth.values())
     finally:
         s.close()

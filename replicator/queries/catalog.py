@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..census import census
+from ..census import quick_census
 from ..config import Config
 from ..plans import pg_ident
 from ..schema import plan_table, text_census_columns
@@ -110,7 +110,7 @@ def _load(conn: sqlite3.Connection, cfg: Config) -> Catalog:
     schema = inspect(conn)
     cat = Catalog(identifiers=cfg.identifiers)
     for table in schema.tables.values():
-        cen = census(conn, table, text_columns=text_census_columns(table))
+        cen = quick_census(conn, table, text_columns=text_census_columns(table))
         plan = plan_table(table, cen, cfg)
         cols = {}
         for col, cp in zip(table.columns, plan.columns, strict=True):
