@@ -508,6 +508,11 @@ def proven(col: ColumnPlan, census: TableCensus) -> Callable[[Any], Any] | None:
     return None
 
 
+# What a proven converter raises on a value the census did not count (a KeyError from the 0/1
+# lookup, a ValueError from fromisoformat, a TypeError on another class).
+UNFORESEEN = (ValueError, TypeError, OverflowError, LookupError)
+
+
 def proven_columns(plan: TablePlan, census: TableCensus) -> list[Callable[[Any], Any]] | None:
     """``proven`` for every column of the plan, or None when one column is not proven."""
     out = [proven(col, census) for col in plan.columns]

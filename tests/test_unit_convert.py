@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from replicator.census import plan_census, quick_census
 from replicator.config import ColumnOverride, Config
 from replicator.convert import (
+    UNFORESEEN,
     BadText,
     BadValue,
     convert_columns,
@@ -184,7 +185,7 @@ def check_conversion(s: Stored, declared: str) -> tuple[TablePlan, list[tuple]]:
         if fns is not None:
             try:
                 mapped = convert_columns([r[1:] for r in rows], fns)
-            except (ValueError, TypeError, OverflowError):
+            except UNFORESEEN:
                 mapped = None
             if mapped is not None:
                 assert {b[4][0] for b in bad} <= nul, (declared, s.truth, bad)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -191,6 +192,50 @@ async def test_every_table_is_copied_value_by_value(tmp_path, pg, target_dsn):
     assert [r[0] for r in rowids] == list(range(1, 3001))
     assert await pg.fetchval("SELECT count(*) FROM pg_constraint WHERE conrelid = 'items'::regclass "
                              "AND contype = 'p'") == 1
+
+
+async def test_a_value_the_census_did_not_count_sends_its_chunk_through_the_checks(
+        tmp_path, pg, target_dsn):
+    """Columns mapped column by column (0/1 to boolean, one ISO layout to timestamptz, JSON as
+    it is) rest on the census of the very rows copied. Given values the census did not count
+    (here a census of the file before two values changed: a 2 in the 0/1 column, an integer
+    among the date texts), the mapping raises and the chunk is converted with every check:
+    those two are quarantined, never converted wrongly, and the rest arrive."""
+    before = tmp_path / "before.db"
+    conn = sqlite3.connect(before, isolation_level=None)
+    conn.execute("CREATE TABLE flags (id INTEGER PRIMARY KEY, ok BOOLEAN NOT NULL, "
+                 "at DATETIME NOT NULL, doc JSON)")
+    conn.executemany("INSERT INTO flags VALUES (?, ?, ?, ?)",
+                     [(i, i % 2, f"2024-01-02 03:04:{i % 60:02d}", f'{{"i": {i}}}')
+                      for i in range(1000)])
+    conn.close()
+    after = tmp_path / "after.db"
+    shutil.copy(before, after)
+    conn = sqlite3.connect(after, isolation_level=None)
+    conn.execute("UPDATE flags SET ok = 2 WHERE id = 500")
+    conn.execute("UPDATE flags SET at = 1700000000 WHERE id = 700")  # another storage class
+    conn.close()
+    await ready(pg, after)
+    counted = open_frozen_copy(take_copy(before, tmp_path / "before.sqlite"))
+    frozen = open_frozen_copy(take_copy(after, tmp_path / "after.sqlite"))
+    try:
+        plan, cen = await create(pg, counted, "flags", before)
+        assert [c.pg_type for c in plan.columns] == ["bigint", "boolean", "timestamptz", "json"]
+        copier = TableCopier(pg, frozen, plan, "public", census=cen)
+        assert copier.mapped  # the column-by-column path is the one taken
+        result = await copier.run()
+    finally:
+        counted.close()
+        frozen.close()
+    assert (result.rows, result.quarantined) == (1000, 2)
+    assert await state.quarantine_rows(pg, "flags") == 2
+    rows = await pg.fetch("SELECT id, ok, at, doc::text FROM flags ORDER BY id")
+    assert [r["id"] for r in rows] == [i for i in range(1000) if i not in (500, 700)]
+    for r in rows:
+        i = r["id"]
+        assert r["ok"] is bool(i % 2)
+        assert r["at"] == datetime(2024, 1, 2, 3, 4, i % 60, tzinfo=UTC)
+        assert r["doc"] == f'{{"i": {i}}}'
 
 
 @pytest.mark.parametrize("name", ["items", "wr", "logs"])

@@ -25,7 +25,7 @@ import asyncpg
 
 from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus
-from ..convert import as_is, convert_columns, convert_rows, proven_columns, select_list
+from ..convert import UNFORESEEN, as_is, convert_columns, convert_rows, proven_columns, select_list
 from ..errors import BadValueError, SnapshotIncomplete, SourceError, StartupError
 from ..plans import TablePlan, write_columns, write_projection
 from ..quoting import qi, qualified
@@ -167,7 +167,7 @@ class TableCopier:
                     try:
                         good, bad, last = self._fast_rows(chunk) if fast else \
                             self._convert(chunk, safe)
-                    except (ValueError, TypeError, OverflowError):
+                    except UNFORESEEN:
                         # A value the census did not foresee: this chunk with every check.
                         good, bad, last = self._convert(self._standard(chunk), safe, checked=True)
                     try:
