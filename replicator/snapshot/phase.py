@@ -13,6 +13,7 @@ from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus, quick_census
 from ..objects import final_inputs
 from ..plans import TablePlan
+from ..quoting import qi
 from ..schema import plan_table, text_census_columns
 from ..session import Session
 from ..source import Table, inspect
@@ -78,7 +79,12 @@ class SnapshotPhase:
                            ) -> list[tuple[TablePlan, TableCensus | None]]:
         """Census (in threads: SQLite works outside the GIL), plan, create, split into units."""
         t0 = time.monotonic()
-        censuses = await asyncio.gather(*(self._census(frozen, t) for t in tables))
+        # As many at once as there are workers (a third thread on two cores slows the other
+        # two more than it gains), the largest tables first.
+        slots = asyncio.Semaphore(self.session.cfg.snapshot_workers)
+        by_size = sorted(range(len(tables)), key=lambda i: -_rowid_span(frozen, tables[i]))
+        counted = await asyncio.gather(*(self._census(frozen, tables[i], slots) for i in by_size))
+        censuses = [counted[by_size.index(i)] for i in range(len(tables))]
         _log.info("census_done", tables=len(tables), rows=sum(c.rows for c in censuses),
                   seconds=round(time.monotonic() - t0, 3))
         known = await state.tables(self.session.conn)
@@ -116,7 +122,8 @@ class SnapshotPhase:
         _log.info("existing_schema", tables=len(plans), foreign_keys_held=held)
         return plans
 
-    async def _census(self, frozen: Frozen, table: Table) -> TableCensus:
+    async def _census(self, frozen: Frozen, table: Table, slots: asyncio.Semaphore
+                      ) -> TableCensus:
         if frozen.path is None:  # one read transaction: one connection, one census at a time
             return await asyncio.to_thread(quick_census, frozen.conn, table,
                                            text_columns=text_census_columns(table))
@@ -129,7 +136,8 @@ class SnapshotPhase:
             finally:
                 own.close()
 
-        return await asyncio.to_thread(run)
+        async with slots:
+            return await asyncio.to_thread(run)
 
     async def _create(self, frozen: Frozen, table: Table, plan: TablePlan, rows: int
                       ) -> TablePlan:
@@ -182,6 +190,16 @@ class SnapshotPhase:
         failed = [r for r in results if r["status"] not in ddl.DONE_STATUSES]
         _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
         return results
+
+
+def _rowid_span(frozen: Frozen, table: Table) -> int:
+    """About how many rows a table holds, from its smallest and largest rowid (two index
+    lookups; 0 for a table without rowid)."""
+    if not table.rowid_name:
+        return 0
+    rid = table.rowid_name
+    lo, hi = frozen.conn.execute(f"SELECT min({rid}), max({rid}) FROM {qi(table.name)}").fetchone()
+    return 0 if lo is None else hi - lo + 1
 
 
 def _same_mapping(stored: TablePlan, fresh: TablePlan) -> bool:
