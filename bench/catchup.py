@@ -4,6 +4,8 @@
 
 Runs the daemon until it streams, stops it, writes the backlog (updates, inserts, deletes in
 1000-row transactions), starts the daemon again and times how long the backlog takes to apply.
+The backlog's values follow the database's data set (``data_set()``): ``gen`` (bench/generate.py)
+or ``app`` (bench/generate_app.py: statuses, REAL totals, notes, JSON payloads, ISO timestamps).
 ``bench/run.py catchup`` uses ``measure()`` below and adds two anchors measured in the same run:
 the rate at which the app wrote the backlog into SQLite, and a statement-by-statement replay of
 the same changes into a clone of the target (one connection, 1000 statements per transaction).
@@ -21,11 +23,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from generate_app import KINDS, STATUSES, WORDS  # bench/ is on sys.path (script dir or run.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,42 +79,92 @@ def high_water(db: Path) -> int:
         conn.close()
 
 
+def data_set(db: Path) -> str:
+    """Which generator made ``db``: ``gen`` (orders.amount) or ``app`` (orders.total)."""
+    conn = sqlite3.connect(db)
+    try:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(orders)")}
+    finally:
+        conn.close()
+    if "amount" in cols:
+        return "gen"
+    if "total" in cols:
+        return "app"
+    raise ValueError(f"{db}: not a bench/generate.py or bench/generate_app.py database")
+
+
 def write_backlog(db: Path, changes: int, seed: int = 5,
-                  record: list | None = None) -> int:
-    """Mixed changes (50% updates, 30% inserts, 20% deletes) in 1000-change transactions.
+                  record: list | None = None, kind: str | None = None) -> int:
+    """Mixed changes (50% updates, 30% inserts, 20% deletes) in 1000-change transactions, with
+    values shaped like data set ``kind``'s (default: found from the schema, ``data_set()``).
 
     With ``record``, appends one list of (postgres sql, args) per transaction, for the replay."""
+    kind = kind or data_set(db)
     rng = random.Random(seed)
     conn = sqlite3.connect(db, isolation_level=None)
     max_order = conn.execute("SELECT max(id) FROM orders").fetchone()[0]
     max_event = conn.execute("SELECT max(id) FROM events").fetchone()[0]
+    max_user = conn.execute("SELECT max(id) FROM users").fetchone()[0]
+    change = _gen_change if kind == "gen" else _app_change
     done = 0
     while done < changes:
         conn.execute("BEGIN")
         txn: list = []
         for _ in range(1000):
             r = rng.random()
-            if r < 0.5:
-                args = (rng.choice(["paid", "shipped"]), round(rng.uniform(1, 99), 2),
-                        rng.randint(1, max_order))
-                conn.execute("UPDATE orders SET status = ?, amount = ? WHERE id = ?", args)
-                txn.append(("UPDATE orders SET status = $1, amount = $2 WHERE id = $3",
-                            (args[0], Decimal(repr(args[1])), args[2])))
-            elif r < 0.8:
-                max_event += 1
-                args = (max_event, rng.randint(1, 1000), int(time.time()), rng.random())
-                conn.execute("INSERT INTO events VALUES (?, ?, 'bench', '{}', ?, ?)", args)
-                txn.append(("INSERT INTO events VALUES ($1, $2, 'bench', '{}', $3, $4)", args))
+            if r < 0.8:
+                if r >= 0.5:
+                    max_event += 1
+                sql, args, pg_sql, pg_args = change(rng, r < 0.5, max_order, max_event, max_user)
             else:
-                args = (rng.randint(1, max_event),)
-                conn.execute("DELETE FROM events WHERE id = ?", args)
-                txn.append(("DELETE FROM events WHERE id = $1", args))
+                sql, args = "DELETE FROM events WHERE id = ?", (rng.randint(1, max_event),)
+                pg_sql, pg_args = "DELETE FROM events WHERE id = $1", args
+            conn.execute(sql, args)
+            txn.append((pg_sql, pg_args))
             done += 1
         conn.execute("COMMIT")
         if record is not None:
             record.append(txn)
     conn.close()
     return done
+
+
+def _gen_change(rng: random.Random, update: bool, max_order: int, event_id: int, _max_user: int
+                ) -> tuple[str, tuple, str, tuple]:
+    """bench/generate.py's tables: (sqlite sql, args, postgres sql, args) of one UPDATE orders or
+    INSERT events (the same random draws as before the app data set existed)."""
+    if update:
+        args = (rng.choice(["paid", "shipped"]), round(rng.uniform(1, 99), 2), rng.randint(1, max_order))
+        # NUMERIC affinity stores a whole 11.0 as the integer 11, which the daemon sends as 11
+        amount = Decimal(int(args[1])) if args[1].is_integer() else Decimal(repr(args[1]))
+        return ("UPDATE orders SET status = ?, amount = ? WHERE id = ?", args,
+                "UPDATE orders SET status = $1, amount = $2 WHERE id = $3", (args[0], amount, args[2]))
+    args = (event_id, rng.randint(1, 1000), int(time.time()), rng.random())
+    return ("INSERT INTO events VALUES (?, ?, 'bench', '{}', ?, ?)", args,
+            "INSERT INTO events VALUES ($1, $2, 'bench', '{}', $3, $4)", args)
+
+
+def _app_change(rng: random.Random, update: bool, max_order: int, event_id: int, max_user: int
+                ) -> tuple[str, tuple, str, tuple]:
+    """bench/generate_app.py's tables, values shaped like its own: an order's status, REAL total
+    and notes (tabs, newlines, or NULL); an event with a user (or NULL), a kind, a JSON payload and
+    a 'YYYY-MM-DD HH:MM:SS' time. The Postgres side gets what the replicator made of the columns
+    (double precision, text, json as text, timestamptz: the naive text is UTC)."""
+    if update:
+        notes = (("\t".join(rng.sample(WORDS, 3))
+                  + ("\n" + " ".join(rng.sample(WORDS, 4)) if rng.random() < 0.5 else ""))
+                 if rng.random() < 0.4 else None)
+        args = (rng.choice(STATUSES), round(rng.uniform(1, 900), 2), notes, rng.randint(1, max_order))
+        return ("UPDATE orders SET status = ?, total = ?, notes = ? WHERE id = ?", args,
+                "UPDATE orders SET status = $1, total = $2, notes = $3 WHERE id = $4", args)
+    user = rng.randint(1, max_user) if rng.random() < 0.95 else None
+    payload = json.dumps({"path": f"/p/{rng.randrange(1000)}", "ms": rng.randrange(5, 3000),
+                          "ref": rng.choice([None, "google", "newsletter"])})
+    at = datetime.now(UTC).replace(microsecond=0)
+    args = (event_id, user, rng.choice(KINDS), payload, at.strftime("%Y-%m-%d %H:%M:%S"))
+    return ('INSERT INTO events (id, user_id, kind, payload, "at") VALUES (?, ?, ?, ?, ?)', args,
+            'INSERT INTO events (id, user_id, kind, payload, "at") VALUES ($1, $2, $3, $4, $5)',
+            (*args[:4], at))
 
 
 async def replay(dsn: str, txns: list) -> float:
@@ -202,7 +256,8 @@ async def measure(db: Path, dsn: str, changes: int, log: Path, *, seed: int = 5,
     backlog = goal - (await cursor(dsn))[1]
     replay_dsn = replay_dsn_factory() if replay_dsn_factory else None
     d = await drain(db, dsn, log, goal, extra)
-    out = {"changes_written": written, "log_entries": backlog, "seconds": round(d["seconds"], 3),
+    out = {"data_set": data_set(db), "changes_written": written, "log_entries": backlog,
+           "seconds": round(d["seconds"], 3),
            "changes_per_s": round(backlog / d["seconds"]),
            "after_started_s": round(d["after_started_s"], 3) if d["after_started_s"] else None,
            "daemon_maxrss_mb": d["daemon_maxrss_mb"], "daemon_peak_mb": d["daemon_peak_mb"],

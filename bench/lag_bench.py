@@ -5,7 +5,8 @@ Roles (this file is also run as a subprocess):
     python bench/lag_bench.py app DB --rate 500 --seconds 30 --out FILE
     python bench/lag_bench.py proxy --listen PORT --to PORT --rtt-ms 20 --out FILE
 
-The orchestration (``bench()``) starts the daemon on a copy of a small database that has an extra
+The orchestration (``bench()``) starts the daemon on a copy of a small database (either data set;
+``bench/run.py lag`` runs each of ``--data`` and switches the copy to WAL) that has an extra
 table ``lagprobe(id INTEGER PRIMARY KEY, t_write REAL)``, starts the app, and polls Postgres every
 ~5 ms from the bench process for new lagprobe rows, recording ``time.time() - t_write`` for each
 (same host, same clock). A row is seen at most one poll period after it became visible, so the
@@ -150,14 +151,26 @@ async def proxy(listen: int, to: int, rtt_ms: float, out: Path) -> None:
 # --------------------------------------------------------------------------- orchestration
 
 
-def prepare_db(src: Path, name: str) -> Path:
+def prepare_db(src: Path, name: str, journal_mode: str | None = None) -> Path:
+    """A private copy of ``src`` with the probe table (and in ``journal_mode``, e.g. ``wal``;
+    default: the file's own)."""
     from common import scratch_copy
 
     db = scratch_copy(src, name)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("CREATE TABLE lagprobe (id INTEGER PRIMARY KEY, t_write REAL)")
+    if journal_mode:
+        conn.execute(f"PRAGMA journal_mode = {journal_mode}")
     conn.close()
     return db
+
+
+def journal_mode_of(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
 
 
 async def observe(dsn: str, expected_rows: int, app_done, timeout_after_app: float = 60
@@ -198,20 +211,29 @@ async def observe(dsn: str, expected_rows: int, app_done, timeout_after_app: flo
     return {"lags": lags, "polls": polls, "batches": len(cursors) - 1}
 
 
+def files_name(label: str, tag: str | None = None) -> str:
+    """The stem of a variant's files (``bench/data/work/<stem>.db``, ``bench/out/logs/<stem>*``):
+    ``lag-<tag>-<label>`` (tag: the data set), or ``lag-<label>`` without a tag."""
+    return f"lag-{tag}-{label}" if tag else f"lag-{label}"
+
+
 async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, config: str,
-                 label: str) -> dict[str, Any]:
+                 label: str, tag: str | None = None, journal_mode: str | None = None
+                 ) -> dict[str, Any]:
     from catchup import exited, start, stop, wait_streaming
     from common import LOGS, PY, Child, pct, rnd, say
 
-    db = prepare_db(src, f"lag-{label}.db")
-    dsn = server.fresh(f"b_lag_{label}")
-    cfg = LOGS / f"lag-{label}.toml"
+    stem = files_name(label, tag)
+    db = prepare_db(src, f"{stem}.db", journal_mode)
+    pg_db = f"b_lag_{tag}_{label}" if tag else f"b_lag_{label}"
+    dsn = server.fresh(pg_db)
+    cfg = LOGS / f"{stem}.toml"
     cfg.write_text(config)
-    log = LOGS / f"lag-{label}.log"
+    log = LOGS / f"{stem}.log"
     log.write_text("")
     proxy_child = None
     daemon_dsn = dsn
-    proxy_out = LOGS / f"lag-{label}-proxy.json"
+    proxy_out = LOGS / f"{stem}-proxy.json"
     if rtt_ms:
         proxy_child, daemon_dsn = start_delay_proxy(dsn, rtt_ms, proxy_out)
     extra = ["--config", str(cfg)]
@@ -219,13 +241,13 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
     try:
         await wait_streaming(dsn, daemon)
         await asyncio.sleep(2.0)
-        app_out = LOGS / f"lag-{label}-app.json"
+        app_out = LOGS / f"{stem}-app.json"
         app_out.unlink(missing_ok=True)
         turns0 = _proxy_turns(proxy_child, proxy_out)
-        say(f"lag[{label}]: app writing {rate:.0f} rows/s for {seconds:.0f}s"
+        say(f"lag[{tag + ', ' if tag else ''}{label}]: app writing {rate:.0f} rows/s for {seconds:.0f}s"
             + (f" (daemon through a {rtt_ms} ms RTT proxy)" if rtt_ms else ""))
         app_child = Child([PY, Path(__file__), "app", db, "--rate", rate, "--seconds", seconds,
-                           "--out", app_out], log=LOGS / f"lag-{label}-app.log")
+                           "--out", app_out], log=LOGS / f"{stem}-app.log")
         obs = await observe(dsn, int(rate * seconds), app_child.poll)
         app_res = app_child.wait(60)
         turns1 = _proxy_turns(proxy_child, proxy_out)
@@ -235,11 +257,12 @@ async def _bench(server, src: Path, seconds: float, rate: float, rtt_ms: float, 
         res = stop(daemon)
         if proxy_child is not None:
             proxy_child.terminate(10)
-        server.drop(f"b_lag_{label}")
+        server.drop(pg_db)
     appstats = json.loads(app_out.read_text()) if app_out.exists() else {"error": app_res.tail()}
     lags, polls = obs["lags"], obs["polls"]
     out = {
         "label": label, "rtt_ms_added": rtt_ms, "config": config.strip(),
+        "journal_mode": journal_mode_of(db),
         "rows_observed": len(lags), "app": appstats,
         "lag_p50_s": rnd(pct(lags, 50), 4), "lag_p90_s": rnd(pct(lags, 90), 4),
         "lag_p99_s": rnd(pct(lags, 99), 4), "lag_max_s": rnd(max(lags), 4) if lags else None,
@@ -296,7 +319,10 @@ def _proxy_turns(child, path: Path) -> int | None:
 
 
 def bench(server, src: Path, *, seconds: float, rate: float, rtt_ms: float,
-          variants: list[str]) -> dict[str, Any]:
+          variants: list[str], tag: str | None = None, journal_mode: str | None = None
+          ) -> dict[str, Any]:
+    """One result per variant, keyed by its label. ``tag`` (the data set) goes into the names of
+    the variant's files and database; ``journal_mode`` sets the copy's (default: the file's)."""
     configs = {
         "default": "[log]\nsummary_interval = 5\n",
         "verify_off": "[log]\nsummary_interval = 5\n[verify]\ninterval = 0\n",
@@ -305,10 +331,11 @@ def bench(server, src: Path, *, seconds: float, rate: float, rtt_ms: float,
     for v in variants:
         if v == "rtt":
             if rtt_ms:
-                results[f"rtt{rtt_ms:g}ms"] = asyncio.run(_bench(server, src, seconds, rate, rtt_ms,
-                                                                 configs["default"], f"rtt{rtt_ms:g}ms"))
+                label = f"rtt{rtt_ms:g}ms"
+                results[label] = asyncio.run(_bench(server, src, seconds, rate, rtt_ms, configs["default"],
+                                                    label, tag, journal_mode))
             continue
-        results[v] = asyncio.run(_bench(server, src, seconds, rate, 0, configs[v], v))
+        results[v] = asyncio.run(_bench(server, src, seconds, rate, 0, configs[v], v, tag, journal_mode))
     return results
 
 

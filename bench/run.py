@@ -2,7 +2,7 @@
 
     python bench/run.py all --write-results            # everything (10x scaling only with --with-10x)
     python bench/run.py snapshot --reps 5              # one benchmark (both data sets: gen, app)
-    python bench/run.py snapshot --data app            # one data set
+    python bench/run.py snapshot --data app            # one data set (also catchup, lag)
     python bench/run.py lag overhead --write-results   # several, then regenerate RESULTS.md
     python bench/run.py results                        # re-render RESULTS.md from bench/out/*.json
 
@@ -48,10 +48,15 @@ def parse() -> argparse.Namespace:
                          "bench/RESULTS.md (sections not re-run are still taken from bench/RESULTS.md)")
     ap.add_argument("--pg-home", type=Path,
                     help="reuse/keep an embedded Postgres home (default: temp, removed)")
-    g = ap.add_argument_group("snapshot / scaling")
+    g = ap.add_argument_group("snapshot / catchup / lag / scaling")
     g.add_argument("--data", default="gen,app",
-                   help="snapshot: data sets, comma-separated (default gen,app: bench/generate.py and "
-                        "bench/generate_app.py); scaling always uses gen")
+                   help="snapshot, catchup, lag: data sets, comma-separated (default gen,app: "
+                        "bench/generate.py and bench/generate_app.py); scaling, overhead and verify "
+                        "always use gen")
+    g.add_argument("--source-journal", choices=["wal", "keep"], default="wal",
+                   help="catchup, lag: journal mode of the private copy the daemon replicates: wal "
+                        "(default; generate.py's files are WAL already, generate_app.py's use a "
+                        "rollback journal) or keep the file's own")
     g.add_argument("--no-duckdb", action="store_true", help="snapshot: skip the DuckDB anchor")
     g.add_argument("--plan-reps", type=int, default=1,
                    help="snapshot: timed runs of `replicator plan` per data set (default 1; 0 skips)")
@@ -89,44 +94,78 @@ def pg_settings() -> dict[str, str]:
     return {}
 
 
+def _each_data_set(name: str, a: argparse.Namespace, top: dict[str, Any],
+                   one: Any) -> dict[str, Any]:
+    """``top`` plus one entry per data set of ``--data`` under ``data_sets``: what ``one(kind)``
+    returns, with ``data_set``. A data set whose benchmark fails is recorded with its error (the
+    other data sets still run and are saved); the benchmark fails when every data set failed."""
+    out: dict[str, Any] = {**top, "data_sets": {}}
+    for kind in a.data_sets:
+        say(f"--- {name}, data set {kind}")
+        try:
+            r = one(kind)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            say(f"{name}, data set {kind} FAILED: {type(exc).__name__}: {exc}")
+            r = {"error": f"{type(exc).__name__}: {exc}"}
+        r["data_set"] = kind
+        out["data_sets"][kind] = r
+    if all("error" in r for r in out["data_sets"].values()):
+        raise RuntimeError(f"{name} failed on every data set: " + "; ".join(
+            f"{k}: {r['error']}" for k, r in out["data_sets"].items()))
+    return out
+
+
 def run_snapshot(server: Server, a: argparse.Namespace) -> dict[str, Any]:
     """One entry per data set under ``data_sets``, each with the per-run structure that
     ``snapshot_bench.bench`` returns (what ``scaling`` reuses), plus ``plan`` (timed plain
     ``replicator plan`` runs). A data set whose benchmark fails is recorded with its error."""
     import snapshot_bench
 
-    out: dict[str, Any] = {"rows": a.rows, "reps": a.reps, "data_sets": {}}
-    for kind in a.data_sets:
-        say(f"--- snapshot, data set {kind}")
-        try:
-            db = ensure_db(a.rows, a.seed, kind)
-            r = snapshot_bench.bench(server, db, a.rows, a.reps, duckdb=not a.no_duckdb, label=kind)
-            plans = [snapshot_bench.plan_time(db) for _ in range(a.plan_reps)]
-            if plans:
-                ok = [p["seconds"] for p in plans if "error" not in p]
-                r["plan"] = {"runs": plans, "median_s": rnd(med(ok)) if ok else None,
-                             "peak_mb": max(p["peak_mb"] for p in plans)}
-        except Exception as exc:  # the other data set still runs and is saved
-            import traceback
+    def one(kind: str) -> dict[str, Any]:
+        db = ensure_db(a.rows, a.seed, kind)
+        r = snapshot_bench.bench(server, db, a.rows, a.reps, duckdb=not a.no_duckdb, label=kind)
+        plans = [snapshot_bench.plan_time(db) for _ in range(a.plan_reps)]
+        if plans:
+            ok = [p["seconds"] for p in plans if "error" not in p]
+            r["plan"] = {"runs": plans, "median_s": rnd(med(ok)) if ok else None,
+                         "peak_mb": max(p["peak_mb"] for p in plans)}
+        return r
 
-            traceback.print_exc()
-            say(f"snapshot, data set {kind} FAILED: {type(exc).__name__}: {exc}")
-            r = {"error": f"{type(exc).__name__}: {exc}"}
-        r["data_set"] = kind
-        out["data_sets"][kind] = r
-    if all("error" in r for r in out["data_sets"].values()):
-        raise RuntimeError("snapshot failed on every data set: " + "; ".join(
-            f"{k}: {r['error']}" for k, r in out["data_sets"].items()))
-    return out
+    return _each_data_set("snapshot", a, {"rows": a.rows, "reps": a.reps}, one)
+
+
+def _journal(db: Path, a: argparse.Namespace) -> str:
+    """Switch a private copy to WAL (``--source-journal wal``, the default) and return its
+    journal mode."""
+    import sqlite3
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        if a.source_journal == "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def run_catchup(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    """One entry per data set under ``data_sets``, each with the structure a catchup.json had
+    before there were data sets (``rows``, ``reps``, ``sizes``, ``rtt``)."""
+    return _each_data_set("catchup", a, {"rows": a.rows, "reps": a.reps},
+                          lambda kind: _catchup_one(server, a, kind))
+
+
+def _catchup_one(server: Server, a: argparse.Namespace, kind: str) -> dict[str, Any]:
     import catchup
 
-    src = ensure_db(a.rows, a.seed)
-    db = scratch_copy(src, "catchup.db")
+    src = ensure_db(a.rows, a.seed, kind)
+    db = scratch_copy(src, f"catchup-{kind}.db")
+    journal = _journal(db, a)
     dsn = server.fresh("b_catchup")
-    log = LOGS / "catchup.log"
+    log = LOGS / f"catchup-{kind}.log"
     log.write_text("")
 
     def clone() -> str:
@@ -135,51 +174,56 @@ def run_catchup(server: Server, a: argparse.Namespace) -> dict[str, Any]:
         server.created.append("b_replay")
         return common.with_db(server.dsn, "b_replay")
 
-    say("catchup: initial snapshot by the daemon (not timed)")
+    say(f"catchup[{kind}]: initial snapshot by the daemon (not timed)")
     sizes: dict[str, Any] = {}
     seed = 5
-    for n in _ints(a.changes):
-        runs = []
-        for rep in range(a.reps):
-            seed += 1
-            say(f"catchup: {n:,} changes, run {rep + 1}/{a.reps}")
-            r = asyncio.run(catchup.measure(db, dsn, n, log, seed=seed,
-                                            replay_dsn_factory=None if a.no_replay else clone))
-            say(f"  drained {r['log_entries']:,} entries in {r['seconds']}s = {r['changes_per_s']:,}/s"
-                + (f"; replay {r['replay_changes_per_s']:,}/s" if "replay_changes_per_s" in r else ""))
-            runs.append(r)
-            server.drop("b_replay")
-        s: dict[str, Any] = {"runs": runs}
-        for key in ("log_entries", "changes_per_s", "changes_per_s_after_start", "app_changes_per_s",
-                    "replay_changes_per_s"):
-            vals = [r[key] for r in runs if r.get(key) is not None]
-            if vals:
-                s[key] = round(med(vals))
-        s["seconds"] = rnd(med([r["seconds"] for r in runs]))
-        s["daemon_peak_mb"] = max((r.get("daemon_peak_mb") or r["daemon_maxrss_mb"] or 0) for r in runs)
-        if s.get("replay_changes_per_s"):
-            s["ratio_vs_replay"] = rnd(s["changes_per_s"] / s["replay_changes_per_s"], 2)
-        sizes[str(n)] = s
-    out: dict[str, Any] = {"rows": a.rows, "reps": a.reps, "sizes": sizes}
-    if a.rtt_ms:
-        out["rtt"] = _catchup_through_rtt(db, dsn, log, a, seed)
-    server.drop("b_catchup")
-    common.clean_sqlite(db)
+    try:
+        for n in _ints(a.changes):
+            runs = []
+            for rep in range(a.reps):
+                seed += 1
+                say(f"catchup[{kind}]: {n:,} changes, run {rep + 1}/{a.reps}")
+                r = asyncio.run(catchup.measure(db, dsn, n, log, seed=seed,
+                                                replay_dsn_factory=None if a.no_replay else clone))
+                say(f"  drained {r['log_entries']:,} entries in {r['seconds']}s = {r['changes_per_s']:,}/s"
+                    + (f"; replay {r['replay_changes_per_s']:,}/s" if "replay_changes_per_s" in r else ""))
+                runs.append(r)
+                server.drop("b_replay")
+            s: dict[str, Any] = {"runs": runs}
+            for key in ("log_entries", "changes_per_s", "changes_per_s_after_start", "app_changes_per_s",
+                        "replay_changes_per_s"):
+                vals = [r[key] for r in runs if r.get(key) is not None]
+                if vals:
+                    s[key] = round(med(vals))
+            s["seconds"] = rnd(med([r["seconds"] for r in runs]))
+            s["daemon_peak_mb"] = max((r.get("daemon_peak_mb") or r["daemon_maxrss_mb"] or 0) for r in runs)
+            if s.get("replay_changes_per_s"):
+                s["ratio_vs_replay"] = rnd(s["changes_per_s"] / s["replay_changes_per_s"], 2)
+            sizes[str(n)] = s
+        out: dict[str, Any] = {"rows": a.rows, "reps": a.reps, "db": src.name, "journal_mode": journal,
+                               "sizes": sizes}
+        if a.rtt_ms:
+            out["rtt"] = _catchup_through_rtt(db, dsn, log, a, seed, kind)
+    finally:
+        server.drop("b_replay")
+        server.drop("b_catchup")
+        common.clean_sqlite(db)
     return out
 
 
-def _catchup_through_rtt(db: Path, dsn: str, log: Path, a: argparse.Namespace, seed: int
-                         ) -> dict[str, Any]:
+def _catchup_through_rtt(db: Path, dsn: str, log: Path, a: argparse.Namespace, seed: int,
+                         kind: str) -> dict[str, Any]:
     """The smallest backlog again, the daemon reaching Postgres through the delay proxy."""
     import catchup
     import lag_bench
 
     n = min(_ints(a.changes))
-    child, proxied = lag_bench.start_delay_proxy(dsn, a.rtt_ms, LOGS / "catchup-rtt-proxy.json")
+    child, proxied = lag_bench.start_delay_proxy(dsn, a.rtt_ms, LOGS / f"catchup-{kind}-rtt-proxy.json")
     try:
         runs = []
         for rep in range(a.reps):
-            say(f"catchup: {n:,} changes through a {a.rtt_ms:g} ms RTT proxy, run {rep + 1}/{a.reps}")
+            say(f"catchup[{kind}]: {n:,} changes through a {a.rtt_ms:g} ms RTT proxy, "
+                f"run {rep + 1}/{a.reps}")
             r = asyncio.run(catchup.measure(db, proxied, n, log, seed=seed + 100 + rep))
             say(f"  drained {r['log_entries']:,} entries in {r['seconds']}s = {r['changes_per_s']:,}/s")
             runs.append(r)
@@ -191,17 +235,28 @@ def _catchup_through_rtt(db: Path, dsn: str, log: Path, a: argparse.Namespace, s
 
 
 def run_lag(server: Server, a: argparse.Namespace) -> dict[str, Any]:
+    """One entry per data set under ``data_sets``, each with the structure a lag.json had before
+    there were data sets (``rows``, ``rate``, ``seconds``, ``rtt``, ``variants``)."""
     import lag_bench
 
     rows = a.lag_rows or max(1000, a.rows // 10)
-    src = ensure_db(rows, a.seed)
-    rtt = server.rtt_ms()
     variants = [v.strip() for v in a.lag_variants.split(",") if v.strip()]
-    res = lag_bench.bench(server, src, seconds=a.lag_seconds, rate=a.lag_rate, rtt_ms=a.rtt_ms,
-                          variants=variants)
-    for v in res:
-        common.clean_sqlite(common.DATA / "work" / f"lag-{v}.db")
-    return {"rows": rows, "rate": a.lag_rate, "seconds": a.lag_seconds, "rtt": rtt, "variants": res}
+    journal = "wal" if a.source_journal == "wal" else None
+
+    def one(kind: str) -> dict[str, Any]:
+        src = ensure_db(rows, a.seed, kind)
+        rtt = server.rtt_ms()
+        try:
+            res = lag_bench.bench(server, src, seconds=a.lag_seconds, rate=a.lag_rate, rtt_ms=a.rtt_ms,
+                                  variants=variants, tag=kind, journal_mode=journal)
+        finally:
+            for v in [*variants, f"rtt{a.rtt_ms:g}ms"]:
+                common.clean_sqlite(common.DATA / "work" / f"{lag_bench.files_name(v, kind)}.db")
+        modes = sorted({v.get("journal_mode") for v in res.values()} - {None})
+        return {"rows": rows, "db": src.name, "journal_mode": ", ".join(modes), "rate": a.lag_rate,
+                "seconds": a.lag_seconds, "rtt": rtt, "variants": res}
+
+    return _each_data_set("lag", a, {"rows": rows, "rate": a.lag_rate, "seconds": a.lag_seconds}, one)
 
 
 def run_overhead(server: Server, a: argparse.Namespace) -> dict[str, Any]:
