@@ -30,6 +30,14 @@ from ..quoting import qi, qualified
 
 RATE: contextvars.ContextVar[float | None] = contextvars.ContextVar("verify_rate", default=None)
 CHUNK = 20_000
+
+
+def chunk_rows() -> int:
+    """Rows per range: CHUNK, or about a twentieth of a second's worth at the background rate,
+    so the daemon's event loop (which decodes Postgres rows) is never held for long."""
+    rate = RATE.get()
+    return CHUNK if rate is None else max(500, min(CHUNK, int(rate / 20)))
+
 MAX_SAMPLES = 5
 MAX_RECHECK = 10_000
 PARALLEL_FROM = 300_000  # rows: below this, starting worker processes costs more than it saves
@@ -113,7 +121,7 @@ class Side:
             where = f"WHERE ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
             params = list(after)
         sql = (f"SELECT {rid}, {select_list(self.plan, safe)} FROM {qi(self.plan.name)} {where} "
-               f"ORDER BY {', '.join(keys)} LIMIT {CHUNK}")
+               f"ORDER BY {', '.join(keys)} LIMIT {chunk_rows()}")
         conn.execute("BEGIN")
         try:
             return conn.execute(sql, params).fetchall()
@@ -131,7 +139,7 @@ class Side:
             args = list(after)
         key_sel = ", ".join(self.pg_key)
         return list(await pg.fetch(
-            f"SELECT {key_sel}, {cols} FROM {table} {where} ORDER BY {key_sel} LIMIT {CHUNK}", *args
+            f"SELECT {key_sel}, {cols} FROM {table} {where} ORDER BY {key_sel} LIMIT {chunk_rows()}", *args
         ))
 
     def differing(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> dict[str, Any]:

@@ -27,11 +27,11 @@ from ..quoting import qi, qualified
 from ..source import open_source
 from ..target import connect
 from .common import (
-    CHUNK,
     PARALLEL_FROM,
     RATE,
     Side,
     TableReport,
+    chunk_rows,
     convert_chunk,
     pg_key,
     quarantined_keys,
@@ -75,13 +75,20 @@ class _Ranges:
         try:
             rate = RATE.get()
             rows = conn.execute(f"SELECT {self.s_select} FROM {qi(self.plan.name)} {where} "
-                                f"ORDER BY {', '.join(self.side.sqlite_key)} LIMIT {CHUNK}",
+                                f"ORDER BY {', '.join(self.side.sqlite_key)} LIMIT {chunk_rows()}",
                                 params).fetchall()
             if rate:
                 time.sleep(len(rows) / rate)
             return rows
         finally:
             conn.execute("COMMIT")
+
+    def read(self, conn: sqlite3.Connection, after: tuple[Any, ...] | None
+             ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """(raw rows, converted, refused): read and converted in the caller's thread, so the
+        conversion does not hold the event loop."""
+        raw = self.sqlite(conn, after)
+        return (raw, *self.convert(raw))
 
     def convert(self, raw: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """(rows as Postgres would hold them, rows no column can hold: (raw key, column, reason))."""
@@ -124,11 +131,11 @@ async def verify_merge(pg: asyncpg.Connection, src: sqlite3.Connection, plan: Ta
     qkeys = await quarantined_keys(pg, plan.name)
     p_lo = None
     nk = ranges.nk
-    ahead = asyncio.ensure_future(asyncio.to_thread(ranges.sqlite, src, None))
+    ahead = asyncio.ensure_future(asyncio.to_thread(ranges.read, src, None))
     try:
         while True:
             try:
-                raw = await ahead
+                raw, rows, bad = await ahead
             except sqlite3.OperationalError as exc:
                 if "decode" not in str(exc).lower():
                     raise
@@ -138,8 +145,7 @@ async def verify_merge(pg: asyncpg.Connection, src: sqlite3.Connection, plan: Ta
                     rep.note("extra", list(r[:nk]))
                 break
             # Read the next SQLite range while this one is fetched from Postgres and compared.
-            ahead = asyncio.ensure_future(asyncio.to_thread(ranges.sqlite, src, tuple(raw[-1][:nk])))
-            rows, bad = ranges.convert(raw)
+            ahead = asyncio.ensure_future(asyncio.to_thread(ranges.read, src, tuple(raw[-1][:nk])))
             try:
                 hi = tuple(rows[-1][:nk]) if rows and not bad else pg_key(side, raw[-1][:nk])
             except BadValue:  # a key value no key column can hold: compare row by row
