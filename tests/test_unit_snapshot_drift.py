@@ -198,22 +198,24 @@ async def test_a_value_the_census_did_not_count_sends_its_chunk_through_the_chec
         tmp_path, pg, target_dsn):
     """Columns mapped column by column (0/1 to boolean, one ISO layout to timestamptz, JSON as
     it is) rest on the census of the very rows copied. Given values the census did not count
-    (here a census of the file before two values changed: a 2 in the 0/1 column, an integer
-    among the date texts), the mapping raises and the chunk is converted with every check:
-    those two are quarantined, never converted wrongly, and the rest arrive."""
+    (here a census of the file before three values changed: a 2 in the 0/1 column and an
+    integer among the date texts in the first chunk, another ISO layout alone in the second),
+    the mapping raises and the chunk is converted with every check: those three are
+    quarantined, never converted wrongly, and the rest arrive."""
     before = tmp_path / "before.db"
     conn = sqlite3.connect(before, isolation_level=None)
     conn.execute("CREATE TABLE flags (id INTEGER PRIMARY KEY, ok BOOLEAN NOT NULL, "
                  "at DATETIME NOT NULL, doc JSON)")
     conn.executemany("INSERT INTO flags VALUES (?, ?, ?, ?)",
                      [(i, i % 2, f"2024-01-02 03:04:{i % 60:02d}", f'{{"i": {i}}}')
-                      for i in range(1000)])
+                      for i in range(2000)])
     conn.close()
     after = tmp_path / "after.db"
     shutil.copy(before, after)
     conn = sqlite3.connect(after, isolation_level=None)
     conn.execute("UPDATE flags SET ok = 2 WHERE id = 500")
     conn.execute("UPDATE flags SET at = 1700000000 WHERE id = 700")  # another storage class
+    conn.execute("UPDATE flags SET at = '2024-01-02T03:04:05' WHERE id = 1500")  # another layout
     conn.close()
     await ready(pg, after)
     counted = open_frozen_copy(take_copy(before, tmp_path / "before.sqlite"))
@@ -227,10 +229,10 @@ async def test_a_value_the_census_did_not_count_sends_its_chunk_through_the_chec
     finally:
         counted.close()
         frozen.close()
-    assert (result.rows, result.quarantined) == (1000, 2)
-    assert await state.quarantine_rows(pg, "flags") == 2
+    assert (result.rows, result.quarantined) == (2000, 3)
+    assert await state.quarantine_rows(pg, "flags") == 3
     rows = await pg.fetch("SELECT id, ok, at, doc::text FROM flags ORDER BY id")
-    assert [r["id"] for r in rows] == [i for i in range(1000) if i not in (500, 700)]
+    assert [r["id"] for r in rows] == [i for i in range(2000) if i not in (500, 700, 1500)]
     for r in rows:
         i = r["id"]
         assert r["ok"] is bool(i % 2)
