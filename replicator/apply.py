@@ -145,7 +145,7 @@ class Applier:
         for n, (target, keys, good) in enumerate(prepared):
             plan = target.plan
             table = qualified(target.schema, plan.pg_name)
-            mine = self._key_in(plan, self._pg_keys(plan, keys), params, "t")
+            mine = self._key_in(plan, self._pg_keys(plan, keys), params)
             clashes += self._no_clash(target, mine, good, params)
             gate = "EXISTS (SELECT FROM st)"
             if mine:
@@ -192,16 +192,15 @@ class Applier:
                 f"AS d({_names(len(cols))}) WHERE {cond}{f' AND NOT ({mine})' if mine else ''})"
                 for cols, cond, rows in _unique_probes(target.plan, good)]
 
-    def _key_in(self, plan: TablePlan, pg_keys: list[tuple[Any, ...]], params: _Params,
-                alias: str) -> str:
-        """A condition on ``alias``: its key is one of ``pg_keys`` (empty: none is)."""
+    def _key_in(self, plan: TablePlan, pg_keys: list[tuple[Any, ...]], params: _Params) -> str:
+        """A condition on the table's row ``t``: its key is one of ``pg_keys`` (empty: none is)."""
         if not pg_keys:
             return ""
         cols, types = plan.pg_key_columns, self._key_types(plan)
         if len(cols) == 1:
             keys = params.add([k[0] for k in pg_keys], types[0] + "[]")
-            return f"{alias}.{qi(cols[0])} = ANY({keys})"
-        match = " AND ".join(f"{alias}.{qi(c)} = k.c{i}" for i, c in enumerate(cols))
+            return f"t.{qi(cols[0])} = ANY({keys})"
+        match = " AND ".join(f"t.{qi(c)} = k.c{i}" for i, c in enumerate(cols))
         return (f"EXISTS (SELECT FROM {params.unnest(pg_keys, types)} AS k({_names(len(cols))}) "
                 f"WHERE {match})")
 
@@ -280,7 +279,7 @@ class Applier:
 
     async def _delete_keys(self, target: TableTarget, keys: Sequence[tuple[Any, ...]]) -> int:
         params = _Params()
-        mine = self._key_in(target.plan, self._pg_keys(target.plan, keys), params, "t")
+        mine = self._key_in(target.plan, self._pg_keys(target.plan, keys), params)
         if not mine:
             return 0
         status = await self.pg.execute(

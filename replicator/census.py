@@ -340,14 +340,6 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     return TableCensus(rows=rows, columns=out)
 
 
-def _text_flags(value: bytes | None) -> int:
-    """For plan_census: 1 when the text holds a NUL byte, plus 2**32 when it is not UTF-8 (one
-    SQL sum then counts both)."""
-    if value is None:
-        return 0
-    return (b"\x00" in value) + (0 if _utf8_ok(value) else 1 << 32)
-
-
 def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None
                 ) -> TableCensus:
     """What ``plan`` shows: the snapshot's own census (so ``plan`` chooses the very types the
@@ -356,7 +348,6 @@ def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str
     text with a byte outside 0x01-0x7F), sizes, integers beyond 2^53, REAL -0.0."""
     out = quick_census(conn, table, text_columns=text_columns)
     conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
-    conn.create_function("_replicator_text_flags", 1, _text_flags, deterministic=True)
     conn.create_function("_replicator_negzero", 1, _negative_zero, deterministic=True)
     exprs: list[str] = []
     asks: list[tuple[str, str]] = []
@@ -365,10 +356,11 @@ def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str
         cen = out.columns[col.name]
         cen.nul_text, cen.bad_utf8 = 0, 0
         if "text" in present:
-            asks.append((col.name, "text"))
-            exprs.append(f"sum(CASE WHEN typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR "
-                         f"instr(CAST({q} AS BLOB), X'00') > 0) THEN "
-                         f"_replicator_text_flags(CAST({q} AS BLOB)) END)")
+            asks += [(col.name, "nul"), (col.name, "utf8")]
+            nul = f"instr(CAST({q} AS BLOB), X'00') > 0"
+            exprs += [f"sum(typeof({q}) = 'text' AND {nul})",
+                      f"sum(CASE WHEN typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR {nul}) "
+                      f"THEN NOT _replicator_utf8_ok(CAST({q} AS BLOB)) END)"]
         if present & {"text", "blob"}:
             asks.append((col.name, "bytes"))
             exprs.append(f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN "
@@ -386,8 +378,10 @@ def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str
     row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
     for (name, what), value in zip(asks, row, strict=True):
         cen, n = out.columns[name], int(value or 0)
-        if what == "text":
-            cen.nul_text, cen.bad_utf8 = n & 0xFFFFFFFF, n >> 32
+        if what == "nul":
+            cen.nul_text = n
+        elif what == "utf8":
+            cen.bad_utf8 = n
         elif what == "bytes":
             cen.max_bytes = n
         elif what == "big":

@@ -95,10 +95,14 @@ class TableCopier:
         # COPY with no Python work per row: columns as they are or mapped by a C function.
         self.proven = proven_columns(plan, census) \
             if census is not None and self.project is None else None
-        self.passthrough = self.proven is not None
         self.mapped = self.proven is not None and any(fn is not as_is for fn in self.proven)
         self.alias_at = next((i for i, c in enumerate(plan.columns)
                               if plan.key_kind == KEY_ALIAS and c.name in plan.key_columns), None)
+
+    @property
+    def passthrough(self) -> bool:
+        """Rows go column by column (``proven``), not row by row through the checks."""
+        return self.proven is not None
 
     @staticmethod
     def rows_for_budget(sample: list[tuple[Any, ...]]) -> int:
@@ -215,7 +219,8 @@ class TableCopier:
         if self.use_rowid:
             last = chunk[-1][self.alias_at if self.alias_at is not None else -1]
         drop = self.use_rowid and self.alias_at is None and not self.plan.rowid_keyed
-        if self.mapped and self.proven is not None:
+        if self.mapped:
+            assert self.proven is not None
             return convert_columns(chunk, self.proven, drop_last=drop), [], last
         return ([r[:-1] for r in chunk] if drop else chunk), [], last
 

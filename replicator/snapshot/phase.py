@@ -13,7 +13,6 @@ from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus, quick_census
 from ..objects import final_inputs
 from ..plans import TablePlan
-from ..quoting import qi
 from ..schema import plan_table, text_census_columns
 from ..session import Session
 from ..source import Table, inspect
@@ -82,9 +81,10 @@ class SnapshotPhase:
         # As many at once as there are workers (a third thread on two cores slows the other
         # two more than it gains), the largest tables first.
         slots = asyncio.Semaphore(self.session.cfg.snapshot_workers)
-        by_size = sorted(range(len(tables)), key=lambda i: -_rowid_span(frozen, tables[i]))
-        counted = await asyncio.gather(*(self._census(frozen, tables[i], slots) for i in by_size))
-        censuses = [counted[by_size.index(i)] for i in range(len(tables))]
+        by_size = sorted(tables, key=lambda t: -_rowid_span(frozen, t))
+        counted = await asyncio.gather(*(self._census(frozen, t, slots) for t in by_size))
+        by_name = {t.name: c for t, c in zip(by_size, counted, strict=True)}
+        censuses = [by_name[t.name] for t in tables]
         _log.info("census_done", tables=len(tables), rows=sum(c.rows for c in censuses),
                   seconds=round(time.monotonic() - t0, 3))
         known = await state.tables(self.session.conn)
@@ -193,13 +193,9 @@ class SnapshotPhase:
 
 
 def _rowid_span(frozen: Frozen, table: Table) -> int:
-    """About how many rows a table holds, from its smallest and largest rowid (two index
-    lookups; 0 for a table without rowid)."""
-    if not table.rowid_name:
-        return 0
-    rid = table.rowid_name
-    lo, hi = frozen.conn.execute(f"SELECT min({rid}), max({rid}) FROM {qi(table.name)}").fetchone()
-    return 0 if lo is None else hi - lo + 1
+    """About how many rows a table holds, from its rowids (0 without rowid)."""
+    lo, hi = rowid_bounds(frozen, table)
+    return 0 if lo is None or hi is None else hi - lo + 1
 
 
 def _same_mapping(stored: TablePlan, fresh: TablePlan) -> bool:

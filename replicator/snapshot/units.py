@@ -26,6 +26,7 @@ from ..dsn import TargetDSN
 from ..plans import TablePlan
 from ..quoting import qi
 from ..session import Session
+from ..source import Table
 from ..target import connect
 from .copier import Interrupted, TableCopier, Unit, check_complete, finish_table
 from .frozen import Frozen, open_frozen_copy
@@ -253,7 +254,8 @@ class Coordinator:
             await conn.close()
 
 
-def rowid_bounds(frozen: Frozen, plan: TablePlan) -> tuple[int | None, int | None]:
+def rowid_bounds(frozen: Frozen, plan: TablePlan | Table) -> tuple[int | None, int | None]:
+    """The smallest and largest rowid (two index lookups), or (None, None) without rowid."""
     if not plan.rowid_name:
         return None, None
     rid, table = plan.rowid_name, qi(plan.name)

@@ -30,6 +30,9 @@ from ..quoting import qi, qualified
 
 RATE: contextvars.ContextVar[float | None] = contextvars.ContextVar("verify_rate", default=None)
 CHUNK = 20_000
+MAX_SAMPLES = 5
+MAX_RECHECK = 10_000
+PARALLEL_FROM = 300_000  # rows: below this, starting worker processes costs more than it saves
 
 
 def chunk_rows() -> int:
@@ -37,10 +40,6 @@ def chunk_rows() -> int:
     so the daemon's event loop (which decodes Postgres rows) is never held for long."""
     rate = RATE.get()
     return CHUNK if rate is None else max(500, min(CHUNK, int(rate / 20)))
-
-MAX_SAMPLES = 5
-MAX_RECHECK = 10_000
-PARALLEL_FROM = 300_000  # rows: below this, starting worker processes costs more than it saves
 
 
 
