@@ -26,7 +26,7 @@ from typing import Any
 from .conventions import census_hint
 from .declared import affinity
 from .quoting import qi
-from .source import Table
+from .source import Table, rowid_bounds
 
 CLASSES = ("integer", "real", "text", "blob")
 UNIX_MAX = 4_102_444_800  # 2100-01-01: integers in [0, this] can be unix seconds
@@ -70,6 +70,7 @@ class TableCensus:
     rows: int
     columns: dict[str, ColumnCensus]
     samples: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (column, problem) -> key
+    sampled: int = 0  # rows the counts come from when a sample (``sampled_census``); 0: every row
 
 
 def datetime_signature(text: str) -> str | None:
@@ -116,8 +117,7 @@ def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[s
     boolean words, JSON documents, and digit strings; NULL for a kind not ``wanted``."""
     text = f"typeof({q}) = 'text'"
     dated = f"CASE WHEN {text} AND {q} GLOB {_DATED} THEN {q} END"
-    json_ok = (f"json_valid({q}) AND instr(CAST({q} AS BLOB), X'00') = 0" if _JSON_STRICT
-               else f"_replicator_json_ok(CAST({q} AS BLOB))")
+    json_ok = json_ok_sql(q)
     exprs = {
         # dates and date-times alike: their layouts are settled from the shapes
         "datetime": [f"min({dated})", f"max({dated})", f"count({dated})"],
@@ -198,7 +198,7 @@ def _calendar_ok(q: str) -> str:
             f"AND (substr({q}, 17, 1) <> ':' OR substr({q}, 18, 2) < '60'))")
 
 
-def _text_results(conn: sqlite3.Connection, table: Table, names: list[str], values: Sequence[Any]
+def _text_results(conn: sqlite3.Connection, src: str, names: list[str], values: Sequence[Any]
                   ) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
     """(tags, layouts) per classified column. Layouts: when the smallest and largest date-like
     text share a shape, one more scan counts the valid texts of that shape (usually all of them);
@@ -218,7 +218,7 @@ def _text_results(conn: sqlite3.Connection, table: Table, names: list[str], valu
             exprs.append(f"sum(CASE WHEN typeof({q}) = 'text' AND {q} GLOB '{_glob_of_shape(one)}' "
                          f"AND {utc} AND instr(CAST({q} AS BLOB), X'00') = 0 "
                          f"THEN {_calendar_ok(q)} END)")
-        found = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+        found = conn.execute(f"SELECT {', '.join(exprs)} FROM {src}").fetchone()
         counted = {name: int(n or 0) for name, n in zip(single, found, strict=True)}
     out = {}
     for name, (_low, _high, dated, uuids, uuid32s, bools, jsons, ints) in rows.items():
@@ -226,7 +226,7 @@ def _text_results(conn: sqlite3.Connection, table: Table, names: list[str], valu
         if name in single and counted[name] == dated:  # every date-like text: one layout
             formats = {str(layout_of_shape(single[name])): counted[name]}
         elif dated:
-            formats = _layouts_by_shape(conn, table, name)
+            formats = _layouts_by_shape(conn, src, name)
         dates = formats.get("YYYY-MM-DD", 0)
         tags = {"int": ints, "bool": bools, "json": jsons, "uuid": uuids, "uuid32": uuid32s}
         out[name] = ({**{k: int(v) for k, v in tags.items() if v is not None},
@@ -234,11 +234,11 @@ def _text_results(conn: sqlite3.Connection, table: Table, names: list[str], valu
     return out
 
 
-def _layouts_by_shape(conn: sqlite3.Connection, table: Table, name: str) -> dict[str, int]:
+def _layouts_by_shape(conn: sqlite3.Connection, src: str, name: str) -> dict[str, int]:
     q = qi(name)
     formats: dict[str, int] = {}
     for text_shape, n in conn.execute(
-            f"SELECT {_shape_sql(q)} AS s, sum({_calendar_ok(q)}) FROM {qi(table.name)} "
+            f"SELECT {_shape_sql(q)} AS s, sum({_calendar_ok(q)}) FROM {src} "
             f"WHERE typeof({q}) = 'text' AND {q} GLOB {_DATED} "
             f"AND instr(CAST({q} AS BLOB), X'00') = 0 GROUP BY s"):
         sig = layout_of_shape(text_shape)
@@ -284,15 +284,16 @@ def sample_key(conn: sqlite3.Connection, table: Table, where: str) -> list[Any] 
 _ORDER = ("blob", "integer", "null", "real", "text")  # typeof() names in sort order
 
 
-def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None
-                 ) -> TableCensus:
+def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None,
+                 src: str | None = None) -> TableCensus:
     """The census the snapshot needs, at a fraction of the cost of ``census``: which storage
     classes each column holds (min/max of typeof(), then exact counts only where a column mixes
     classes), plus the checks a column's declared type asks for. NUL bytes are not looked for
     (None): a text column copied as-is that holds one fails its COPY chunk, which is then
-    converted again value by value."""
+    converted again value by value. ``src`` counts another row source (a sample) than the table."""
     text_columns = text_columns or set()
-    conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
+    src = src or qi(table.name)
+    prepare(conn)
     exprs = ["count(*)"]
     for col in table.columns:
         q, hint = qi(col.name), census_hint(table, col)
@@ -310,9 +311,9 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     for col in classified:
         exprs += _text_exprs(qi(col.name), HINTED_TAGS.get(census_hint(table, col) or "",
                                                             frozenset(TEXT_TAGS)))
-    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {src}").fetchone()
     rows, out, mixed = int(row[0]), {}, []
-    texts = _text_results(conn, table, [c.name for c in classified],
+    texts = _text_results(conn, src, [c.name for c in classified],
                           row[1 + 7 * len(table.columns):])
     for i, col in enumerate(table.columns):
         count, lo, hi, ints, int01, unix, julian = row[1 + i * 7 : 1 + (i + 1) * 7]
@@ -333,11 +334,83 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
         )
     if mixed:
         exprs = [f"sum(typeof({qi(name)}) = '{c}')" for name, span in mixed for c in span]
-        values = iter(conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone())
+        values = iter(conn.execute(f"SELECT {', '.join(exprs)} FROM {src}").fetchone())
         for name, span in mixed:
             for c in span:
                 out[name].counts[c] = int(next(values) or 0)
     return TableCensus(rows=rows, columns=out)
+
+
+# A large table's census is taken of a sample; the copy then proves, row by row in its own SELECT,
+# that every value is one the sample foresaw (``sample_holds``), and a value that is not stops the
+# table's copy to be planned again from every row (snapshot.units).
+SAMPLE_BLOCKS, SAMPLE_BLOCK_ROWS = 32, 512
+SAMPLE_ABOVE = 4 * SAMPLE_BLOCKS * SAMPLE_BLOCK_ROWS  # a smaller table is counted whole
+
+
+def sample_starts(lo: int, hi: int) -> list[int]:
+    """The rowids where the sample's blocks start: spread evenly from ``lo`` to ``hi``."""
+    return sorted({lo + (hi - lo) * i // SAMPLE_BLOCKS for i in range(SAMPLE_BLOCKS)})
+
+
+def sampled_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None
+                   ) -> TableCensus:
+    """``quick_census`` of SAMPLE_BLOCKS blocks of SAMPLE_BLOCK_ROWS consecutive rows spread over
+    the rowids of a large table (``rows`` is still the table's own count); a small table, or one
+    without rowid, is counted whole."""
+    rows = int(conn.execute(f"SELECT count(*) FROM {qi(table.name)}").fetchone()[0])
+    if not table.rowid_name or rows <= SAMPLE_ABOVE:
+        return quick_census(conn, table, text_columns=text_columns)
+    rid = table.rowid_name
+    lo, hi = rowid_bounds(conn, table.name, rid)
+    if lo is None or hi is None:
+        return quick_census(conn, table, text_columns=text_columns)
+    cols = ", ".join(qi(c.name) for c in table.columns)
+    blocks = [f"SELECT * FROM (SELECT {cols} FROM {qi(table.name)} WHERE {rid} >= {start} "
+              f"ORDER BY {rid} LIMIT {SAMPLE_BLOCK_ROWS})" for start in sample_starts(lo, hi)]
+    out = quick_census(conn, table, text_columns=text_columns,
+                       src=f"({' UNION ALL '.join(blocks)})")
+    out.sampled, out.rows = out.rows, rows
+    return out
+
+
+def layout_glob(layout: str) -> str:
+    """A GLOB (as a SQL string's body) matching the texts of an ISO layout (``datetime_signature``
+    without "±zone"): a digit wherever the layout has a placeholder."""
+    return "".join("[0-9]" if c in "YMDHSf" else c for c in layout)
+
+
+def json_ok_sql(q: str) -> str:
+    """SQL true for text Postgres's json takes (``prepare`` registers what it may call)."""
+    return (f"json_valid({q}) AND instr(CAST({q} AS BLOB), X'00') = 0" if _JSON_STRICT
+            else f"_replicator_json_ok(CAST({q} AS BLOB))")
+
+
+def prepare(conn: sqlite3.Connection) -> None:
+    """The functions the census's SQL calls, registered on ``conn``."""
+    conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
+
+
+def sample_holds(q: str, cen: ColumnCensus, checks: frozenset[str] = frozenset()) -> str:
+    """SQL true for a value of column ``q`` that the sampled census ``cen`` foresaw: NULL, or of a
+    storage class the sample held that passes ``checks`` (what the column's plan took from the
+    sample: "unix" integers in the unix-seconds range, "json" text, "uuid32" text, "layouts":
+    text in one of the sample's date-time layouts)."""
+    classes = sorted(cen.present())
+    if not classes:
+        return f"{q} IS NULL"
+    parts = [f"typeof({q}) IN ({', '.join(repr(c) for c in classes)})"]
+    on_int, on_text = f"typeof({q}) <> 'integer' OR ", f"typeof({q}) <> 'text' OR "
+    if "unix" in checks:
+        parts.append(f"({on_int}{q} BETWEEN 0 AND {UNIX_MAX})")
+    if "json" in checks:
+        parts.append(f"({on_text}substr({q}, 1, 1) IN ('{{', '[') AND {json_ok_sql(q)})")
+    if "uuid32" in checks:
+        parts.append(f"({on_text}{q} GLOB '{_UUID32_GLOB}')")
+    if "layouts" in checks:
+        globs = " OR ".join(f"{q} GLOB '{layout_glob(f)}'" for f in sorted(cen.datetime_formats or {}))
+        parts.append(f"({on_text}{globs or '0'})")
+    return f"({q} IS NULL OR {' AND '.join(parts)})"
 
 
 def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
-from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature
+from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature, sample_holds
 from .plans import IDENTITY_INPUTS, ColumnPlan, TablePlan
 from .quoting import qi
 
@@ -506,7 +506,7 @@ def proven(col: ColumnPlan, census: TableCensus) -> Callable[[Any], Any] | None:
         return as_is
     kind, _, arg = col.conv.partition(":")
     present, texts = cen.present(), cen.counts["text"]
-    nulls = cen.counts["null"] > 0
+    nulls = cen.counts["null"] > 0 or bool(census.sampled)
     tags, formats = cen.text_tags or {}, cen.datetime_formats or {}
     if kind == "bool" and present <= {"integer"} and cen.int_01 == cen.counts["integer"]:
         return _BOOL_OF
@@ -524,6 +524,26 @@ def proven(col: ColumnPlan, census: TableCensus) -> Callable[[Any], Any] | None:
 # What a proven converter raises on a value the census did not count (a KeyError from the 0/1
 # lookup, a ValueError from a layout's converter).
 UNFORESEEN = (ValueError, TypeError, OverflowError, LookupError)
+
+
+# What a column's plan took from the census beyond storage classes and its converter does not
+# check itself, by converter: a sample's census must be proven to hold for every row
+# (``sample_proofs``). (bool's 0/1 lookup, uuid, ts_text and date_text refuse any other value.)
+_SAMPLE_CHECKS = {"ts_unix": frozenset({"unix"}), "json": frozenset({"json"}),
+                  "jsonb": frozenset({"json"}), "uuid_any": frozenset({"uuid32"}),
+                  "ts_any": frozenset({"layouts"})}
+
+
+def sample_proofs(plan: TablePlan, census: TableCensus) -> list[tuple[str, str]]:
+    """(column, SQL true for a value the sampled census foresaw) for every column: a storage
+    class the sample held, and what the column's plan took from the sample that its converter
+    does not check (the unix range, JSON, Django's UUID text, the date-time layouts); none when
+    the census counted every row. Where they hold for every row and every value converts, the
+    census of every row chooses the same plan (tests/test_sampled_census.py)."""
+    if not census.sampled:
+        return []
+    return [(col.name, sample_holds(qi(col.name), cen, _SAMPLE_CHECKS.get(col.conv, frozenset())))
+            for col in plan.columns if (cen := census.columns.get(col.name)) is not None]
 
 
 def proven_columns(plan: TablePlan, census: TableCensus) -> list[Callable[[Any], Any]] | None:

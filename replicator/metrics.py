@@ -108,6 +108,10 @@ REPLANS = Counter(
     "replicator_column_replans", "Columns planned again because a streamed value did not fit the "
     "type the census chose (the table is copied again)", ["table"], registry=REGISTRY,
 )
+SNAPSHOT_REPLANS = Counter(
+    "replicator_snapshot_replans", "Tables planned again during the snapshot from every row, "
+    "because a value was not one the census's sample foresaw", ["table"], registry=REGISTRY,
+)
 VERIFY_ROWS = Counter(
     "replicator_verify_rows", "Rows compared value by value by background verification",
     registry=REGISTRY,

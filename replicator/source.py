@@ -326,6 +326,17 @@ def _inspect_indexes(conn: sqlite3.Connection, table: str) -> list[Index]:
     return sorted(out, key=lambda i: i.name)
 
 
+def rowid_bounds(conn: sqlite3.Connection, table: str, rowid_name: str
+                 ) -> tuple[int | None, int | None]:
+    """The smallest and largest rowid: two b-tree lookups (one query asking min and max at once
+    would read every row), or (None, None) without rowid or rows."""
+    if not rowid_name:
+        return None, None
+    lo, hi = conn.execute(f"SELECT (SELECT min({rowid_name}) FROM {qi(table)}), "
+                          f"(SELECT max({rowid_name}) FROM {qi(table)})").fetchone()
+    return lo, hi
+
+
 def journal_mode(conn: sqlite3.Connection) -> str:
     return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 

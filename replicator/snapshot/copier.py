@@ -25,7 +25,17 @@ import asyncpg
 
 from .. import ddl, existing, log, metrics, state
 from ..census import TableCensus
-from ..convert import UNFORESEEN, as_is, convert_columns, convert_rows, proven_columns, select_list
+from ..census import prepare as census_functions
+from ..convert import (
+    UNFORESEEN,
+    as_is,
+    convert_columns,
+    convert_rows,
+    no_type_holds,
+    proven_columns,
+    sample_proofs,
+    select_list,
+)
 from ..errors import BadValueError, SnapshotIncomplete, SourceError, StartupError
 from ..plans import TablePlan, write_columns, write_projection
 from ..quoting import qi, qualified
@@ -45,6 +55,18 @@ _UNSTORABLE_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError,
 
 class Interrupted(Exception):
     """A stop was requested between two committed chunks; the copy resumes on the next run."""
+
+
+class SampleBroken(Exception):
+    """A value the sampled census did not foresee: the table is to be planned again from every
+    row (the chunk holding it was not written). Plain strings, so it pickles across processes."""
+
+    def __init__(self, table: str, column: str, why: str):
+        super().__init__(table, column, why)
+        self.table, self.column, self.why = table, column, why
+
+    def __str__(self) -> str:
+        return f"table {self.table!r}, column {self.column!r}: {self.why}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,12 @@ class TableCopier:
         self.proven = proven_columns(plan, census) \
             if census is not None and self.project is None else None
         self.mapped = self.proven is not None and any(fn is not as_is for fn in self.proven)
+        # A sampled census: the copy's own SELECT proves every row is one the sample foresaw.
+        self.proofs = sample_proofs(plan, census) if census is not None and plan.rowid_name \
+            else []
+        self.proof = " AND ".join(sql for _c, sql in self.proofs)
+        self.sampled = bool(census and census.sampled)
+        self._unforeseen: list[int] = []  # rowids the proof failed on, filled by SQLite
         self.alias_at = next((i for i, c in enumerate(plan.columns)
                               if plan.key_kind == KEY_ALIAS and c.name in plan.key_columns), None)
 
@@ -131,6 +159,8 @@ class TableCopier:
             lo = after if after is not None else (self.unit.lo if self.unit else None)
             hi = self.unit.hi if self.unit else None
             conds = [c for c, v in ((f"{rid} > ?", lo), (f"{rid} <= ?", hi)) if v is not None]
+            if self.proof:  # SQLite calls the function only on a row the proof fails on
+                conds.append(f"({self.proof} OR _replicator_unforeseen({rid}))")
             where = f" WHERE {' AND '.join(conds)}" if conds else ""
             return (f"SELECT {sel} FROM {table}{where} ORDER BY {rid}",
                     tuple(v for v in (lo, hi) if v is not None))
@@ -139,14 +169,47 @@ class TableCopier:
 
     def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple[Any, ...]]]:
         sql, params = self._query(safe, after, offset)
+        if self.proof:
+            census_functions(self.frozen.conn)
+            self._unforeseen.clear()
+            self.frozen.conn.create_function("_replicator_unforeseen", 1, self._note_unforeseen)
         cur = self.frozen.conn.execute(sql, params)
         n = 1000
         while True:
             rows = cur.fetchmany(n)
+            if self._unforeseen:
+                raise self._broken_at(self._unforeseen[0])
             if not rows:
                 return
             yield rows
             n = self.rows_for_budget(rows[:200]) if n == 1000 else n
+
+    def _note_unforeseen(self, rowid: int) -> int:
+        self._unforeseen.append(rowid)
+        return 1
+
+    def _broken_at(self, rowid: int) -> SampleBroken:
+        """The first column of row ``rowid`` whose value the sample did not foresee."""
+        names = [qi(name) for name, _sql in self.proofs]
+        row = self.frozen.conn.execute(
+            f"SELECT {', '.join(sql for _n, sql in self.proofs)}, "
+            f"{', '.join(f'quote({q})' for q in names)}, {', '.join(f'typeof({q})' for q in names)} "
+            f"FROM {qi(self.plan.name)} WHERE {self.plan.rowid_name} = ?", (rowid,)).fetchone()
+        n = len(names)
+        at = next((i for i in range(n) if not row[i]), 0)
+        column = self.proofs[at][0]
+        return SampleBroken(self.plan.name, column,
+                            f"rowid {rowid}: {str(row[n + at])[:80]} ({row[2 * n + at]}) was not "
+                            f"foreseen by the census's sample, which chose "
+                            f"{self.plan.column(column).pg_type}")
+
+    def _unforeseen_in(self, bad: list[Any]) -> SampleBroken | None:
+        """With a sampled census, a value no converter of the plan takes (unless no type could
+        hold it) means the sample did not see it: the table is planned again."""
+        for _k, _r, column, reason, key in bad:
+            if self.sampled and not no_type_holds(reason):
+                return SampleBroken(self.plan.name, column, f"key {key!r}: {reason}"[:300])
+        return None
 
     async def run(
         self,
@@ -174,12 +237,18 @@ class TableCopier:
                     except UNFORESEEN:
                         # A value the census did not foresee: this chunk with every check.
                         good, bad, last = self._convert(self._standard(chunk), safe, checked=True)
+                    broken = self._unforeseen_in(bad)
+                    if broken:
+                        raise broken
                     try:
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     except _UNSTORABLE_TEXT:
                         # A NUL byte in a column copied as-is: convert this chunk value by value.
                         raw = self._standard(chunk) if fast else chunk
                         good, bad, last = self._convert(raw, safe, checked=True)
+                        broken = self._unforeseen_in(bad)
+                        if broken:
+                            raise broken from None
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     after = last if last is not None else after
                     rows += len(chunk)

@@ -6,17 +6,19 @@ recorded where the frozen read stood; for ``copy``, then the objects that come l
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from .. import ddl, existing, log, metrics, state
-from ..census import TableCensus, quick_census
+from ..census import TableCensus, quick_census, sampled_census
 from ..objects import final_inputs
 from ..plans import TablePlan
 from ..schema import plan_table, text_census_columns
 from ..session import Session
 from ..source import Table, inspect
-from .copier import Unit, prepare_table
+from .copier import SampleBroken, Unit, prepare_table
 from .frozen import Frozen, open_frozen_copy, open_frozen_direct, take_copy
 from .units import Coordinator, rowid_bounds, split
 
@@ -29,6 +31,8 @@ class SnapshotPhase:
     def __init__(self, session: Session):
         self.session = session
         self.census_rows: dict[str, int] = {}
+        self.tables: dict[str, Table] = {}
+        self.frozen: Frozen | None = None
 
     async def run(self) -> None:
         session = self.session
@@ -50,10 +54,11 @@ class SnapshotPhase:
             version = fschema.schema_version
             tables = [t for t in fschema.tables.values()
                       if session.cfg.wants_table(t.name) and t.name not in done]
+            self.tables, self.frozen = {t.name: t for t in tables}, frozen
             metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
             started = time.monotonic()
             items = await self._prepare_all(frozen, tables)
-            await Coordinator(session, frozen, self.census_rows).run(items)
+            await Coordinator(session, frozen, self.census_rows, self._replan).run(items)
             await state.merge_info(session.conn,
                                    snapshot_seconds=round(time.monotonic() - started, 3))
         finally:
@@ -122,22 +127,59 @@ class SnapshotPhase:
         _log.info("existing_schema", tables=len(plans), foreign_keys_held=held)
         return plans
 
-    async def _census(self, frozen: Frozen, table: Table, slots: asyncio.Semaphore
-                      ) -> TableCensus:
+    async def _census(self, frozen: Frozen, table: Table, slots: asyncio.Semaphore,
+                      every_row: bool = False) -> TableCensus:
+        """A large table's census is taken of a sample (the copy proves it, see ``_replan``),
+        except into an existing schema, whose fit is judged before anything is copied."""
+        count = quick_census if every_row or self.session.cfg.schema_mode == "existing" \
+            else sampled_census
         if frozen.path is None:  # one read transaction: one connection, one census at a time
-            return await asyncio.to_thread(quick_census, frozen.conn, table,
+            return await asyncio.to_thread(count, frozen.conn, table,
                                            text_columns=text_census_columns(table))
         path = frozen.path
 
         def run() -> TableCensus:
             own = open_frozen_copy(path)
             try:
-                return quick_census(own.conn, table, text_columns=text_census_columns(table))
+                return count(own.conn, table, text_columns=text_census_columns(table))
             finally:
                 own.close()
 
         async with slots:
-            return await asyncio.to_thread(run)
+            t0 = time.monotonic()
+            out = await asyncio.to_thread(run)
+            _log.debug("census_table", table=table.name, rows=out.rows,
+                       sampled=out.sampled or None, seconds=round(time.monotonic() - t0, 3))
+            return out
+
+    async def _replan(self, name: str, broken: SampleBroken) -> tuple[TablePlan, TableCensus]:
+        """A value the sample did not foresee: the table's census taken of every row, and the
+        table re-created and copied again if that census chooses other types; otherwise its
+        units go on from their progress, with the plan's notes from every row."""
+        session, frozen, table = self.session, self.frozen, self.tables[name]
+        assert frozen is not None
+        t0 = time.monotonic()
+        cen = await self._census(frozen, table, asyncio.Semaphore(1), every_row=True)
+        old = (await state.tables(session.conn))[name].plan
+        fresh = plan_table(table, cen, session.cfg)
+        changed = {c.name: f"{o.pg_type} -> {c.pg_type}"
+                   for o, c in zip(old.columns, fresh.columns, strict=True)
+                   if (o.pg_type, o.conv) != (c.pg_type, c.conv)}
+        again = not _same_mapping(old, fresh)
+        if not again:
+            plan = replace(old, columns=tuple(
+                replace(o, reason=c.reason, exact=c.exact, problems=c.problems, notes=c.notes)
+                for o, c in zip(old.columns, fresh.columns, strict=True)))
+            await state.update_table(session.conn, name, plan=json.dumps(plan.to_json()))
+        else:
+            plan = await self._create(frozen, table, fresh, cen.rows)
+        metrics.SNAPSHOT_REPLANS.labels(name).inc()
+        await state.event(session.conn, "snapshot_replanned", name, column=broken.column,
+                          why=broken.why, changed=changed, copied_again=again)
+        _log.warning("snapshot_replanned", table=name, column=broken.column, why=broken.why,
+                     changed=changed, copied_again=again,
+                     census_seconds=round(time.monotonic() - t0, 3))
+        return plan, cen
 
     async def _create(self, frozen: Frozen, table: Table, plan: TablePlan, rows: int
                       ) -> TablePlan:

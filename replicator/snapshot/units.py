@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,11 @@ from .. import log, metrics, state, workers
 from ..census import TableCensus
 from ..dsn import TargetDSN
 from ..plans import TablePlan
-from ..quoting import qi
 from ..session import Session
 from ..source import Table
+from ..source import rowid_bounds as source_bounds
 from ..target import connect
-from .copier import Interrupted, TableCopier, Unit, check_complete, finish_table
+from .copier import Interrupted, SampleBroken, TableCopier, Unit, check_complete, finish_table
 from .frozen import Frozen, open_frozen_copy
 
 _log = log.get("units")
@@ -50,6 +52,7 @@ class Job:
     unit: Unit
     ppid: int
     stop_file: str
+    table_stop: str = ""  # stops the units of this table only (it is being planned again)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def run_unit(job: Job) -> UnitDone:
     """Entry point in a worker process."""
     try:
         return asyncio.run(_run_unit(job))
-    except Interrupted:
+    except (Interrupted, SampleBroken):
         raise
     except Exception as exc:  # noqa: BLE001 - carried back as text
         raise workers.carried(exc, f"table {job.unit.table!r}") from None
@@ -106,7 +109,8 @@ async def copy_unit(pg: asyncpg.Connection, frozen: Frozen, job: Job,
         return UnitDone(job.unit, progress.rows if progress else 0, 0, 0.0)
 
     def should_stop() -> bool:
-        return os.getppid() != job.ppid or os.path.exists(job.stop_file)
+        return os.getppid() != job.ppid or os.path.exists(job.stop_file) or (
+            bool(job.table_stop) and os.path.exists(job.table_stop))
 
     copier = TableCopier(
         pg, frozen, TablePlan.from_json(job.plan), job.schema, census=job.census, unit=job.unit,
@@ -120,11 +124,19 @@ async def copy_unit(pg: asyncpg.Connection, frozen: Frozen, job: Job,
 # -- the coordinating side -------------------------------------------------------------------------
 
 
-class Coordinator:
-    """Runs the units of every table being copied; finishes each table when its units are done."""
+Replan = Callable[[str, SampleBroken], Awaitable[tuple[TablePlan, TableCensus]]]
 
-    def __init__(self, session: Session, frozen: Frozen, census_rows: dict[str, int]):
+
+class Coordinator:
+    """Runs the units of every table being copied; finishes each table when its units are done.
+    A unit that meets a value its table's sampled census did not foresee stops the table's
+    other units; once none runs, ``replan`` plans the table from every row (re-creating it if
+    the types change) and its units run again (from their progress if nothing changed)."""
+
+    def __init__(self, session: Session, frozen: Frozen, census_rows: dict[str, int],
+                 replan: Replan | None = None):
         self.session, self.frozen, self.census_rows = session, frozen, census_rows
+        self.replan = replan
         self.workers = session.cfg.snapshot_workers
         self.stop_file = session.cfg.state_path / "snapshot.stop"
         self.remaining: dict[str, int] = {}
@@ -133,7 +145,8 @@ class Coordinator:
         self.counted: dict[str, int] = {}  # rows already added to the snapshot-rows metric
 
     async def run(self, items: list[tuple[TablePlan, TableCensus | None]]) -> None:
-        self.stop_file.unlink(missing_ok=True)
+        for stale in (self.stop_file, *self.stop_file.parent.glob(f"{self.stop_file.name}.*")):
+            stale.unlink(missing_ok=True)
         jobs = []
         for plan, cen in items:
             units = [Unit(plan.name, *u)
@@ -168,31 +181,77 @@ class Coordinator:
             target=self.session.target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify,
             copy_path=str(self.frozen.path or ""), plan=plan.to_json(), census=cen,
             schema=self.session.schema, unit=unit, ppid=0, stop_file=str(self.stop_file),
+            table_stop=str(self._table_stop(plan.name)),
         )
 
+    def _table_stop(self, name: str) -> Path:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return self.stop_file.with_name(f"{self.stop_file.name}.{digest}")
+
+    async def _replanned(self, name: str, broken: SampleBroken) -> list[Job]:
+        """The table planned again from every row; the jobs of its units still to copy."""
+        if self.replan is None:
+            raise broken
+        plan, cen = await self.replan(name, broken)
+        self._table_stop(name).unlink(missing_ok=True)
+        self.plans[name] = plan
+        units = [Unit(name, *u) for u in await state.pending_unit_rows(self.session.conn, name)]
+        self.remaining[name] = len(units)
+        if not units:
+            await self._finish(name)
+        return [self._job(plan, cen, unit) for unit in units]
+
     async def _in_process(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            done = await copy_unit(self.session.conn, self.frozen, job, stop=self.session.stop)
+        queue = list(jobs)
+        while queue:
+            job = queue.pop(0)
+            try:
+                done = await copy_unit(self.session.conn, self.frozen, job, stop=self.session.stop)
+            except SampleBroken as exc:
+                others = [j for j in queue if j.unit.table != exc.table]
+                queue = await self._replanned(exc.table, exc) + others
+                continue
             await self._unit_done(done)
 
     async def _in_processes(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
-        jobs = [replace(j, ppid=os.getpid()) for j in jobs]
+        running: dict[asyncio.Future[UnitDone], Job] = {}
+        broken: dict[str, SampleBroken] = {}  # tables whose units are stopping to be re-planned
+
         with workers.pool(self.workers) as pool:
-            pending = {asyncio.ensure_future(loop.run_in_executor(pool, run_unit, j)) for j in jobs}
+            def submit(batch: list[Job]) -> None:
+                for job in batch:
+                    job = replace(job, ppid=os.getpid())
+                    running[asyncio.ensure_future(loop.run_in_executor(pool, run_unit, job))] = job
+
+            submit(jobs)
             stopper = asyncio.create_task(self._propagate_stop())
             try:
-                while pending:
-                    finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                while running:
+                    finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     for fut in finished:
-                        await self._unit_done(self._result(fut))
+                        name = running.pop(fut).unit.table
+                        try:
+                            await self._unit_done(self._result(fut))
+                        except SampleBroken as exc:
+                            _log.info("snapshot_sample_broken", table=name, column=exc.column,
+                                      why=exc.why)
+                            broken.setdefault(name, exc)
+                            self._table_stop(name).touch()  # its units stop at their next chunk
+                        except Interrupted:
+                            if name not in broken:
+                                raise
+                        if name in broken and all(j.unit.table != name for j in running.values()):
+                            submit(await self._replanned(name, broken.pop(name)))
             except BaseException:
                 self.stop_file.touch()  # running units stop at their next chunk, committed
-                for fut in pending:
+                for fut in running:
                     fut.cancel()
                 raise
             finally:
                 stopper.cancel()
+                for name in broken:
+                    self._table_stop(name).unlink(missing_ok=True)
 
     @staticmethod
     def _result(fut: asyncio.Future[UnitDone]) -> UnitDone:
@@ -255,9 +314,5 @@ class Coordinator:
 
 
 def rowid_bounds(frozen: Frozen, plan: TablePlan | Table) -> tuple[int | None, int | None]:
-    """The smallest and largest rowid (two index lookups), or (None, None) without rowid."""
-    if not plan.rowid_name:
-        return None, None
-    rid, table = plan.rowid_name, qi(plan.name)
-    lo, hi = frozen.conn.execute(f"SELECT min({rid}), max({rid}) FROM {table}").fetchone()
-    return lo, hi
+    """The smallest and largest rowid, or (None, None) without rowid."""
+    return source_bounds(frozen.conn, plan.name, plan.rowid_name)
