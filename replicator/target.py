@@ -12,7 +12,8 @@ import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -47,6 +48,63 @@ def tune_socket(conn: asyncpg.Connection, dead_after: float) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
+# asyncpg writes the dates 0001-01-01 and 9999-12-31, and the timestamps 0001-01-01 00:00:00 and
+# 9999-12-31 23:59:59.999999, as -infinity and infinity, and reads those back as the same
+# values: real dates SQLite holds would arrive altered, unseen by any comparison. These codecs
+# (asyncpg's own binary layout, as tuples) write every value as itself and read as asyncpg does.
+_DATE_EPOCH = date(2000, 1, 1).toordinal()
+_EPOCH, _EPOCH_UTC = datetime(2000, 1, 1), datetime(2000, 1, 1, tzinfo=UTC)
+_INF64, _INF32 = 0x7FFFFFFFFFFFFFFF, 0x7FFFFFFF
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _date_out(v: date) -> tuple[int]:
+    return (v.toordinal() - _DATE_EPOCH,)
+
+
+def _date_in(v: tuple[int]) -> date:
+    n = v[0]
+    return date.max if n == _INF32 else date.min if n == -_INF32 - 1 else \
+        date.fromordinal(n + _DATE_EPOCH)
+
+
+def _timestamp_out(v: date) -> tuple[int]:
+    if not isinstance(v, datetime):
+        v = datetime(v.year, v.month, v.day)
+    return (_micros(v - _EPOCH),)
+
+
+def _timestamptz_out(v: date) -> tuple[int]:
+    if not isinstance(v, datetime):
+        v = datetime(v.year, v.month, v.day).astimezone()  # asyncpg: the local time zone
+    return (_micros(v.astimezone(UTC) - _EPOCH_UTC),)
+
+
+def _time_in(epoch: datetime) -> Callable[[tuple[int]], datetime]:
+    def decode(v: tuple[int]) -> datetime:
+        n = v[0]
+        return datetime.max if n == _INF64 else datetime.min if n == -_INF64 - 1 else \
+            epoch + timedelta(microseconds=n)
+    return decode
+
+
+_EXACT_CODECS: tuple[tuple[str, Callable[[Any], tuple[int]], Callable[[Any], Any]], ...] = (
+    ("date", _date_out, _date_in),
+    ("timestamp", _timestamp_out, _time_in(_EPOCH)),
+    ("timestamptz", _timestamptz_out, _time_in(_EPOCH_UTC)),
+)
+
+
+async def exact_times(conn: asyncpg.Connection) -> None:
+    """Dates and timestamps written as themselves on ``conn`` (see above)."""
+    for name, encoder, decoder in _EXACT_CODECS:
+        await conn.set_type_codec(name, schema="pg_catalog", encoder=encoder, decoder=decoder,
+                                  format="tuple")
+
+
 async def connect(
     target: TargetDSN,
     *,
@@ -76,6 +134,7 @@ async def connect(
         try:
             conn = await asyncpg.connect(**kwargs)
             tune_socket(conn, dead_after)
+            await exact_times(conn)
             return conn
         except (*_FATAL_CONNECT, ssl.SSLCertVerificationError) as exc:
             raise StartupError(_connect_message(target, exc)) from None
