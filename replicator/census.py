@@ -380,6 +380,11 @@ def layout_glob(layout: str) -> str:
     return "".join("[0-9]" if c in "YMDHSf" else c for c in layout)
 
 
+def uuid_holds(q: str) -> str:
+    """SQL true for a canonical lowercase UUID text (the form the plan maps to uuid)."""
+    return f"{q} GLOB '{_UUID_GLOB}'"
+
+
 def json_ok_sql(q: str) -> str:
     """SQL true for text Postgres's json takes (``prepare`` registers what it may call)."""
     return (f"json_valid({q}) AND instr(CAST({q} AS BLOB), X'00') = 0" if _JSON_STRICT

@@ -17,7 +17,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
-from .census import DATE_TEXT, DATETIME_TEXT, TableCensus, datetime_signature, sample_holds
+from .census import (
+    DATE_TEXT,
+    DATETIME_TEXT,
+    TableCensus,
+    datetime_signature,
+    json_ok_sql,
+    layout_glob,
+    sample_holds,
+    uuid_holds,
+)
+from .census import prepare as census_functions
 from .plans import IDENTITY_INPUTS, ColumnPlan, TablePlan
 from .quoting import qi
 
@@ -670,3 +680,108 @@ def convert_rows(
             continue
         good.append((*row, rowid) if rowid_keyed else row)
     return good, bad
+
+
+# -- a row as a line of COPY's CSV format, written by SQLite -------------------------------------
+# Where every column of a table has a rendering, SQLite writes each row as a line of COPY CSV
+# and each chunk as one string: the snapshot's fastest path, with no Python object per value
+# (``render_line``). A rendering takes exactly what its converter takes and gives the text of
+# the very value the converter gives; for any other value it writes the byte 0xFF, never valid
+# UTF-8, so Postgres refuses the chunk, which then goes through the checking converters. Postgres
+# itself refuses the impossible dates and times (February 30, minute 60, year 0) but takes hour
+# 24 and second 60, which the renderings refuse first.
+
+_REJECT = "X'FF'"
+
+
+def _real_text(v: Any) -> Any:
+    """A REAL for double precision: its shortest round-trip text (Postgres reads it back to the
+    same double, -0.0 and infinities included)."""
+    return repr(v) if type(v) is float else b"\xff"
+
+
+def _numeric_text(v: Any) -> Any:
+    """A REAL for numeric, as ``_numeric`` converts it; 0xFF where it refuses."""
+    try:
+        out = _numeric(v)
+    except ValueError:
+        return b"\xff"
+    return str(out) if out.is_finite() else ("Infinity" if out > 0 else "-Infinity")
+
+
+def render_functions(conn: Any) -> None:
+    """The functions ``render_line``'s SQL calls, registered on a SQLite connection."""
+    conn.create_function("_replicator_real_text", 1, _real_text, deterministic=True)
+    conn.create_function("_replicator_numeric_text", 1, _numeric_text, deterministic=True)
+    census_functions(conn)
+
+
+def _quoted(q: str) -> str:
+    return f"'\"' || replace({q}, '\"', '\"\"') || '\"'"
+
+
+def _render(col: ColumnPlan, classes: set[str] | None, unproven: bool) -> str | None:
+    """SQL writing one value of ``col`` as a CSV field, or None where no rendering exists.
+    ``classes``: the storage classes to take (a sample's; None: all the converter takes);
+    ``unproven``: no census counted every value, so JSON validity is checked too."""
+    q = qi(col.name)
+    kind, _, arg = col.conv.partition(":")
+    exact_int = f"{q} BETWEEN -{_MAX_EXACT_FLOAT_INT} AND {_MAX_EXACT_FLOAT_INT}"
+    cases: dict[str, str]
+    if kind == "bigint" and not arg:
+        cases = {"integer": q}
+    elif kind == "float" and not arg:
+        cases = {"real": f"_replicator_real_text({q})",
+                 "integer": f"CASE WHEN {exact_int} THEN {q} ELSE {_REJECT} END"}
+    elif kind == "numeric":
+        cases = {"integer": q, "real": f"_replicator_numeric_text({q})"}
+    elif kind == "text":
+        cases = {"text": _quoted(q)}
+    elif kind == "json":
+        checked = f"substr({q}, 1, 1) IN ('{{', '[') AND {json_ok_sql(q)}"
+        cases = {"text": f"CASE WHEN {checked} THEN {_quoted(q)} ELSE {_REJECT} END"
+                 if unproven else _quoted(q)}
+    elif kind == "text_render":
+        cases = {"text": _quoted(q), "integer": q, "real": f"_replicator_real_text({q})"}
+    elif kind == "bytea":
+        cases = {"blob": f"'\\x' || hex({q})"}
+    elif kind == "bool":
+        cases = {"integer": f"CASE {q} WHEN 1 THEN 't' WHEN 0 THEN 'f' ELSE {_REJECT} END"}
+    elif kind == "uuid":
+        cases = {"text": f"CASE WHEN {uuid_holds(q)} THEN {q} ELSE {_REJECT} END"}
+    elif kind in ("ts_text", "date_text"):
+        layout = arg or "YYYY-MM-DD"
+        if "±zone" in layout or layout.count("f") > 6 or layout.endswith("+0000"):
+            return None
+        zone = "" if kind == "date_text" or layout.endswith(("Z", "+00:00")) else " || '+00'"
+        # the layout, and what Postgres would take but the converter refuses: 24:00, second 60
+        check = f"{q} GLOB '{layout_glob(layout)}'"
+        if "HH" in layout:
+            check += f" AND substr({q}, 12, 2) < '24'"
+        if ":SS" in layout:
+            check += f" AND substr({q}, 18, 2) < '60'"
+        cases = {"text": f"CASE WHEN {check} THEN {q}{zone} ELSE {_REJECT} END"}
+    else:
+        return None
+    whens = " ".join(f"WHEN '{cls}' THEN {sql}" for cls, sql in cases.items()
+                     if classes is None or cls in classes)
+    return f"CASE typeof({q}) WHEN 'null' THEN '' {whens} ELSE {_REJECT} END"
+
+
+def render_line(plan: TablePlan, census: TableCensus | None) -> str | None:
+    """SQL writing a row of ``plan`` as a line of COPY CSV in ``plans.write_columns`` order (the
+    rowid last for a rowid-keyed table), or None when a column has no rendering. With a sampled
+    census, only the storage classes the sample held are taken (any other is refused, and the
+    copier then finds what the sample missed)."""
+    sampled = census is not None and census.sampled > 0
+    parts = []
+    for col in plan.columns:
+        cen = census.columns.get(col.name) if census is not None else None
+        part = _render(col, cen.present() if sampled and cen is not None else None,
+                       census is None or sampled)
+        if part is None:
+            return None
+        parts.append(part)
+    if plan.rowid_keyed:
+        parts.append(plan.rowid_name)
+    return " || ',' || ".join(parts) + " || char(10)"

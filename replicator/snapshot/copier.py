@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import sqlite3
 import sys
@@ -33,6 +34,8 @@ from ..convert import (
     convert_rows,
     no_type_holds,
     proven_columns,
+    render_functions,
+    render_line,
     sample_proofs,
     select_list,
 )
@@ -102,6 +105,7 @@ class TableCopier:
         stop: asyncio.Event | None = None,
         unit: Unit | None = None,
         should_stop: Callable[[], bool] | None = None,
+        render: bool = True,
     ):
         self.pg, self.frozen, self.plan, self.schema = pg, frozen, plan, schema
         self.census = census
@@ -124,6 +128,9 @@ class TableCopier:
         self.proof = " AND ".join(sql for _c, sql in self.proofs)
         self.sampled = bool(census and census.sampled)
         self._unforeseen: list[int] = []  # rowids the proof failed on, filled by SQLite
+        # Where every column has a rendering, SQLite writes each chunk as COPY CSV.
+        self.line = render_line(plan, census) if render and plan.rowid_name and \
+            self.project is None and not plan.existing else None
         self.alias_at = next((i for i, c in enumerate(plan.columns)
                               if plan.key_kind == KEY_ALIAS and c.name in plan.key_columns), None)
 
@@ -221,6 +228,10 @@ class TableCopier:
         """Copy the rest of the table. With ``per_chunk_txn`` every chunk commits together with
         the resume point; otherwise the caller's transaction holds everything."""
         started = time.monotonic()
+        if self.line is not None:
+            rows, quarantined = await self._run_rendered(resume_after, done_rows, per_chunk_txn)
+            return CopyResult(rows=rows, quarantined=quarantined,
+                              seconds=time.monotonic() - started)
         safe = False
         after, rows, quarantined = resume_after, done_rows, 0
         while True:
@@ -263,6 +274,100 @@ class TableCopier:
                 _log.info("snapshot_safe_mode", table=self.plan.name, reason=str(exc)[:120])
                 safe = True
         return CopyResult(rows=rows, quarantined=quarantined, seconds=time.monotonic() - started)
+
+    # -- the rendered path: chunks written as COPY CSV by SQLite -----------------------------------
+
+    def _rendered_chunk(self, after: int | None, limit: int) -> tuple[bytes, int, int]:
+        """(COPY CSV, last rowid, rows) of the next ``limit`` rows after ``after``."""
+        rid = self.plan.rowid_name
+        lo = after if after is not None else (self.unit.lo if self.unit else None)
+        hi = self.unit.hi if self.unit else None
+        conds = [c for c, v in ((f"{rid} > ?", lo), (f"{rid} <= ?", hi)) if v is not None]
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        params = tuple(v for v in (lo, hi) if v is not None)
+        text, last, count = self.frozen.conn.execute(
+            f"SELECT CAST(group_concat(line, '') AS BLOB), max(r), count(*) FROM (SELECT "
+            f"{self.line} AS line, {rid} AS r FROM {qi(self.plan.name)}{where} ORDER BY {rid} "
+            "LIMIT ?)", (*params, limit)).fetchone()
+        return text or b"", last, int(count)
+
+    async def _run_rendered(self, after: int | None, rows: int, per_chunk_txn: bool
+                            ) -> tuple[int, int]:
+        """Copy the rest as COPY CSV that SQLite writes, the next chunk read while one is
+        written; a chunk Postgres refuses (a value a rendering does not take) goes through the
+        checking converters. Returns (rows done, rows quarantined)."""
+        render_functions(self.frozen.conn)
+        limit, quarantined = 1000, 0
+        ahead: asyncio.Future[tuple[bytes, int, int]] = asyncio.ensure_future(
+            asyncio.to_thread(self._rendered_chunk, after, limit))
+        try:
+            while True:
+                text, last, count = await ahead
+                if not count:
+                    return rows, quarantined
+                if limit == 1000:  # chunks of about CHUNK_BYTES of text from now on
+                    limit = max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES * count // max(1, len(text))))
+                ahead = asyncio.ensure_future(asyncio.to_thread(self._rendered_chunk, last, limit))
+                stopping = (self.stop is not None and self.stop.is_set()) or (
+                    self.should_stop is not None and self.should_stop())
+                if stopping and per_chunk_txn:
+                    raise Interrupted(self.plan.name)
+                try:
+                    async with self.pg.transaction():
+                        await self.pg.copy_to_table(
+                            self.plan.pg_name, schema_name=self.schema, columns=self.columns,
+                            source=io.BytesIO(text), format="csv")
+                        await self._progress(last, rows + count, 0, per_chunk_txn)
+                    if self.unit is None:
+                        metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(count)
+                except asyncpg.exceptions.DataError:
+                    # The read ahead ends first: the checks read on the same connection.
+                    following = await ahead
+                    ahead = asyncio.get_running_loop().create_future()
+                    ahead.set_result(following)
+                    quarantined += await self._checked_range(after, last, rows + count,
+                                                             per_chunk_txn)
+                after, rows = last, rows + count
+                if self.progress:
+                    self.progress(self.plan.name, rows, max(self.total, rows))
+        finally:
+            with contextlib.suppress(BaseException):
+                await ahead
+
+    async def _checked_range(self, after: int | None, last: int, rows_done: int,
+                             per_chunk_txn: bool) -> int:
+        """The rows after ``after`` up to ``last`` through the checking converters (a chunk
+        Postgres refused as rendered); returns how many were quarantined."""
+        rid, lo = self.plan.rowid_name, after if after is not None else \
+            (self.unit.lo if self.unit else None)
+        cond = f"{rid} <= ?" + (f" AND {rid} > ?" if lo is not None else "")
+        params = (last,) + ((lo,) if lo is not None else ())
+
+        def read(sql: str) -> list[tuple[Any, ...]]:
+            return self.frozen.conn.execute(sql, params).fetchall()
+
+        if self.proof:  # a sampled census: is it a value the sample did not foresee?
+            census_functions(self.frozen.conn)
+            odd = await asyncio.to_thread(read, f"SELECT {rid} FROM {qi(self.plan.name)} WHERE "
+                                          f"{cond} AND NOT ({self.proof}) LIMIT 1")
+            if odd:
+                raise await asyncio.to_thread(self._broken_at, odd[0][0])
+
+        for safe in (False, True):
+            try:
+                chunk = await asyncio.to_thread(read, f"SELECT {rid}, {select_list(self.plan, safe)} "
+                                                f"FROM {qi(self.plan.name)} WHERE {cond} ORDER BY {rid}")
+                break
+            except sqlite3.DatabaseError as exc:
+                if safe or "decode" not in str(exc).lower():
+                    raise SourceError(f"source: table {self.plan.name!r} cannot be read: "
+                                      f"{exc}") from None
+        good, bad, _last = self._convert(chunk, safe, checked=True)
+        broken = self._unforeseen_in(bad)
+        if broken:
+            raise broken
+        await self._write(good, bad, last, rows_done, per_chunk_txn)
+        return len(bad)
 
     async def _iter_chunks(self, safe: bool, after: int | None, offset: int
                            ) -> AsyncIterator[list[tuple[Any, ...]]]:
@@ -320,15 +425,19 @@ class TableCopier:
             if bad:
                 await state.quarantine_put(self.pg, self.plan.name, [b[:4] for b in bad])
                 metrics.QUARANTINED.labels(self.plan.name).inc(len(bad))
-            if self.unit is not None:
-                await state.unit_chunk(self.pg, self.unit.table, self.unit.id, last, rows_done,
-                                       len(bad))
-            elif per_chunk_txn:
-                await state.update_table(
-                    self.pg, self.plan.name, resume_after=last, rows_copied=rows_done
-                )
+            await self._progress(last, rows_done, len(bad), per_chunk_txn)
         if self.unit is None:  # units are counted from their committed progress
             metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(len(good))
+
+    async def _progress(self, last: int | None, rows_done: int, quarantined: int,
+                        per_chunk_txn: bool) -> None:
+        """The resume point, committed with the chunk it follows."""
+        if self.unit is not None:
+            await state.unit_chunk(self.pg, self.unit.table, self.unit.id, last, rows_done,
+                                   quarantined)
+        elif per_chunk_txn:
+            await state.update_table(self.pg, self.plan.name, resume_after=last,
+                                     rows_copied=rows_done)
 
     async def _copy(self, good: list[Any]) -> list[Any]:
         """COPY the rows; into a table the ORM made, rows its own constraints refuse (a CHECK,

@@ -228,7 +228,6 @@ class SnapshotPhase:
         results += await existing.validate_objects(session.conn, plans, session.schema,
                                                   session.cfg)
         await state.merge_info(session.conn, final_objects=results)
-        await ddl.analyze(session.conn, plans, session.schema)
         failed = [r for r in results if r["status"] not in ddl.DONE_STATUSES]
         _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
         return results
