@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from .. import ddl, existing, log, metrics, state
@@ -20,7 +22,7 @@ from ..session import Session
 from ..source import Table, inspect
 from .copier import SampleBroken, Unit, prepare_table
 from .frozen import Frozen, open_frozen_copy, open_frozen_direct, take_copy
-from .units import Coordinator, rowid_bounds, split
+from .units import Coordinator, rowid_bounds, split, warm_pool
 
 _log = log.get("snapshot")
 
@@ -48,21 +50,8 @@ class SnapshotPhase:
             return
         await state.set_state(session.conn, "snapshot")
         session.progress.set_state("snapshot")
-        frozen = await self._frozen(st)
-        try:
-            fschema = await asyncio.to_thread(inspect, frozen.conn)
-            version = fschema.schema_version
-            tables = [t for t in fschema.tables.values()
-                      if session.cfg.wants_table(t.name) and t.name not in done]
-            self.tables, self.frozen = {t.name: t for t in tables}, frozen
-            metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
-            started = time.monotonic()
-            items = await self._prepare_all(frozen, tables)
-            await Coordinator(session, frozen, self.census_rows, self._replan).run(items)
-            await state.merge_info(session.conn,
-                                   snapshot_seconds=round(time.monotonic() - started, 3))
-        finally:
-            frozen.close()
+        with warm_pool(session, _size(session.cfg.source)) as pool:
+            frozen, version = await self._copy_tables(st, done, pool)
         marks = [t.snapshot_seq or 0 for t in (await state.tables(session.conn)).values()]
         cursor = min(marks) if marks else frozen.mark
         final = "done" if session.mode == "copy" else "streaming"
@@ -71,6 +60,27 @@ class SnapshotPhase:
             await self.final_phase()
         if frozen.path is not None:
             frozen.path.unlink(missing_ok=True)
+
+    async def _copy_tables(self, st: state.State, done: set[str],
+                           pool: ProcessPoolExecutor | None) -> tuple[Frozen, int]:
+        """The frozen read, and every table not yet copied copied from it; returns the frozen
+        read (closed) and its schema version."""
+        session = self.session
+        frozen = await self._frozen(st)
+        try:
+            fschema = await asyncio.to_thread(inspect, frozen.conn)
+            tables = [t for t in fschema.tables.values()
+                      if session.cfg.wants_table(t.name) and t.name not in done]
+            self.tables, self.frozen = {t.name: t for t in tables}, frozen
+            metrics.SNAPSHOT_TABLES_REMAINING.set(len(tables))
+            started = time.monotonic()
+            items = await self._prepare_all(frozen, tables)
+            await Coordinator(session, frozen, self.census_rows, self._replan, pool).run(items)
+            await state.merge_info(session.conn,
+                                   snapshot_seconds=round(time.monotonic() - started, 3))
+        finally:
+            frozen.close()
+        return frozen, fschema.schema_version
 
     async def _record_done(self, final: str, cursor: int, version: int) -> None:
         conn = self.session.conn
@@ -231,6 +241,13 @@ class SnapshotPhase:
         failed = [r for r in results if r["status"] not in ddl.DONE_STATUSES]
         _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
         return results
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _rowid_span(frozen: Frozen, table: Table) -> int:

@@ -15,7 +15,8 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,27 @@ from .frozen import Frozen, open_frozen_copy
 _log = log.get("units")
 UNIT_ROWS = 250_000  # a table is split into units of about this many rows
 SEQUENTIAL_BELOW = 200_000  # smaller snapshots are not worth starting processes for
+WARM_ABOVE = 64 * 1024 * 1024  # a file this large starts its workers before the census
+
+
+def ready() -> int:
+    """A worker's first task, while the census runs: importing this module is the point."""
+    return os.getpid()
+
+
+@contextlib.contextmanager
+def warm_pool(session: Session, source_bytes: int) -> Iterator[ProcessPoolExecutor | None]:
+    """The worker processes, started (their imports take about a second) while the file is
+    copied and counted, for a file large enough to be copied in processes; else None."""
+    cfg = session.cfg
+    if cfg.snapshot_workers <= 1 or cfg.snapshot_method != "copy" or session.target.pooled \
+            or source_bytes < WARM_ABOVE:
+        yield None
+        return
+    with workers.pool(cfg.snapshot_workers) as pool:
+        for _ in range(cfg.snapshot_workers):
+            pool.submit(ready)
+        yield pool
 
 
 @dataclass(frozen=True)
@@ -134,9 +156,10 @@ class Coordinator:
     the types change) and its units run again (from their progress if nothing changed)."""
 
     def __init__(self, session: Session, frozen: Frozen, census_rows: dict[str, int],
-                 replan: Replan | None = None):
+                 replan: Replan | None = None, pool: ProcessPoolExecutor | None = None):
         self.session, self.frozen, self.census_rows = session, frozen, census_rows
         self.replan = replan
+        self.pool = pool  # started already (``warm_pool``), or started here when needed
         self.workers = session.cfg.snapshot_workers
         self.stop_file = session.cfg.state_path / "snapshot.stop"
         self.remaining: dict[str, int] = {}
@@ -218,7 +241,8 @@ class Coordinator:
         running: dict[asyncio.Future[UnitDone], Job] = {}
         broken: dict[str, SampleBroken] = {}  # tables whose units are stopping to be re-planned
 
-        with workers.pool(self.workers) as pool:
+        with contextlib.nullcontext(self.pool) if self.pool else workers.pool(self.workers) \
+                as pool:
             def submit(batch: list[Job]) -> None:
                 for job in batch:
                     job = replace(job, ppid=os.getpid())
