@@ -1,8 +1,12 @@
 """Copy one table (or one rowid range of it) from a frozen read into Postgres, chunk by chunk.
 
-Rows go from SQLite's ``fetchmany`` into a binary ``COPY`` column by column when the census
-proves every value of every column (``convert.proven``: as it is, or through a converter whose
-checks the census made); otherwise row by row through the checking converters. Every chunk
+Where every column has a rendering (``convert.render_line``), SQLite writes each chunk as one
+string of COPY CSV and no value becomes a Python object; a chunk Postgres refuses goes through
+the checking converters. Otherwise rows go from SQLite's ``fetchmany`` into a binary ``COPY``
+column by column when the census proves every value of every column (``convert.proven``: as it
+is, or through a converter whose checks the census made); else row by row through the checking
+converters. With a sampled census, a value the sample did not foresee raises ``SampleBroken``
+(the table is planned again, ``units.Coordinator``). Every chunk
 commits together with its resume point, so after a crash a half-copied table resumes from its
 last committed chunk.
 ``prepare_table`` (re)creates a table the replicator owns; ``finish_table`` adds its keys and
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import sqlite3
 import sys
@@ -49,6 +52,10 @@ from .frozen import Frozen
 _log = log.get("snapshot")
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_ROWS = 20_000
+# A rendered chunk is text of about RENDERED_CHUNK_BYTES (SQLite's string grows by doubling
+# and is copied twice on its way to Python, and the next chunk is read while one is written),
+# of at most RENDERED_CHUNK_ROWS rows (a chunk Postgres refuses is converted whole).
+RENDERED_CHUNK_BYTES, RENDERED_CHUNK_ROWS = 2 * 1024 * 1024, 50_000
 
 
 
@@ -161,18 +168,24 @@ class TableCopier:
         table = qi(self.plan.name)
         if self.use_rowid:
             rid = self.plan.rowid_name
-            # Bounds only where there is one: a rowid can be any 64-bit integer, the smallest
-            # included, so "above the smallest" would leave that row out.
-            lo = after if after is not None else (self.unit.lo if self.unit else None)
-            hi = self.unit.hi if self.unit else None
-            conds = [c for c, v in ((f"{rid} > ?", lo), (f"{rid} <= ?", hi)) if v is not None]
+            conds, params = self._bounds(after)
             if self.proof:  # SQLite calls the function only on a row the proof fails on
                 conds.append(f"({self.proof} OR _replicator_unforeseen({rid}))")
             where = f" WHERE {' AND '.join(conds)}" if conds else ""
-            return (f"SELECT {sel} FROM {table}{where} ORDER BY {rid}",
-                    tuple(v for v in (lo, hi) if v is not None))
+            return f"SELECT {sel} FROM {table}{where} ORDER BY {rid}", params
         order = ", ".join(qi(k) for k in self.plan.key_columns) or "1"
         return (f"SELECT {sel} FROM {table} ORDER BY {order} LIMIT -1 OFFSET ?", (offset,))
+
+    def _bounds(self, after: int | None, upto: int | None = None
+                ) -> tuple[list[str], tuple[int, ...]]:
+        """The rowid conditions (and their parameters) of the rows after ``after`` in this
+        unit (up to ``upto``). Bounds only where there is one: a rowid can be any 64-bit
+        integer, the smallest included, so "above the smallest" would leave that row out."""
+        rid = self.plan.rowid_name
+        lo = after if after is not None else (self.unit.lo if self.unit else None)
+        hi = upto if upto is not None else (self.unit.hi if self.unit else None)
+        bounds = [(f"{rid} > ?", lo), (f"{rid} <= ?", hi)]
+        return [c for c, v in bounds if v is not None], tuple(v for _c, v in bounds if v is not None)
 
     def _chunks(self, safe: bool, after: int | None, offset: int) -> Iterator[list[tuple[Any, ...]]]:
         sql, params = self._query(safe, after, offset)
@@ -280,11 +293,8 @@ class TableCopier:
     def _rendered_chunk(self, after: int | None, limit: int) -> tuple[bytes, int, int]:
         """(COPY CSV, last rowid, rows) of the next ``limit`` rows after ``after``."""
         rid = self.plan.rowid_name
-        lo = after if after is not None else (self.unit.lo if self.unit else None)
-        hi = self.unit.hi if self.unit else None
-        conds = [c for c, v in ((f"{rid} > ?", lo), (f"{rid} <= ?", hi)) if v is not None]
+        conds, params = self._bounds(after)
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
-        params = tuple(v for v in (lo, hi) if v is not None)
         text, last, count = self.frozen.conn.execute(
             f"SELECT CAST(group_concat(line, '') AS BLOB), max(r), count(*) FROM (SELECT "
             f"{self.line} AS line, {rid} AS r FROM {qi(self.plan.name)}{where} ORDER BY {rid} "
@@ -305,8 +315,9 @@ class TableCopier:
                 text, last, count = await ahead
                 if not count:
                     return rows, quarantined
-                if limit == 1000:  # chunks of about CHUNK_BYTES of text from now on
-                    limit = max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES * count // max(1, len(text))))
+                if limit == 1000:  # chunks of about RENDERED_CHUNK_BYTES from now on
+                    limit = max(1, min(RENDERED_CHUNK_ROWS,
+                                       RENDERED_CHUNK_BYTES * count // max(1, len(text))))
                 ahead = asyncio.ensure_future(asyncio.to_thread(self._rendered_chunk, last, limit))
                 stopping = (self.stop is not None and self.stop.is_set()) or (
                     self.should_stop is not None and self.should_stop())
@@ -316,7 +327,7 @@ class TableCopier:
                     async with self.pg.transaction():
                         await self.pg.copy_to_table(
                             self.plan.pg_name, schema_name=self.schema, columns=self.columns,
-                            source=io.BytesIO(text), format="csv")
+                            source=_as_one(text), format="csv")
                         await self._progress(last, rows + count, 0, per_chunk_txn)
                     if self.unit is None:
                         metrics.SNAPSHOT_ROWS.labels(self.plan.name).inc(count)
@@ -338,10 +349,9 @@ class TableCopier:
                              per_chunk_txn: bool) -> int:
         """The rows after ``after`` up to ``last`` through the checking converters (a chunk
         Postgres refused as rendered); returns how many were quarantined."""
-        rid, lo = self.plan.rowid_name, after if after is not None else \
-            (self.unit.lo if self.unit else None)
-        cond = f"{rid} <= ?" + (f" AND {rid} > ?" if lo is not None else "")
-        params = (last,) + ((lo,) if lo is not None else ())
+        rid = self.plan.rowid_name
+        conds, params = self._bounds(after, upto=last)
+        cond = " AND ".join(conds)
 
         def read(sql: str) -> list[tuple[Any, ...]]:
             return self.frozen.conn.execute(sql, params).fetchall()
@@ -531,3 +541,11 @@ def describe(result: CopyResult) -> dict[str, Any]:
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
     return {"rows": result.rows, "quarantined": result.quarantined,
             "seconds": round(result.seconds, 3), "rows_per_s": round(rate)}
+
+
+
+async def _as_one(data: bytes) -> AsyncIterator[bytes]:
+    """``data`` as the async iterable asyncpg's COPY takes, in one message. (Given a file-like
+    object instead, asyncpg reads it in 512 kB slices in executor threads, and each thread's
+    malloc arena kept the worker's memory 70 MB higher.)"""
+    yield data
