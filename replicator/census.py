@@ -286,11 +286,11 @@ _ORDER = ("blob", "integer", "null", "real", "text")  # typeof() names in sort o
 
 def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None,
                  src: str | None = None) -> TableCensus:
-    """The census the snapshot needs, at a fraction of the cost of ``census``: which storage
+    """The census the snapshot needs (of every row, or of ``src``, a sample): which storage
     classes each column holds (min/max of typeof(), then exact counts only where a column mixes
     classes), plus the checks a column's declared type asks for. NUL bytes are not looked for
     (None): a text column copied as-is that holds one fails its COPY chunk, which is then
-    converted again value by value. ``src`` counts another row source (a sample) than the table."""
+    converted again value by value."""
     text_columns = text_columns or set()
     src = src or qi(table.name)
     prepare(conn)

@@ -102,31 +102,28 @@ def test_where_the_proof_holds_every_rows_census_chooses_the_samples_plan(declar
     # proves the plan (a converter raising sends the chunk through the checks), else row by row
     # (ts_text and date_text take their one layout value by value; any value a converter
     # refuses, unless no type could hold it, re-plans the table)
-    read = conn.execute("SELECT id, * FROM t").fetchall()
-    fns, bad = proven_columns(planned, sample), []
-    try:
-        if fns is None:
-            raise ValueError
-        convert_columns([r[1:] for r in read], fns)
-    except UNFORESEEN:
-        _good, bad = convert_rows(planned, read, safe=False, census=None if fns else sample)
-    if holds and not [b for b in bad if not no_type_holds(b[3])]:
+    if holds and _copier_takes(planned, sample, conn.execute("SELECT id, * FROM t").fetchall()):
         full = plan_table(table, quick_census(conn, table, text_columns=text), cfg)
         assert _mapping(full) == _mapping(planned), (rows, k)
 
 
-def _converts(plan, col, sample, values) -> bool:
-    """Every value of ``col`` converts as the copier converts it (see above), alone in a table."""
-    sub = replace(plan, columns=(plan.columns[0], col))
-    read = [(i, i, v) for i, v in enumerate(values, 1)]
-    fns, bad = proven_columns(sub, sample), []
+def _copier_takes(plan, sample, read: list[tuple]) -> bool:
+    """Every value of rows ``read`` as (rowid, *columns) converts as the copier converts it
+    (see above): no value a converter refuses, unless no type could hold it."""
+    fns, bad = proven_columns(plan, sample), []
     try:
         if fns is None:
             raise ValueError
         convert_columns([r[1:] for r in read], fns)
     except UNFORESEEN:
-        _good, bad = convert_rows(sub, read, safe=False, census=None if fns else sample)
+        _good, bad = convert_rows(plan, read, safe=False, census=None if fns else sample)
     return not [b for b in bad if not no_type_holds(b[3])]
+
+
+def _converts(plan, col, sample, values) -> bool:
+    """``_copier_takes`` for the values of ``col`` alone in a table (beside the key)."""
+    return _copier_takes(replace(plan, columns=(plan.columns[0], col)), sample,
+                         [(i, i, v) for i, v in enumerate(values, 1)])
 
 
 DJANGO = ["django char(32)", "django datetime", "django text JSON_VALID"]  # its conventions

@@ -223,14 +223,6 @@ class TableCopier:
                             f"foreseen by the census's sample, which chose "
                             f"{self.plan.column(column).pg_type}")
 
-    def _unforeseen_in(self, bad: list[Any]) -> SampleBroken | None:
-        """With a sampled census, a value no converter of the plan takes (unless no type could
-        hold it) means the sample did not see it: the table is planned again."""
-        for _k, _r, column, reason, key in bad:
-            if self.sampled and not no_type_holds(reason):
-                return SampleBroken(self.plan.name, column, f"key {key!r}: {reason}"[:300])
-        return None
-
     async def run(
         self,
         *,
@@ -261,18 +253,12 @@ class TableCopier:
                     except UNFORESEEN:
                         # A value the census did not foresee: this chunk with every check.
                         good, bad, last = self._convert(self._standard(chunk), safe, checked=True)
-                    broken = self._unforeseen_in(bad)
-                    if broken:
-                        raise broken
                     try:
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     except _UNSTORABLE_TEXT:
                         # A NUL byte in a column copied as-is: convert this chunk value by value.
                         raw = self._standard(chunk) if fast else chunk
                         good, bad, last = self._convert(raw, safe, checked=True)
-                        broken = self._unforeseen_in(bad)
-                        if broken:
-                            raise broken from None
                         await self._write(good, bad, last, rows + len(chunk), per_chunk_txn)
                     after = last if last is not None else after
                     rows += len(chunk)
@@ -373,9 +359,6 @@ class TableCopier:
                     raise SourceError(f"source: table {self.plan.name!r} cannot be read: "
                                       f"{exc}") from None
         good, bad, _last = self._convert(chunk, safe, checked=True)
-        broken = self._unforeseen_in(bad)
-        if broken:
-            raise broken
         await self._write(good, bad, last, rows_done, per_chunk_txn)
         return len(bad)
 
@@ -418,8 +401,14 @@ class TableCopier:
 
     def _convert(self, chunk: list[tuple[Any, ...]], safe: bool, checked: bool = False
                  ) -> tuple[list[Any], list[Any], int | None]:
+        """Rows through the converters (``checked``: every check, the census taken for
+        nothing). With a sampled census, a value no converter takes (unless no type could hold
+        it) is one the sample did not see: SampleBroken, and the table is planned again."""
         census = None if checked else self.census
         good, bad = convert_rows(self.plan, chunk, safe=safe, census=census)
+        for _k, _r, column, reason, key in bad if self.sampled else ():
+            if not no_type_holds(reason):
+                raise SampleBroken(self.plan.name, column, f"key {key!r}: {reason}"[:300])
         if self.project is not None:
             good = [self.project(r) for r in good]
         return good, bad, chunk[-1][0]

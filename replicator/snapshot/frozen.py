@@ -57,7 +57,7 @@ def open_frozen_brief(source: Path, state_dir: Path, busy_timeout_ms: int) -> Fr
 def take_copy(source: Path, dest: Path) -> Path:
     """Copy the live file with the online backup API in one step (one read transaction)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    need = source.stat().st_size + _size(source.with_name(source.name + "-wal"))
+    need = source.stat().st_size + file_size(source.with_name(source.name + "-wal"))
     free = shutil.disk_usage(dest.parent).free
     if free < need * 1.1:
         raise StartupError(
@@ -89,7 +89,8 @@ def online_copy(source: Path, dest: Path) -> None:
         live.close()
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """The file's size in bytes, 0 if it does not exist."""
     try:
         return path.stat().st_size
     except FileNotFoundError:

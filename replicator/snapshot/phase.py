@@ -10,7 +10,6 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from .. import ddl, existing, log, metrics, state
@@ -21,7 +20,7 @@ from ..schema import plan_table, text_census_columns
 from ..session import Session
 from ..source import Table, inspect
 from .copier import SampleBroken, Unit, prepare_table
-from .frozen import Frozen, open_frozen_copy, open_frozen_direct, take_copy
+from .frozen import Frozen, file_size, open_frozen_copy, open_frozen_direct, take_copy
 from .units import Coordinator, rowid_bounds, split, warm_pool
 
 _log = log.get("snapshot")
@@ -50,7 +49,7 @@ class SnapshotPhase:
             return
         await state.set_state(session.conn, "snapshot")
         session.progress.set_state("snapshot")
-        with warm_pool(session, _size(session.cfg.source)) as pool:
+        with warm_pool(session, file_size(session.cfg.source)) as pool:
             frozen, version = await self._copy_tables(st, done, pool)
         marks = [t.snapshot_seq or 0 for t in (await state.tables(session.conn)).values()]
         cursor = min(marks) if marks else frozen.mark
@@ -241,13 +240,6 @@ class SnapshotPhase:
         failed = [r for r in results if r["status"] not in ddl.DONE_STATUSES]
         _log.info("final_objects", done=len(results) - len(failed), attention=len(failed))
         return results
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _rowid_span(frozen: Frozen, table: Table) -> int:
