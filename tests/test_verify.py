@@ -136,8 +136,12 @@ async def test_the_daemon_verifies_in_the_background_and_records_it(chinook, tar
             return last.get("full") and last.get("ok")
 
         await wait_for(recorded, 60, "a background verification on record", daemon)
-        passes = [e for e in daemon.events() if e["event"] == "background_verify"]
-        assert passes and passes[0]["ok"] and passes[0]["rows"] == 15607
+
+        async def logged():  # the state is recorded inside the pass, the event after it
+            return [e for e in daemon.events() if e["event"] == "background_verify"]
+
+        passes = await wait_for(logged, 10, "the background_verify event", daemon)
+        assert passes[0]["ok"] and passes[0]["rows"] == 15607
     finally:
         daemon.stop()
 
