@@ -111,12 +111,18 @@ _JSON_STRICT = sqlite3.sqlite_version_info < (3, 42, 0)
 _TEXT_WIDTH = 8  # aggregates per classified column, see _text_exprs
 
 
-def _text_exprs(q: str, wanted: frozenset[str] = frozenset(TEXT_TAGS)) -> list[str]:
-    """One scan's aggregates classifying the text of column ``q``: the smallest and largest
-    date-like text and how many there are (their layouts are settled after the scan), UUIDs,
-    boolean words, JSON documents, and digit strings; NULL for a kind not ``wanted``."""
-    text = f"typeof({q}) = 'text'"
-    dated = f"CASE WHEN {text} AND {q} GLOB {_DATED} THEN {q} END"
+def _dated(q: str) -> str:
+    """Date-like text of column ``q`` as bytes (ordered alike: text that is not UTF-8 must not
+    fail the census when read), else NULL."""
+    return f"CASE WHEN typeof({q}) = 'text' AND {q} GLOB {_DATED} THEN CAST({q} AS BLOB) END"
+
+
+def _text_exprs(q: str, wanted: frozenset[str], kind: str, dated: str) -> list[str]:
+    """One scan's aggregates classifying the text of column ``q`` (``kind``: its typeof(),
+    ``dated``: its ``_dated``, both computed once per row by ``quick_census``): the smallest and
+    largest date-like text and how many there are (their layouts are settled after the scan),
+    UUIDs, boolean words, JSON documents, and digit strings; NULL for a kind not ``wanted``."""
+    text = f"{kind} = 'text'"
     json_ok = json_ok_sql(q)
     exprs = {
         # dates and date-times alike: their layouts are settled from the shapes
@@ -205,8 +211,11 @@ def _text_results(conn: sqlite3.Connection, src: str, names: list[str], values: 
     otherwise the texts are grouped by shape (a column mixing layouts)."""
     rows = {name: values[i * _TEXT_WIDTH:(i + 1) * _TEXT_WIDTH] for i, name in enumerate(names)}
     single: dict[str, str] = {}  # column -> the one shape its date-like text may have
-    for name, (low, high, dated, *_rest) in rows.items():
-        if dated and shape(low) == shape(high) and layout_of_shape(shape(low)):
+    for name, (low_bytes, high_bytes, dated, *_rest) in rows.items():
+        if not dated:
+            continue
+        low, high = (b.decode("utf-8", "replace") for b in (low_bytes, high_bytes))
+        if shape(low) == shape(high) and layout_of_shape(shape(low)):
             single[name] = shape(low)
     counted: dict[str, int] = {}
     if single:
@@ -237,11 +246,11 @@ def _text_results(conn: sqlite3.Connection, src: str, names: list[str], values: 
 def _layouts_by_shape(conn: sqlite3.Connection, src: str, name: str) -> dict[str, int]:
     q = qi(name)
     formats: dict[str, int] = {}
-    for text_shape, n in conn.execute(
-            f"SELECT {_shape_sql(q)} AS s, sum({_calendar_ok(q)}) FROM {src} "
+    for shape_bytes, n in conn.execute(
+            f"SELECT CAST({_shape_sql(q)} AS BLOB) AS s, sum({_calendar_ok(q)}) FROM {src} "
             f"WHERE typeof({q}) = 'text' AND {q} GLOB {_DATED} "
             f"AND instr(CAST({q} AS BLOB), X'00') = 0 GROUP BY s"):
-        sig = layout_of_shape(text_shape)
+        sig = layout_of_shape(shape_bytes.decode("utf-8", "replace"))  # a layout is ASCII
         if sig and n:
             formats[sig] = formats.get(sig, 0) + int(n)
     return formats
@@ -266,6 +275,17 @@ def _utf8_ok(value: bytes | None) -> int:
     except UnicodeDecodeError:
         return 0
     return 1
+
+
+_FLAG_BITS = 40  # _text_flags: a table of up to 2^40 rows counts both kinds in one integer sum
+_FLAG_MASK = (1 << _FLAG_BITS) - 1
+
+
+def _text_flags(value: bytes | None) -> int:
+    """1 for a NUL byte, plus 2^40 for invalid UTF-8: summed, one aggregate counts both."""
+    if value is None:
+        return 0
+    return (b"\x00" in value) + ((not _utf8_ok(value)) << _FLAG_BITS)
 
 
 def _negative_zero(value: float) -> int:
@@ -295,23 +315,35 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
     src = src or qi(table.name)
     prepare(conn)
     exprs = ["count(*)"]
+    # Each value's typeof() (and a date-like text) computed once, in a subquery SQLite must not
+    # flatten (LIMIT -1), rather than in each aggregate that asks: a fifth less time.
+    kinds = {c.name: f"_replicator_t{i}" for i, c in enumerate(table.columns)}
+    wants = {c.name: HINTED_TAGS.get(census_hint(table, c) or "", frozenset(TEXT_TAGS))
+             for c in table.columns if c.name in text_columns}
+    dates = {c.name: f"_replicator_d{i}" for i, c in enumerate(table.columns)
+             if "datetime" in wants.get(c.name, ())}
+    inner = [qi(c.name) for c in table.columns] + \
+        [f"typeof({qi(name)}) AS {alias}" for name, alias in kinds.items()] + \
+        [f"{_dated(qi(name))} AS {alias}" for name, alias in dates.items()]
     for col in table.columns:
         q, hint = qi(col.name), census_hint(table, col)
         # Where integers and reals commonly mix (NUMERIC affinity, no type), count the integers
         # now: a mix of just those two then needs no second scan.
-        ints = f"sum(typeof({q}) = 'integer')" if affinity(col.declared) in ("NUMERIC", "BLOB") \
+        t = kinds[col.name]
+        ints = f"sum({t} = 'integer')" if affinity(col.declared) in ("NUMERIC", "BLOB") \
             else "NULL"
-        exprs += [f"count({q})", f"min(typeof({q}))", f"max(typeof({q}))", ints,
-                  f"sum(typeof({q}) = 'integer' AND {q} IN (0, 1))" if hint == "bool" else "NULL",
-                  f"sum(typeof({q}) = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})"
+        exprs += [f"count({q})", f"min({t})", f"max({t})", ints,
+                  f"sum({t} = 'integer' AND {q} IN (0, 1))" if hint == "bool" else "NULL",
+                  f"sum({t} = 'integer' AND {q} BETWEEN 0 AND {UNIX_MAX})"
                   if hint in ("datetime", "date") else "NULL",
-                  f"sum(typeof({q}) = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})"
+                  f"sum({t} = 'real' AND {q} BETWEEN {JULIAN_MIN} AND {JULIAN_MAX})"
                   if hint in ("datetime", "date") else "NULL"]
     classified = [c for c in table.columns if c.name in text_columns]
     for col in classified:
-        exprs += _text_exprs(qi(col.name), HINTED_TAGS.get(census_hint(table, col) or "",
-                                                            frozenset(TEXT_TAGS)))
-    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {src}").fetchone()
+        exprs += _text_exprs(qi(col.name), wants[col.name], kinds[col.name],
+                             dates.get(col.name, "NULL"))
+    row = conn.execute(f"SELECT {', '.join(exprs)} FROM (SELECT {', '.join(inner)} FROM {src} "
+                       "LIMIT -1)").fetchone()
     rows, out, mixed = int(row[0]), {}, []
     texts = _text_results(conn, src, [c.name for c in classified],
                           row[1 + 7 * len(table.columns):])
@@ -346,6 +378,7 @@ def quick_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[st
 # table's copy to be planned again from every row (snapshot.units).
 SAMPLE_BLOCKS, SAMPLE_BLOCK_ROWS = 32, 512
 SAMPLE_ABOVE = 4 * SAMPLE_BLOCKS * SAMPLE_BLOCK_ROWS  # a smaller table is counted whole
+SPLIT_ABOVE = 200_000  # plan counts a table spanning more rowids than this in parts side by side
 
 
 def sample_starts(lo: int, hi: int) -> list[int]:
@@ -394,6 +427,7 @@ def json_ok_sql(q: str) -> str:
 def prepare(conn: sqlite3.Connection) -> None:
     """The functions the census's SQL calls, registered on ``conn``."""
     conn.create_function("_replicator_json_ok", 1, _json_ok, deterministic=True)
+    conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
 
 
 def sample_holds(q: str, cen: ColumnCensus, checks: frozenset[str] = frozenset()) -> str:
@@ -418,14 +452,67 @@ def sample_holds(q: str, cen: ColumnCensus, checks: frozenset[str] = frozenset()
     return f"({q} IS NULL OR {' AND '.join(parts)})"
 
 
-def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None
-                ) -> TableCensus:
+def rowid_halves(conn: sqlite3.Connection, table: Table, parts: int) -> list[tuple[int | None, int | None]]:
+    """``parts`` rowid ranges (None: open) that together cover every row, now or written later,
+    for a table with rowids spanning more than SPLIT_ABOVE; else one range covering it all."""
+    whole: list[tuple[int | None, int | None]] = [(None, None)]
+    if parts < 2 or not table.rowid_name:
+        return whole
+    lo, hi = rowid_bounds(conn, table.name, table.rowid_name)
+    if lo is None or hi is None or hi - lo < SPLIT_ABOVE:
+        return whole
+    cuts = [lo + (hi - lo) * i // parts for i in range(1, parts)]
+    return [(None if i == 0 else cuts[i - 1] + 1, cuts[i] if i < len(cuts) else None)
+            for i in range(parts)]
+
+
+def merged(parts: Sequence[TableCensus]) -> TableCensus:
+    """One census of the rows that ``parts`` (censuses of disjoint rows) counted."""
+    def sums(dicts: list[dict[str, int] | None]) -> dict[str, int] | None:
+        present = [d for d in dicts if d is not None]
+        if not present:
+            return None
+        out: dict[str, int] = {}
+        for d in present:
+            for k, v in d.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def opt(values: list[int | None]) -> int | None:
+        return None if any(v is None for v in values) else sum(v or 0 for v in values)
+
+    columns = {}
+    for name in parts[0].columns:
+        cs = [p.columns[name] for p in parts]
+        columns[name] = ColumnCensus(
+            counts=sums([c.counts for c in cs]) or {}, nul_text=opt([c.nul_text for c in cs]),
+            bad_utf8=opt([c.bad_utf8 for c in cs]), max_bytes=max(c.max_bytes for c in cs),
+            int_beyond_2_53=sum(c.int_beyond_2_53 for c in cs), int_01=sum(c.int_01 for c in cs),
+            int_unix=sum(c.int_unix for c in cs), real_julian=sum(c.real_julian for c in cs),
+            real_negzero=sum(c.real_negzero for c in cs), text_tags=sums([c.text_tags for c in cs]),
+            datetime_formats=sums([c.datetime_formats for c in cs]))
+    return TableCensus(rows=sum(p.rows for p in parts), columns=columns,
+                       samples={k: v for p in parts for k, v in p.samples.items()})
+
+
+def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str] | None = None,
+                rowids: tuple[int | None, int | None] = (None, None)) -> TableCensus:
     """What ``plan`` shows: the snapshot's own census (so ``plan`` chooses the very types the
     snapshot will), plus, in one more scan and only in the columns holding the class concerned,
     what ``plan`` counts beyond it: NUL bytes and invalid UTF-8 in text (Python looks only at
-    text with a byte outside 0x01-0x7F), sizes, integers beyond 2^53, REAL -0.0."""
-    out = quick_census(conn, table, text_columns=text_columns)
-    conn.create_function("_replicator_utf8_ok", 1, _utf8_ok, deterministic=True)
+    text with a byte outside 0x01-0x7F), sizes, integers beyond 2^53, REAL -0.0. Text the census
+    already proved ASCII without NUL (every text value a date-time layout) or without NUL (every
+    one JSON it counted) is not looked at again for that. ``rowids``: only the rows in that range
+    (``rowid_halves``; ``merged`` adds the parts up)."""
+    src = qi(table.name)
+    if rowids != (None, None):
+        rid, (lo, hi) = table.rowid_name, rowids
+        where = " AND ".join([*([f"{rid} >= {int(lo)}"] if lo is not None else []),
+                              *([f"{rid} <= {int(hi)}"] if hi is not None else [])])
+        src = (f"(SELECT {', '.join(qi(c.name) for c in table.columns)} FROM {qi(table.name)} "
+               f"WHERE {where})")
+    out = quick_census(conn, table, text_columns=text_columns, src=src)
+    conn.create_function("_replicator_text_flags", 1, _text_flags, deterministic=True)
     conn.create_function("_replicator_negzero", 1, _negative_zero, deterministic=True)
     exprs: list[str] = []
     asks: list[tuple[str, str]] = []
@@ -433,12 +520,13 @@ def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str
         q, present = qi(col.name), out.columns[col.name].present()
         cen = out.columns[col.name]
         cen.nul_text, cen.bad_utf8 = 0, 0
-        if "text" in present:
-            asks += [(col.name, "nul"), (col.name, "utf8")]
-            nul = f"instr(CAST({q} AS BLOB), X'00') > 0"
-            exprs += [f"sum(typeof({q}) = 'text' AND {nul})",
-                      f"sum(CASE WHEN typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR {nul}) "
-                      f"THEN NOT _replicator_utf8_ok(CAST({q} AS BLOB)) END)"]
+        texts, tags = cen.counts["text"], cen.text_tags or {}
+        if "text" in present and tags.get("datetime", 0) + tags.get("date", 0) < texts:
+            # One sum carries both counts (see _text_flags); NUL-free JSON needs no NUL test.
+            nul = "0" if tags.get("json", 0) == texts else f"instr(CAST({q} AS BLOB), X'00') > 0"
+            asks.append((col.name, "flags"))
+            exprs.append(f"sum(CASE WHEN typeof({q}) = 'text' AND ({q} GLOB {_NON_ASCII} OR {nul}) "
+                         f"THEN _replicator_text_flags(CAST({q} AS BLOB)) END)")
         if present & {"text", "blob"}:
             asks.append((col.name, "bytes"))
             exprs.append(f"max(CASE WHEN typeof({q}) IN ('text', 'blob') THEN "
@@ -453,13 +541,11 @@ def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str
                          f"_replicator_negzero({q}) END)")
     if not exprs:
         return out
-    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {qi(table.name)}").fetchone()
+    row = conn.execute(f"SELECT {', '.join(exprs)} FROM {src}").fetchone()
     for (name, what), value in zip(asks, row, strict=True):
         cen, n = out.columns[name], int(value or 0)
-        if what == "nul":
-            cen.nul_text = n
-        elif what == "utf8":
-            cen.bad_utf8 = n
+        if what == "flags":
+            cen.nul_text, cen.bad_utf8 = n & _FLAG_MASK, n >> _FLAG_BITS
         elif what == "bytes":
             cen.max_bytes = n
         elif what == "big":

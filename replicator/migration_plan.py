@@ -5,87 +5,143 @@ chosen and why; every value or feature that cannot move exactly, with counts and
 the indexes, constraints, triggers and views and how each is carried over.
 
 Tables are counted side by side (``snapshot_workers`` threads; SQLite runs a query without
-holding Python's lock), each in a read transaction of its own connection: each table's figures
-are consistent, and tables written while ``plan`` runs may be read moments apart.
+holding Python's lock), the largest in rowid ranges (``census.rowid_halves``), each range and
+each table's foreign-key check in a read transaction of its own connection: a table written
+while ``plan`` runs may have its parts read moments apart (``replicator copy`` takes its own
+census of one consistent copy).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from . import ddl, objects
-from .census import plan_census, quick_census, sample_key
+from . import ddl, objects, workers
+from .census import TableCensus, merged, plan_census, quick_census, rowid_halves, sample_key
+from .census import prepare as census_functions
 from .config import Config
 from .convert import accepts
+from .declared import affinity
 from .errors import ConfigError
 from .plans import ColumnPlan, TablePlan
 from .quoting import qi
 from .schema import plan_table, text_census_columns
-from .source import Table, inspect, journal_mode, open_source
+from .source import ForeignKey, Schema, Table, inspect, journal_mode, open_source, rowid_parent
 from .source_write import journal_advice
+
+T = TypeVar("T")
+
+
+PROCESSES_FROM = 64 * 1024 * 1024  # a file this large is counted in worker processes
+
+
+def _counting_pool(cfg: Config) -> Executor:
+    """``snapshot_workers`` threads; for a large file processes (started now: they take half a
+    second to import), as SQLite's allocator takes one process-wide lock that keeps two threads
+    from scaling: two halves of a table counted in two threads took as long as one after the
+    other."""
+    n = max(1, cfg.snapshot_workers)
+    if n < 2 or not cfg.source.is_file() or cfg.source.stat().st_size < PROCESSES_FROM:
+        return ThreadPoolExecutor(n)
+    pool = workers.pool(n)
+    for _ in range(n):
+        pool.submit(os.getpid)
+    return pool
 
 
 def build(cfg: Config) -> dict[str, Any]:
-    conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
-    try:
-        conn.execute("BEGIN")
-        schema = inspect(conn)
-        tables, attention = [], []
-        wanted = [t for name, t in schema.tables.items() if cfg.wants_table(name)]
-        with ThreadPoolExecutor(max(1, min(cfg.snapshot_workers, len(wanted)))) as pool:
-            for entry in pool.map(lambda t: _table_apart(cfg, t), wanted):
-                tables.append(entry)
-                attention += entry.pop("_attention")
-        views = [asdict(v) for v in objects.plan_views(schema, cfg)]
-        attention += [f"view {v['name']}: not translated ({v['error']}): {v['original']}"
-                      for v in views if v["error"]]
-        attention += [f"{name}: {why}" for name, why in schema.skipped.items()]
-        exact = [t["name"] for t in tables if t["exact"]]
-        framework = next((t.framework for t in schema.tables.values() if t.framework), None)
-        report = {
-            "source": str(cfg.source),
-            "sqlite_version": sqlite3.sqlite_version,
-            "journal_mode": journal_mode(conn),
-            "locking": dict(zip(("status", "detail"), journal_advice(conn, cfg.source),
-                                strict=True)),
-            "identifiers": cfg.identifiers,
-            "target_schema": cfg.target_schema,
-            "tables": tables,
-            "views": views,
-            "skipped": schema.skipped,
-            "attention": attention,
-            "exact": not attention,
-            "summary": {"tables": len(tables), "exact": len(exact),
-                        "named_with_reason": len(tables) - len(exact)},
-            "rows": sum(t["rows"] for t in tables),
-            "framework": framework,
-            "rules": _rules(tables),
-            "renamed": [(t["name"], t["pg_name"]) for t in tables
-                        if "pg_name" in t and t["pg_name"] != t["name"]],
-        }
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    with _counting_pool(cfg) as pool:
+        conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
+        try:
+            conn.execute("BEGIN")
+            schema = inspect(conn)
+            wanted = [t for name, t in schema.tables.items() if cfg.wants_table(name)]
+            try:
+                tables, attention = _tables(cfg, conn, wanted, pool)
+            except workers.WorkerError as exc:
+                raise workers.restored(exc) from None
+            report = _report(cfg, conn, schema, tables, attention)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
     return report
 
 
-def _table_apart(cfg: Config, table: Table) -> dict[str, Any]:
-    """``_table`` on a connection and read transaction of its own."""
-    conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
+def _tables(cfg: Config, conn: sqlite3.Connection, wanted: list[Table], pool: Executor
+            ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each table's entry and what needs attention: the largest tables counted first, each in
+    rowid ranges, then the foreign-key checks, all in ``pool``."""
+    tables: list[dict[str, Any]] = []
+    attention: list[str] = []
+    ranges = {t.name: rowid_halves(conn, t, max(1, cfg.snapshot_workers)) for t in wanted}
+    parts: dict[str, list[Future[TableCensus]]] = {}
+    for t in sorted(wanted, key=lambda t: -len(ranges[t.name])):
+        parts[t.name] = [pool.submit(_apart, cfg, plan_census, t,
+                                     text_columns=text_census_columns(t), rowids=r)
+                         for r in ranges[t.name]]
+    orphans = {t.name: pool.submit(_apart, cfg, _orphans, t) for t in wanted}
+    for t in wanted:
+        cen = merged([f.result() for f in parts[t.name]])
+        entry = _table(conn, t, cfg, cen, orphans[t.name].result())
+        tables.append(entry)
+        attention += entry.pop("_attention")
+    return tables, attention
+
+
+def _report(cfg: Config, conn: sqlite3.Connection, schema: Schema, tables: list[dict[str, Any]],
+        attention: list[str]) -> dict[str, Any]:
+    views = [asdict(v) for v in objects.plan_views(schema, cfg)]
+    attention += [f"view {v['name']}: not translated ({v['error']}): {v['original']}"
+                  for v in views if v["error"]]
+    attention += [f"{name}: {why}" for name, why in schema.skipped.items()]
+    exact = [t["name"] for t in tables if t["exact"]]
+    framework = next((t.framework for t in schema.tables.values() if t.framework), None)
+    report = {
+        "source": str(cfg.source),
+        "sqlite_version": sqlite3.sqlite_version,
+        "journal_mode": journal_mode(conn),
+        "locking": dict(zip(("status", "detail"), journal_advice(conn, cfg.source),
+                            strict=True)),
+        "identifiers": cfg.identifiers,
+        "target_schema": cfg.target_schema,
+        "tables": tables,
+        "views": views,
+        "skipped": schema.skipped,
+        "attention": attention,
+        "exact": not attention,
+        "summary": {"tables": len(tables), "exact": len(exact),
+                    "named_with_reason": len(tables) - len(exact)},
+        "rows": sum(t["rows"] for t in tables),
+        "framework": framework,
+        "rules": _rules(tables),
+        "renamed": [(t["name"], t["pg_name"]) for t in tables
+                    if "pg_name" in t and t["pg_name"] != t["name"]],
+    }
+    return report
+
+
+def _apart(cfg: Config, count: Callable[..., T], table: Table, **kwargs: Any) -> T:
+    """``count(conn, table, **kwargs)`` on a connection and read transaction of its own (in a
+    worker process, a failure comes back as a ``workers.WorkerError``)."""
     try:
-        conn.execute("BEGIN")
-        return _table(conn, table, cfg)
-    finally:
-        conn.close()
+        conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
+        try:
+            conn.execute("BEGIN")
+            return count(conn, table, **kwargs)
+        finally:
+            conn.close()
+    except Exception as exc:  # noqa: BLE001 - carried back as text
+        raise workers.carried(exc, f"table {table.name!r}") from None
 
 
-def _table(conn: sqlite3.Connection, table: Table, cfg: Config) -> dict[str, Any]:
-    cen = plan_census(conn, table, text_columns=text_census_columns(table))
+def _table(conn: sqlite3.Connection, table: Table, cfg: Config, cen: TableCensus,
+           orphans: dict[str, int]) -> dict[str, Any]:
     attention: list[str] = []
     try:
         plan = plan_table(table, cen, cfg)
@@ -101,7 +157,6 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config) -> dict[str, Any
             "text_tags": c.text_tags, "datetime_formats": c.datetime_formats}})
         attention += [f"{table.name}.{col.name}: {p} (policy: {col.policy}; sample key "
                       f"{_sample_for(p, samples)})" for p in col.problems]
-    orphans = _orphans(conn, table)
     attention += [f"{table.name}: foreign key {fk} has {n} orphan row(s) in SQLite; it will stay "
                   "NOT VALID in Postgres" for fk, n in orphans.items()]
     attention += [f"{table.name}: index {i.sqlite_name} not carried over ({i.error}): {i.original}"
@@ -125,6 +180,7 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config) -> dict[str, Any
 
 def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[str, list | None]:
     """A sample key for each kind of value that cannot move exactly."""
+    census_functions(conn)
     q = qi(col.name)
     base = col.conv.split(":")[0]
     out = {}
@@ -149,16 +205,45 @@ def _sample_for(problem: str, samples: dict[str, list | None]) -> list | None:
 
 
 def _orphans(conn: sqlite3.Connection, table: Table) -> dict[str, int]:
+    """Rows per foreign key whose parent row is missing, as ``PRAGMA foreign_key_check`` finds
+    them. A key of an INTEGER column naming the parent's rowid (what ORMs make) is counted by one
+    anti-join instead, which looks up each row's parent the same way at a fifth of the cost."""
     out: dict[str, int] = {}
+    counted: set[int] = set()
+    for fkid, fk in enumerate(table.foreign_keys):
+        label = f"({', '.join(fk.columns)}) -> {fk.parent}"
+        parent_col = _looked_up(conn, table, fk)
+        if parent_col is None:
+            continue
+        counted.add(fkid)
+        child = f"{qi(table.name)}.{qi(fk.columns[0])}"
+        n = conn.execute(f"SELECT count(*) FROM {qi(table.name)} WHERE {child} IS NOT NULL AND "
+                         f"NOT EXISTS (SELECT 1 FROM {qi(fk.parent)} AS _replicator_parent WHERE "
+                         f"_replicator_parent.{qi(parent_col)} = {child})").fetchone()[0]
+        if n:
+            out[label] = int(n)
+    if len(counted) == len(table.foreign_keys):
+        return out
     try:
         rows = conn.execute(f"PRAGMA foreign_key_check({qi(table.name)})").fetchall()
     except sqlite3.DatabaseError:
         return out
     for _tbl, _rowid, parent, fkid in rows:
-        fk = table.foreign_keys[fkid] if fkid < len(table.foreign_keys) else None
-        label = f"({', '.join(fk.columns)}) -> {parent}" if fk else f"#{fkid} -> {parent}"
+        if fkid in counted:
+            continue
+        known = table.foreign_keys[fkid] if fkid < len(table.foreign_keys) else None
+        label = f"({', '.join(known.columns)}) -> {parent}" if known else f"#{fkid} -> {parent}"
         out[label] = out.get(label, 0) + 1
     return out
+
+
+def _looked_up(conn: sqlite3.Connection, table: Table, fk: ForeignKey) -> str | None:
+    """The parent's rowid column, where ``fk`` is one INTEGER column referring to it."""
+    try:
+        integer = affinity(table.column(fk.columns[0]).declared) == "INTEGER"
+    except KeyError:
+        return None
+    return rowid_parent(conn, fk) if integer else None
 
 
 def _rules(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:

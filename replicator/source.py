@@ -294,6 +294,23 @@ def _is_rowid_alias(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return "Rowid" in ops and "Column" not in ops
 
 
+def rowid_parent(conn: sqlite3.Connection, fk: ForeignKey) -> str | None:
+    """The parent column of a one-column foreign key when it is the parent's rowid (its INTEGER
+    PRIMARY KEY), else None. SQLite checks such a key by a rowid lookup of the child's value
+    made an integer if it losslessly can, which ``parent.<column> = child`` also compiles to."""
+    if len(fk.columns) != 1:
+        return None
+    col = fk.parent_columns[0]
+    try:
+        if col is None:
+            pk = [r[0] for r in conn.execute(
+                "SELECT name FROM pragma_table_info(?) WHERE pk > 0", (fk.parent,))]
+            col = pk[0] if len(pk) == 1 else None
+        return col if col is not None and _is_rowid_alias(conn, fk.parent, col) else None
+    except sqlite3.DatabaseError:  # no such parent table
+        return None
+
+
 def _inspect_indexes(conn: sqlite3.Connection, table: str) -> list[Index]:
     out = []
     for _seq, iname, unique, origin, partial in conn.execute(
