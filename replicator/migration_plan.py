@@ -16,27 +16,31 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from . import ddl, objects, workers
-from .census import TableCensus, merged, plan_census, quick_census, rowid_halves, sample_key
+from .census import (
+    TableCensus,
+    apart,
+    count_orphans,
+    merged,
+    plan_census,
+    quick_census,
+    rowid_halves,
+    sample_key,
+)
 from .census import prepare as census_functions
 from .config import Config
 from .convert import accepts
-from .declared import affinity
 from .errors import ConfigError
 from .plans import ColumnPlan, TablePlan
 from .quoting import qi
 from .schema import plan_table, text_census_columns
-from .source import ForeignKey, Schema, Table, inspect, journal_mode, open_source, rowid_parent
+from .source import Schema, Table, inspect, journal_mode, open_source
 from .source_write import journal_advice
-
-T = TypeVar("T")
-
 
 PROCESSES_FROM = 64 * 1024 * 1024  # a file this large is counted in worker processes
 
@@ -82,10 +86,11 @@ def _tables(cfg: Config, conn: sqlite3.Connection, wanted: list[Table], pool: Ex
     ranges = {t.name: rowid_halves(conn, t, max(1, cfg.snapshot_workers)) for t in wanted}
     parts: dict[str, list[Future[TableCensus]]] = {}
     for t in sorted(wanted, key=lambda t: -len(ranges[t.name])):
-        parts[t.name] = [pool.submit(_apart, cfg, plan_census, t,
+        parts[t.name] = [pool.submit(apart, cfg.source, cfg.busy_timeout_ms, plan_census, t,
                                      text_columns=text_census_columns(t), rowids=r)
                          for r in ranges[t.name]]
-    orphans = {t.name: pool.submit(_apart, cfg, _orphans, t) for t in wanted}
+    orphans = {t.name: pool.submit(apart, cfg.source, cfg.busy_timeout_ms, count_orphans, t)
+               for t in wanted}
     for t in wanted:
         cen = merged([f.result() for f in parts[t.name]])
         entry = _table(conn, t, cfg, cen, orphans[t.name].result())
@@ -124,20 +129,6 @@ def _report(cfg: Config, conn: sqlite3.Connection, schema: Schema, tables: list[
                     if "pg_name" in t and t["pg_name"] != t["name"]],
     }
     return report
-
-
-def _apart(cfg: Config, count: Callable[..., T], table: Table, **kwargs: Any) -> T:
-    """``count(conn, table, **kwargs)`` on a connection and read transaction of its own (in a
-    worker process, a failure comes back as a ``workers.WorkerError``)."""
-    try:
-        conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
-        try:
-            conn.execute("BEGIN")
-            return count(conn, table, **kwargs)
-        finally:
-            conn.close()
-    except Exception as exc:  # noqa: BLE001 - carried back as text
-        raise workers.carried(exc, f"table {table.name!r}") from None
 
 
 def _table(conn: sqlite3.Connection, table: Table, cfg: Config, cen: TableCensus,
@@ -202,48 +193,6 @@ def _sample_for(problem: str, samples: dict[str, list | None]) -> list | None:
         if needle in problem:
             return samples.get(kind)
     return next(iter(samples.values()), None)
-
-
-def _orphans(conn: sqlite3.Connection, table: Table) -> dict[str, int]:
-    """Rows per foreign key whose parent row is missing, as ``PRAGMA foreign_key_check`` finds
-    them. A key of an INTEGER column naming the parent's rowid (what ORMs make) is counted by one
-    anti-join instead, which looks up each row's parent the same way at a fifth of the cost."""
-    out: dict[str, int] = {}
-    counted: set[int] = set()
-    for fkid, fk in enumerate(table.foreign_keys):
-        label = f"({', '.join(fk.columns)}) -> {fk.parent}"
-        parent_col = _looked_up(conn, table, fk)
-        if parent_col is None:
-            continue
-        counted.add(fkid)
-        child = f"{qi(table.name)}.{qi(fk.columns[0])}"
-        n = conn.execute(f"SELECT count(*) FROM {qi(table.name)} WHERE {child} IS NOT NULL AND "
-                         f"NOT EXISTS (SELECT 1 FROM {qi(fk.parent)} AS _replicator_parent WHERE "
-                         f"_replicator_parent.{qi(parent_col)} = {child})").fetchone()[0]
-        if n:
-            out[label] = int(n)
-    if len(counted) == len(table.foreign_keys):
-        return out
-    try:
-        rows = conn.execute(f"PRAGMA foreign_key_check({qi(table.name)})").fetchall()
-    except sqlite3.DatabaseError:
-        return out
-    for _tbl, _rowid, parent, fkid in rows:
-        if fkid in counted:
-            continue
-        known = table.foreign_keys[fkid] if fkid < len(table.foreign_keys) else None
-        label = f"({', '.join(known.columns)}) -> {parent}" if known else f"#{fkid} -> {parent}"
-        out[label] = out.get(label, 0) + 1
-    return out
-
-
-def _looked_up(conn: sqlite3.Connection, table: Table, fk: ForeignKey) -> str | None:
-    """The parent's rowid column, where ``fk`` is one INTEGER column referring to it."""
-    try:
-        integer = affinity(table.column(fk.columns[0]).declared) == "INTEGER"
-    except KeyError:
-        return None
-    return rowid_parent(conn, fk) if integer else None
 
 
 def _rules(tables: list[dict[str, Any]]) -> list[dict[str, Any]]:

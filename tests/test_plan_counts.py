@@ -10,8 +10,7 @@ import sqlite3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replicator.census import merged, plan_census
-from replicator.migration_plan import _orphans
+from replicator.census import count_orphans, merged, plan_census
 from replicator.schema import text_census_columns
 from replicator.source import inspect
 
@@ -91,7 +90,7 @@ def test_orphans_by_anti_join_equal_the_pragma(tmp_path_factory, parents, kids, 
         fk = table.foreign_keys[fkid]
         label = f"({', '.join(fk.columns)}) -> {parent}"
         expected[label] = expected.get(label, 0) + 1
-    assert _orphans(conn, table) == expected
+    assert count_orphans(conn, table) == expected
     conn.close()
 
 
@@ -117,3 +116,19 @@ def test_a_table_counted_in_rowid_ranges_adds_up_to_the_whole(tmp_path_factory, 
                      plan_census(conn, table, text_columns=cols, rowids=(cut + 1, None))])
     assert halves == whole
     conn.close()
+
+
+def test_plan_in_worker_processes_equals_plan_in_threads(chinook, monkeypatch):
+    """A large file is counted in worker processes, its large tables in rowid halves: the plan
+    is the one threads make, and one table (or half) at a time."""
+    from replicator import census, migration_plan
+    from replicator.config import Config
+
+    cfg = Config(source=chinook, snapshot_workers=2)
+    monkeypatch.setattr(census, "SPLIT_ABOVE", 1000)  # Track (3,503 rows) and others in halves
+    threads = migration_plan.build(cfg)
+    monkeypatch.setattr(migration_plan, "PROCESSES_FROM", 0)
+    processes = migration_plan.build(cfg)
+    one = migration_plan.build(Config(source=chinook, snapshot_workers=1))
+    assert processes == threads == one
+    assert sum(t["rows"] for t in one["tables"]) == 15607
