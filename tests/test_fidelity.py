@@ -284,3 +284,28 @@ def test_the_snapshot_census_counts_every_storage_class(which, hostile_db, chino
                 assert quick.columns[col.name].counts == seen, (t.name, col.name)
     finally:
         conn.close()
+
+
+async def test_a_date_like_text_that_is_not_utf8_is_named_not_a_crash(tmp_path, target_dsn):
+    """The census used to fail reading back the largest date-like text when it was not UTF-8
+    (plan and copy both stopped with an unexpected error); now the row is named and held back."""
+    db = tmp_path / "dates.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, at DATETIME)")
+    conn.executemany("INSERT INTO e (at) VALUES (?)", [(f"2024-01-0{i % 9 + 1} 10:00:00",)
+                                                        for i in range(100)])
+    conn.execute("INSERT INTO e (id, at) VALUES (500, CAST(? AS TEXT))", (b"2024-02-29 10:20:3\xc3",))
+    conn.commit()
+    conn.close()
+    code, report = plan_json(db)
+    assert code == 1 and col(report, "e", "at")["pg_type"] == "text"
+    assert "e.at: 1 text value(s) are not valid UTF-8 (policy: quarantine; sample key [500])" \
+        in report["attention"]
+    out = cli("copy", "--source", str(db), "--target", target_dsn, "--json", check=True)
+    assert json.loads(out.stdout)["quarantined"] == {"e": 1}
+    assert await quarantine_rows(target_dsn) == 1
+    pg = await asyncpg.connect(target_dsn)
+    try:
+        assert await pg.fetchval("SELECT count(*) FROM e WHERE at LIKE '2024-01-0_ 10:00:00'") == 100
+    finally:
+        await pg.close()
