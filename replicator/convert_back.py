@@ -26,6 +26,8 @@ from .convert import JULIAN_UNIX, PER_SECOND, BadValue, converter
 from .declared import affinity
 from .plans import ColumnPlan
 
+_DATED_KINDS = ("ts_unix", "ts_any", "ts_naive", "ts_text", "date_text")  # into date/timestamp
+
 _INT64 = 2**63
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -212,10 +214,13 @@ def back_converter(col: ColumnPlan) -> Callable[[Any], Back]:
     value; NULL is always exact)."""
     back, forward = _back_fn(col.conv), converter(col)
     aff = affinity(col.declared)
+    dated = col.conv.partition(":")[0] in _DATED_KINDS
 
     def convert(v: Any) -> Back:
         if v is None:
             return Back(None, True)
+        if dated and isinstance(v, str):  # Postgres's infinity (target.exact_times): no
+            return Back(v, False)             # SQLite form means it; its name goes, reported
         out = stored_as(back(v), aff)  # what the column will hold: say that, check that
         try:
             again = forward(out)

@@ -51,42 +51,54 @@ def tune_socket(conn: asyncpg.Connection, dead_after: float) -> None:
 # asyncpg writes the dates 0001-01-01 and 9999-12-31, and the timestamps 0001-01-01 00:00:00 and
 # 9999-12-31 23:59:59.999999, as -infinity and infinity, and reads those back as the same
 # values: real dates SQLite holds would arrive altered, unseen by any comparison. These codecs
-# (asyncpg's own binary layout, as tuples) write every value as itself and read as asyncpg does.
+# (asyncpg's own binary layout, as tuples) write every value as itself, and read Postgres's
+# infinities as the text Postgres prints for them ("infinity", "-infinity"), which equals no
+# date: a value only Postgres can hold (the application wrote it there) is seen as different.
 _DATE_EPOCH = date(2000, 1, 1).toordinal()
 _EPOCH, _EPOCH_UTC = datetime(2000, 1, 1), datetime(2000, 1, 1, tzinfo=UTC)
 _INF64, _INF32 = 0x7FFFFFFFFFFFFFFF, 0x7FFFFFFF
+_INFINITIES = ("infinity", "-infinity")
 
 
 def _micros(delta: timedelta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _date_out(v: date) -> tuple[int]:
+def _date_out(v: date | str) -> tuple[int]:
+    if v in _INFINITIES:  # as read: Postgres's infinities
+        return (_INF32 if v == "infinity" else -_INF32 - 1,)
+    assert isinstance(v, date)
     return (v.toordinal() - _DATE_EPOCH,)
 
 
-def _date_in(v: tuple[int]) -> date:
+def _date_in(v: tuple[int]) -> date | str:
     n = v[0]
-    return date.max if n == _INF32 else date.min if n == -_INF32 - 1 else \
+    return "infinity" if n == _INF32 else "-infinity" if n == -_INF32 - 1 else \
         date.fromordinal(n + _DATE_EPOCH)
 
 
-def _timestamp_out(v: date) -> tuple[int]:
+def _timestamp_out(v: date | str) -> tuple[int]:
+    if v in _INFINITIES:
+        return (_INF64 if v == "infinity" else -_INF64 - 1,)
+    assert isinstance(v, date)
     if not isinstance(v, datetime):
         v = datetime(v.year, v.month, v.day)
     return (_micros(v - _EPOCH),)
 
 
-def _timestamptz_out(v: date) -> tuple[int]:
+def _timestamptz_out(v: date | str) -> tuple[int]:
+    if v in _INFINITIES:
+        return _timestamp_out(v)
+    assert isinstance(v, date)
     if not isinstance(v, datetime):
         v = datetime(v.year, v.month, v.day).astimezone()  # asyncpg: the local time zone
     return (_micros(v.astimezone(UTC) - _EPOCH_UTC),)
 
 
-def _time_in(epoch: datetime) -> Callable[[tuple[int]], datetime]:
-    def decode(v: tuple[int]) -> datetime:
+def _time_in(epoch: datetime) -> Callable[[tuple[int]], datetime | str]:
+    def decode(v: tuple[int]) -> datetime | str:
         n = v[0]
-        return datetime.max if n == _INF64 else datetime.min if n == -_INF64 - 1 else \
+        return "infinity" if n == _INF64 else "-infinity" if n == -_INF64 - 1 else \
             epoch + timedelta(microseconds=n)
     return decode
 

@@ -166,3 +166,39 @@ def test_the_first_and_last_dates_arrive_as_themselves(tmp_path, target_dsn):
 
     for got in asyncio.run(run()):
         assert [r[0] for r in got] == expect
+
+
+async def test_an_infinity_on_postgres_is_no_date_sqlite_holds(tmp_path, target_dsn):
+    """Postgres's infinities read back as their names: never equal to the first or last date,
+    so verification sees a row the application changed to infinity on Postgres, and the way back
+    to SQLite (the fallback window) names it as having no exact SQLite form."""
+    import json
+
+    from replicator.convert_back import back_converter
+
+    from .support.helpers import cli
+
+    source = tmp_path / "ends.db"
+    conn = sqlite3.connect(source, isolation_level=None)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, d DATE, at DATETIME)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [
+        (1, "9999-12-31", "9999-12-31 23:59:59.999999"), (2, "0001-01-01", "0001-01-01 00:00:00.000000"),
+        (3, "2024-02-29", "2024-02-29 12:00:00.000000")])
+    conn.close()
+    cli("copy", "--source", str(source), "--target", target_dsn, check=True)
+    pg = await connect(parse_target(target_dsn))
+    try:
+        assert await pg.fetchrow("SELECT 'infinity'::date, '-infinity'::timestamptz, "
+                                 "'9999-12-31'::date = $1 AS same", "infinity") == \
+            ("infinity", "-infinity", False)
+        await pg.execute("UPDATE t SET d = 'infinity', at = 'infinity' WHERE id = 1")
+        await pg.execute("UPDATE t SET at = $1 WHERE id = 2", "-infinity")
+        plan = (await state.tables(pg))["t"].plan
+    finally:
+        await pg.close()
+    out = cli("verify", "--source", str(source), "--target", target_dsn, "--json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 1 and report["tables"][0]["different"] == 2, report
+    back = {c.name: back_converter(c) for c in plan.columns}
+    assert back["at"]("infinity") == ("infinity", False)
+    assert back["d"]("-infinity") == ("-infinity", False)
