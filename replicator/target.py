@@ -11,6 +11,7 @@ import contextlib
 import random
 import socket
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -117,6 +118,28 @@ async def exact_times(conn: asyncpg.Connection) -> None:
                                   format="tuple")
 
 
+# Each connection's server process, kept past its end (asyncpg forgets it once a connection is
+# cut): what ``end_backend`` needs after a reconnect.
+_SERVER_PIDS: weakref.WeakKeyDictionary[asyncpg.Connection, int] = weakref.WeakKeyDictionary()
+
+
+def server_pid(conn: asyncpg.Connection) -> int | None:
+    """The server process ``conn`` was bound to (also once it is closed), if ``connect`` made it."""
+    return _SERVER_PIDS.get(conn)
+
+
+async def end_backend(conn: asyncpg.Connection, pid: int, wait_ms: int = 5000) -> bool:
+    """Our own earlier server process ``pid`` (its connection was cut client-side; behind a silent
+    network the server may keep it, with its transaction's locks, for hours) terminated, waiting
+    up to ``wait_ms`` for it to end on Postgres 14 and later. Only a replicator process of this
+    role is touched. Not behind a transaction pooler, where a pid names a pooled connection."""
+    wait = ", $2" if conn.get_server_version().major >= 14 else ""
+    args = (pid, wait_ms) if wait else (pid,)
+    return bool(await conn.fetchval(
+        f"SELECT pg_terminate_backend(pid{wait}) FROM pg_stat_activity WHERE pid = $1 AND "
+        "usename = current_user AND application_name = 'replicator'", *args))
+
+
 async def connect(
     target: TargetDSN,
     *,
@@ -147,6 +170,7 @@ async def connect(
             conn = await asyncpg.connect(**kwargs)
             tune_socket(conn, dead_after)
             await exact_times(conn)
+            _SERVER_PIDS[conn] = conn.get_server_pid()
             return conn
         except (*_FATAL_CONNECT, ssl.SSLCertVerificationError) as exc:
             raise StartupError(_connect_message(target, exc)) from None

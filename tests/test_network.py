@@ -143,3 +143,34 @@ async def test_a_pooled_dsn_copies_too(chinook, target_dsn, pgbouncer):  # noqa:
 
 
 __all__ = ["table_row"]
+
+
+async def test_a_connection_cut_behind_a_silent_network_does_not_keep_its_locks(target_dsn):
+    """A connection the daemon cut client-side (a statement that outlived ``batch_timeout``)
+    can live on at the server behind a silent network, inside a transaction holding the state
+    row, for as long as the server's own timeouts allow. After reconnecting, the daemon ends its
+    old server process (``target.end_backend``), so the next write does not wait on it."""
+    import asyncpg
+
+    from replicator.target import connect, end_backend, server_pid
+
+    target = parse_target(target_dsn)
+    setup = await asyncpg.connect(target_dsn)
+    await setup.execute("CREATE TABLE held (id int PRIMARY KEY); INSERT INTO held VALUES (1)")
+    with proxy_for(target_dsn) as proxy:
+        old = await connect(parse_target(proxy.dsn_for(target_dsn)))
+        await old.execute("BEGIN; SELECT * FROM held WHERE id = 1 FOR UPDATE")
+        proxy.blackhole(True)  # the link goes silent; the client gives up on the connection
+        old.terminate()
+        fresh = await connect(target)
+        try:
+            await fresh.execute("SET lock_timeout = '1s'")
+            with pytest.raises(asyncpg.LockNotAvailableError):  # the orphan holds the row
+                await fresh.execute("UPDATE held SET id = 1 WHERE id = 1")
+            assert await end_backend(fresh, server_pid(old))
+            await fresh.execute("UPDATE held SET id = 1 WHERE id = 1")  # at once now
+            assert not await end_backend(fresh, server_pid(old))  # gone: nothing to end
+            assert not await end_backend(fresh, setup.get_server_pid())  # not a replicator's
+        finally:
+            await fresh.close()
+            await setup.close()

@@ -97,11 +97,12 @@ class Daemon:
         """A running daemon's task and thread stacks (its SIGUSR1 dump), for a failure message."""
         if self.proc.poll() is not None:
             return "(the daemon is not running)"
+        before = len([e for e in self.events() if e.get("event") == "task_dump"])
         self.proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             dumps = [e for e in self.events() if e.get("event") == "task_dump"]
-            if dumps:
+            if len(dumps) > before:  # this signal's dump, not an earlier one
                 return json.dumps({k: dumps[-1].get(k) for k in ("tasks", "threads")}, indent=1)
             time.sleep(0.1)
         return "(no task dump: the daemon's event loop did not answer SIGUSR1 within 3s)"
