@@ -28,7 +28,6 @@ from .census import (
     count_orphans,
     merged,
     plan_census,
-    quick_census,
     rowid_halves,
     sample_key,
 )
@@ -60,6 +59,11 @@ def _counting_pool(cfg: Config) -> Executor:
 
 
 def build(cfg: Config) -> dict[str, Any]:
+    return build_with_plans(cfg)[0]
+
+
+def build_with_plans(cfg: Config) -> tuple[dict[str, Any], list[TablePlan]]:
+    """The plan, and the table plans it shows (what ``emit_sql`` writes, not counted twice)."""
     with _counting_pool(cfg) as pool:
         conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
         try:
@@ -70,11 +74,12 @@ def build(cfg: Config) -> dict[str, Any]:
                 tables, attention = _tables(cfg, conn, wanted, pool)
             except workers.WorkerError as exc:
                 raise workers.restored(exc) from None
+            plans = [entry.pop("_plan") for entry in tables if "_plan" in entry]
             report = _report(cfg, conn, schema, tables, attention)
             conn.execute("COMMIT")
         finally:
             conn.close()
-    return report
+    return report, plans
 
 
 def _tables(cfg: Config, conn: sqlite3.Connection, wanted: list[Table], pool: Executor
@@ -155,6 +160,7 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config, cen: TableCensus
     attention += [f"{table.name}: {o.kind} {o.name} not translated ({o.error}): {o.original}"
                   for o in plan.objects if o.error]
     return {
+        "_plan": plan,
         "name": table.name,
         "pg_name": plan.pg_name,
         "rows": cen.rows,
@@ -304,18 +310,12 @@ def _render_rich(report: dict[str, Any]) -> str:
     return console.export_text(styles=True)
 
 
-def emit_sql(report: dict[str, Any], cfg: Config, folder: Path) -> list[Path]:
-    """The target DDL as numbered, reviewable files, in the order the replicator runs it."""
+def emit_sql(plans: list[TablePlan], cfg: Config, folder: Path) -> list[Path]:
+    """The target DDL of ``plans`` (``build_with_plans``) as numbered, reviewable files, in the
+    order the replicator runs it."""
     conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
     try:
-        schema = inspect(conn)
-        plans: list[TablePlan] = [
-            plan_table(schema.tables[t["name"]], quick_census(
-                conn, schema.tables[t["name"]],
-                text_columns=text_census_columns(schema.tables[t["name"]])), cfg)
-            for t in report["tables"] if "error" not in t
-        ]
-        views = objects.plan_views(schema, cfg)
+        views = objects.plan_views(inspect(conn), cfg)
     finally:
         conn.close()
     s = cfg.target_schema
