@@ -456,7 +456,7 @@ def sample_holds(q: str, cen: ColumnCensus, checks: frozenset[str] = frozenset()
     return f"({q} IS NULL OR {' AND '.join(parts)})"
 
 
-def rowid_halves(conn: sqlite3.Connection, table: Table, parts: int) -> list[tuple[int | None, int | None]]:
+def rowid_ranges(conn: sqlite3.Connection, table: Table, parts: int) -> list[tuple[int | None, int | None]]:
     """``parts`` rowid ranges (None: open) that together cover every row, now or written later,
     for a table with rowids spanning more than SPLIT_ABOVE; else one range covering it all."""
     whole: list[tuple[int | None, int | None]] = [(None, None)]
@@ -507,7 +507,7 @@ def plan_census(conn: sqlite3.Connection, table: Table, *, text_columns: set[str
     text with a byte outside 0x01-0x7F), sizes, integers beyond 2^53, REAL -0.0. Text the census
     already proved ASCII without NUL (every text value a date-time layout) or without NUL (every
     one JSON it counted) is not looked at again for that. ``rowids``: only the rows in that range
-    (``rowid_halves``; ``merged`` adds the parts up)."""
+    (``rowid_ranges``; ``merged`` adds the parts up)."""
     src = qi(table.name)
     if rowids != (None, None):
         rid, (lo, hi) = table.rowid_name, rowids

@@ -5,7 +5,7 @@ chosen and why; every value or feature that cannot move exactly, with counts and
 the indexes, constraints, triggers and views and how each is carried over.
 
 Tables are counted side by side (``snapshot_workers`` threads; SQLite runs a query without
-holding Python's lock), the largest in rowid ranges (``census.rowid_halves``), each range and
+holding Python's lock), the largest in rowid ranges (``census.rowid_ranges``), each range and
 each table's foreign-key check in a read transaction of its own connection: a table written
 while ``plan`` runs may have its parts read moments apart (``replicator copy`` takes its own
 census of one consistent copy).
@@ -28,7 +28,7 @@ from .census import (
     count_orphans,
     merged,
     plan_census,
-    rowid_halves,
+    rowid_ranges,
     sample_key,
 )
 from .census import prepare as census_functions
@@ -71,10 +71,9 @@ def build_with_plans(cfg: Config) -> tuple[dict[str, Any], list[TablePlan]]:
             schema = inspect(conn)
             wanted = [t for name, t in schema.tables.items() if cfg.wants_table(name)]
             try:
-                tables, attention = _tables(cfg, conn, wanted, pool)
+                tables, attention, plans = _tables(cfg, conn, wanted, pool)
             except workers.WorkerError as exc:
                 raise workers.restored(exc) from None
-            plans = [entry.pop("_plan") for entry in tables if "_plan" in entry]
             report = _report(cfg, conn, schema, tables, attention)
             conn.execute("COMMIT")
         finally:
@@ -83,12 +82,13 @@ def build_with_plans(cfg: Config) -> tuple[dict[str, Any], list[TablePlan]]:
 
 
 def _tables(cfg: Config, conn: sqlite3.Connection, wanted: list[Table], pool: Executor
-            ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each table's entry and what needs attention: the largest tables counted first, each in
-    rowid ranges, then the foreign-key checks, all in ``pool``."""
+            ) -> tuple[list[dict[str, Any]], list[str], list[TablePlan]]:
+    """Each table's entry, what needs attention, and the table plans: the largest tables counted
+    first, each in rowid ranges, then the foreign-key checks, all in ``pool``."""
     tables: list[dict[str, Any]] = []
     attention: list[str] = []
-    ranges = {t.name: rowid_halves(conn, t, max(1, cfg.snapshot_workers)) for t in wanted}
+    plans: list[TablePlan] = []
+    ranges = {t.name: rowid_ranges(conn, t, max(1, cfg.snapshot_workers)) for t in wanted}
     parts: dict[str, list[Future[TableCensus]]] = {}
     for t in sorted(wanted, key=lambda t: -len(ranges[t.name])):
         parts[t.name] = [pool.submit(apart, cfg.source, cfg.busy_timeout_ms, plan_census, t,
@@ -96,12 +96,15 @@ def _tables(cfg: Config, conn: sqlite3.Connection, wanted: list[Table], pool: Ex
                          for r in ranges[t.name]]
     orphans = {t.name: pool.submit(apart, cfg.source, cfg.busy_timeout_ms, count_orphans, t)
                for t in wanted}
+    census_functions(conn)  # what the sample keys' SQL calls
     for t in wanted:
         cen = merged([f.result() for f in parts[t.name]])
-        entry = _table(conn, t, cfg, cen, orphans[t.name].result())
+        plan, entry = _table(conn, t, cfg, cen, orphans[t.name].result())
         tables.append(entry)
         attention += entry.pop("_attention")
-    return tables, attention
+        if plan is not None:
+            plans.append(plan)
+    return tables, attention, plans
 
 
 def _report(cfg: Config, conn: sqlite3.Connection, schema: Schema, tables: list[dict[str, Any]],
@@ -137,13 +140,13 @@ def _report(cfg: Config, conn: sqlite3.Connection, schema: Schema, tables: list[
 
 
 def _table(conn: sqlite3.Connection, table: Table, cfg: Config, cen: TableCensus,
-           orphans: dict[str, int]) -> dict[str, Any]:
+           orphans: dict[str, int]) -> tuple[TablePlan | None, dict[str, Any]]:
     attention: list[str] = []
     try:
         plan = plan_table(table, cen, cfg)
     except ConfigError as exc:
-        return {"name": table.name, "rows": cen.rows, "exact": False, "error": str(exc),
-                "_attention": [f"{table.name}: {exc}"]}
+        return None, {"name": table.name, "rows": cen.rows, "exact": False, "error": str(exc),
+                      "_attention": [f"{table.name}: {exc}"]}
     cols = []
     for col in plan.columns:
         c = cen.columns[col.name]
@@ -159,8 +162,7 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config, cen: TableCensus
                   for i in plan.indexes if i.error]
     attention += [f"{table.name}: {o.kind} {o.name} not translated ({o.error}): {o.original}"
                   for o in plan.objects if o.error]
-    return {
-        "_plan": plan,
+    return plan, {
         "name": table.name,
         "pg_name": plan.pg_name,
         "rows": cen.rows,
@@ -177,7 +179,6 @@ def _table(conn: sqlite3.Connection, table: Table, cfg: Config, cen: TableCensus
 
 def _samples(conn: sqlite3.Connection, table: Table, col: ColumnPlan) -> dict[str, list | None]:
     """A sample key for each kind of value that cannot move exactly."""
-    census_functions(conn)
     q = qi(col.name)
     base = col.conv.split(":")[0]
     out = {}
@@ -310,14 +311,11 @@ def _render_rich(report: dict[str, Any]) -> str:
     return console.export_text(styles=True)
 
 
-def emit_sql(plans: list[TablePlan], cfg: Config, folder: Path) -> list[Path]:
-    """The target DDL of ``plans`` (``build_with_plans``) as numbered, reviewable files, in the
-    order the replicator runs it."""
-    conn = open_source(cfg.source, readonly=True, busy_timeout_ms=cfg.busy_timeout_ms)
-    try:
-        views = objects.plan_views(inspect(conn), cfg)
-    finally:
-        conn.close()
+def emit_sql(report: dict[str, Any], plans: list[TablePlan], cfg: Config, folder: Path
+             ) -> list[Path]:
+    """The target DDL of ``plans`` and the report's views (``build_with_plans``) as numbered,
+    reviewable files, in the order the replicator runs it."""
+    views = report["views"]
     s = cfg.target_schema
     files = {
         "001_tables.sql": [ddl.create_table_sql(p, s) + ";" + "".join(
@@ -327,11 +325,11 @@ def emit_sql(plans: list[TablePlan], cfg: Config, folder: Path) -> list[Path]:
                                 if o.kind in ("check", "foreign_key") and o.sql
                                 for x in (o.sql, o.validate_sql or "")],
         "004_triggers.sql": [o.sql + ";" for p in plans for o in p.objects if o.kind == "trigger" and o.sql],
-        "005_views.sql": [v.sql + ";" for v in views if v.sql],
+        "005_views.sql": [v["sql"] + ";" for v in views if v["sql"]],
     }
     untranslated = [f"-- {o.kind} {o.name}: {o.error}\n-- {o.original}" for p in plans
                     for o in p.objects if o.error]
-    untranslated += [f"-- view {v.name}: {v.error}" for v in views if v.error]
+    untranslated += [f"-- view {v['name']}: {v['error']}" for v in views if v["error"]]
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, stmts in files.items():

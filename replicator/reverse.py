@@ -254,8 +254,7 @@ class ReverseApplier:
                          attempt=errors)
         if is_retryable_pg(exc) or isinstance(exc, (OSError, asyncpg.InterfaceError)):
             with contextlib.suppress(Exception):
-                session.conn.terminate()
-                session.pg = await session.connect(retry_for=0)
+                await session.reconnect()
                 metrics.TARGET_RECONNECTS.inc()
         return backoff(errors)
 

@@ -149,8 +149,7 @@ async def _lift_fence(rep: Replicator, plans: dict[str, Any]) -> None:
                     f"rollback failed and the Postgres fence could not be lifted ({exc}); run "
                     "`replicator rollback` again, or lift it: DROP FUNCTION _replicator.fence() "
                     "CASCADE") from exc
-            session.conn.terminate()
-            session.pg = await session.connect(retry_for=10)
+            await session.reconnect(retry_for=10)
 
 
 async def finish(cfg: Config, target: TargetDSN, *, timeout: float = 60.0,

@@ -28,7 +28,7 @@ from .snapshot.phase import SnapshotPhase
 from .source import inspect, open_source
 from .source_write import LiveFile, is_wal
 from .stream import Stream, source_identity
-from .target import connect, end_backend, ensure_schema, server_pid
+from .target import connect, ensure_schema
 
 _log = log.get("service")
 
@@ -68,22 +68,10 @@ class Replicator:
             raise
 
     async def reconnect(self) -> None:
-        session = self.session
-        old_pid = None
-        if session.pg is not None:
-            old_pid = server_pid(session.pg)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.pg.close(), 2)
-            session.pg.terminate()
-        session.pg = await session.connect(retry_for=0)  # one attempt: the caller backs off
-        if old_pid and not session.target.pooled:
-            # The old connection may live on at the server, in a transaction holding the state
-            # row (a statement cut by ``bounded``): end it, or the next write waits on its locks.
-            ended = await end_backend(session.pg, old_pid)
-            _log.info("old_backend_ended" if ended else "old_backend_gone", pid=old_pid)
+        await self.session.reconnect()
         if self._daemon_lock:
             await self._take_pg_lock()
-        _log.info("target_reconnected", target=session.target.masked)
+        _log.info("target_reconnected", target=self.session.target.masked)
 
     async def close(self) -> None:
         await self.stream.close()

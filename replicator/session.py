@@ -18,13 +18,15 @@ from typing import TypeVar
 
 import asyncpg
 
-from . import metrics, state
+from . import log, metrics, state
 from .apply import TableTarget
 from .config import Config
 from .dsn import TargetDSN
 from .errors import TargetError
 from .source_write import LiveFile
-from .target import connect
+from .target import connect, end_backend, server_pid
+
+_log = log.get("session")
 
 T = TypeVar("T")
 ProgressFn = Callable[[str, int, int], None]  # table, rows done, rows total (progress bars)
@@ -101,6 +103,24 @@ class Session:
         cfg = self.cfg
         return await connect(self.target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify,
                              retry_for=retry_for, dead_after=cfg.dead_link_timeout)
+
+    async def reconnect(self, retry_for: float = 0.0) -> None:
+        """A new connection in place of the current one, and the old one's server process ended:
+        cut client-side (``bounded``, a dead link), it may live on at the server behind a silent
+        network, inside a transaction holding the replicator's state or rows, and the next write
+        would wait on its locks for as long as the server's own timeouts allow. Not behind a
+        transaction pooler, where the process belongs to the pool. ``retry_for``: as ``connect``
+        (0: one attempt, the caller backs off)."""
+        old = self.pg
+        old_pid = server_pid(old) if old is not None else None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), 2)
+            old.terminate()
+        self.pg = await self.connect(retry_for=retry_for)
+        if old_pid and not self.target.pooled:
+            ended = await end_backend(self.pg, old_pid)
+            _log.info("old_backend_ended" if ended else "old_backend_gone", pid=old_pid)
 
     async def reload(self) -> None:
         """The replicated tables and the cursor, as the target records them (the truth after a

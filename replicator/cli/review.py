@@ -42,7 +42,7 @@ async def plan(args: argparse.Namespace, cfg: Config) -> int:
         return await _plan_existing(args, cfg)
     report, plans = await asyncio.to_thread(migration_plan.build_with_plans, cfg)
     if args.emit_sql:
-        files = migration_plan.emit_sql(plans, cfg, args.emit_sql)
+        files = migration_plan.emit_sql(report, plans, cfg, args.emit_sql)
         print(f"wrote {len(files)} files to {args.emit_sql}", file=sys.stderr)
     emit(report, args.json, migration_plan.render(report))
     return EXIT_OK if report["exact"] else EXIT_RUNTIME
