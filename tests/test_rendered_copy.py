@@ -199,6 +199,9 @@ async def test_an_infinity_on_postgres_is_no_date_sqlite_holds(tmp_path, target_
     out = cli("verify", "--source", str(source), "--target", target_dsn, "--json")
     report = json.loads(out.stdout)
     assert out.returncode == 1 and report["tables"][0]["different"] == 2, report
+    named = {(x["key"][0], x["column"], x["postgres"])
+             for x in report["tables"][0]["samples"]["different"]}
+    assert named == {(1, "d", "'infinity'"), (2, "at", "'-infinity'")}, named  # each row's first
     back = {c.name: back_converter(c) for c in plan.columns}
     assert back["at"]("infinity") == ("infinity", False)
     assert back["d"]("-infinity") == ("-infinity", False)
