@@ -238,3 +238,21 @@ def test_plan_starts_with_what_it_says_and_names_each_rule_once(chinook, tmp_pat
     sqlite3.connect(empty).execute("VACUUM")
     out = cli("plan", "--source", str(empty), check=True).stdout
     assert "holds no table to migrate" in out and "All 0" not in out
+
+
+def test_the_screens_changes_per_second_is_what_happens_now():
+    """The live line's rate looks back RATE_WINDOW seconds: a burst shows, and an idle minute
+    after it shows 0/s (an average since the start would still show the burst)."""
+    from replicator.cli.progress import RATE_WINDOW, TableProgress
+
+    screen = TableProgress()
+    t, applied = 0.0, 0
+    for _ in range(40):  # 200 changes/s for 10 s, sampled at 4 Hz like the screen
+        t, applied = t + 0.25, applied + 50
+        rate = screen._rate(t, applied)
+    assert rate == pytest.approx(200, rel=0.05)
+    for _ in range(int(4 * (RATE_WINDOW + 5))):  # then nothing for 15 s
+        t += 0.25
+        rate = screen._rate(t, applied)
+    assert rate == 0
+    assert screen._rate(t + 0.25, 0) == 0  # a restarted count starts a new window

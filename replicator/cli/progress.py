@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from typing import Any
 
 from rich.console import Console, Group
@@ -22,6 +23,8 @@ from rich.text import Text
 
 from .. import log
 from ..session import Progress as DaemonProgress
+
+RATE_WINDOW = 10.0  # seconds the screen's changes/s looks back
 
 _STATE_STYLE = {"streaming": "bold green", "fallback": "bold magenta", "snapshot": "bold cyan",
                 "cutover": "bold yellow", "done": "bold green", "error": "bold red", "new": "bold"}
@@ -44,6 +47,7 @@ class TableProgress:
         self.tasks: dict[str, TaskID] = {}
         self.first: dict[str, tuple[float, int]] = {}  # table -> (when, rows) it first moved
         self.daemon: DaemonProgress | None = None
+        self.applied_seen: deque[tuple[float, int]] = deque()  # (when, applied) over RATE_WINDOW
         self.live = Live(_Screen(self), console=self.console, refresh_per_second=4,
                          transient=False)
 
@@ -77,16 +81,29 @@ class TableProgress:
         p = self.daemon
         if p is None:
             return None
-        up = max(time.monotonic() - p.started, 1e-9)
+        now = time.monotonic()
+        up = max(now - p.started, 1e-9)
         line = Text()
         line.append(f" {p.state} ", style=_STATE_STYLE.get(p.state, "bold"))
         line.append(f"  lag {p.lag_seconds:.2f} s  backlog {p.backlog:,}  "
-                    f"applied {p.applied:,} ({p.applied / up:,.0f}/s)  ")
+                    f"applied {p.applied:,} ({self._rate(now, p.applied):,.0f}/s)  ")
         line.append(f"errors {p.errors}", style="red" if p.errors else "")
         line.append("  ")
         line.append(f"quarantine {p.quarantined:,}", style="yellow" if p.quarantined else "")
         line.append(f"  up {_duration(up)}")
         return line
+
+    def _rate(self, now: float, applied: int) -> float:
+        """Changes applied per second over the last RATE_WINDOW seconds (what is happening now,
+        not an average since the start)."""
+        seen = self.applied_seen
+        if not seen or applied < seen[-1][1]:
+            seen.clear()
+        seen.append((now, applied))
+        while len(seen) > 2 and now - seen[1][0] >= RATE_WINDOW:
+            seen.popleft()
+        when, before = seen[0]
+        return (applied - before) / (now - when) if now - when >= 1.0 else 0.0
 
     def snapshot_running(self) -> bool:
         return self.daemon is None or self.daemon.state in ("new", "snapshot")

@@ -164,7 +164,7 @@ class Coordinator:
         self.stop_file = session.cfg.state_path / "snapshot.stop"
         self.remaining: dict[str, int] = {}
         self.plans: dict[str, TablePlan] = {}
-        self.started: dict[str, float] = {}
+        self.started: dict[str, float] = {}  # table -> when its first unit began copying
         self.counted: dict[str, int] = {}  # rows already added to the snapshot-rows metric
 
     async def run(self, items: list[tuple[TablePlan, TableCensus | None]]) -> None:
@@ -176,7 +176,6 @@ class Coordinator:
                      for u in await state.pending_unit_rows(self.session.conn, plan.name)]
             self.plans[plan.name] = plan
             self.remaining[plan.name] = len(units)
-            self.started[plan.name] = time.monotonic()
             jobs += [self._job(plan, cen, unit) for unit in units]
         total = sum(c.rows for _p, c in items if c)
         for name in [n for n, left in self.remaining.items() if left == 0]:
@@ -292,6 +291,11 @@ class Coordinator:
 
     async def _unit_done(self, done: UnitDone) -> None:
         name = done.unit.table
+        # A table's time (and the log's rows/s) counts from when its first unit began to copy,
+        # not from the snapshot's start: a table waiting for a worker is not slow. The screen's
+        # bars count the same way.
+        began = time.monotonic() - done.seconds
+        self.started[name] = min(self.started.get(name, began), began)
         self.remaining[name] -= 1
         if self.remaining[name] == 0:
             await self._finish(name)
@@ -302,7 +306,7 @@ class Coordinator:
         if name in self.census_rows:
             await check_complete(session.conn, self.plans[name], session.schema,
                                  self.census_rows[name])
-        seconds = time.monotonic() - self.started[name]
+        seconds = time.monotonic() - self.started.get(name, time.monotonic())
         self._count(name, rows)
         status = "copied" if session.mode == "copy" else state.STREAMING
         plan = await finish_table(session.conn, self.plans[name], session.schema, status=status,
