@@ -379,9 +379,18 @@ def uninstall(live: LiveFile) -> dict[str, int]:
             c.execute(stmt)
         return {"triggers": triggers, "tables": tables}
 
-    result = live.write(work, what="uninstall")
+    # Nothing to remove: no write lock is taken.
+    result = live.write(work, what="uninstall") if _left_over(live.conn) else {
+        "triggers": 0, "tables": 0}
     _log.info("capture_uninstalled", **result)
     return result
+
+
+def _left_over(conn: sqlite3.Connection) -> bool:
+    """Any replicator object in the file (what ``uninstall`` removes)."""
+    return conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE name LIKE '\\_replicator%' ESCAPE '\\'"
+    ).fetchone() is not None
 
 
 def check_log(conn: sqlite3.Connection) -> None:

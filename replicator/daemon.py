@@ -47,6 +47,7 @@ async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *,
         async with asyncio.TaskGroup() as tg:
             if cfg.metrics_addr:
                 tg.create_task(serve_http(cfg.metrics_addr, health, loop_stop, bound))
+                await bound  # listening before anything is touched (a taken port stops here)
             try:
                 code = await _main(rep, stop, tg, loop_stop)
             finally:

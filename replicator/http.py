@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import log, metrics
 from .config import parse_addr
+from .errors import StartupError
 from .session import Progress
 
 _log = log.get("http")
@@ -55,7 +56,13 @@ async def serve_http(addr: str, health: Health, stop: asyncio.Event, bound: asyn
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, port)
+    try:
+        server = await asyncio.start_server(handle, host, port)
+    except OSError as exc:  # the port is taken (often: another daemon) or the address is not ours
+        raise StartupError(
+            f"metrics.addr {addr}: cannot listen there ({exc.strerror or exc}); another replicator "
+            "daemon may be using it: set metrics.addr (or --metrics-addr) to a free port, or "
+            "\"off\"") from None
     bound.set_result(server.sockets[0].getsockname()[:2])
     _log.info("metrics_listening", addr=f"{host}:{server.sockets[0].getsockname()[1]}")
     async with server:

@@ -115,6 +115,27 @@ def test_not_a_sqlite_file_is_refused_before_anything_is_written(tmp_path, targe
     assert bogus.read_text() == "this is not a database\n" * 100
 
 
+
+def test_a_taken_metrics_port_is_a_startup_error_before_the_file_is_touched(chinook, target_dsn):
+    """Two daemons on one host both default to 127.0.0.1:9753: the second one says which field
+    to change (it used to print an OSError traceback as an unexpected error, exit 1)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = cli("run", "--source", str(chinook), "--target", target_dsn,
+                  "--metrics-addr", f"127.0.0.1:{port}")
+    assert out.returncode == 3, out.stderr
+    assert f"metrics.addr 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+    conn = sqlite3.connect(chinook)
+    try:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE '%replicator%'"
+                            ).fetchone()[0] == 0
+    finally:
+        conn.close()
+
 def test_wrong_password_is_a_startup_error_without_the_password(chinook, target_dsn):
     bad = target_dsn.replace("@127.0.0.1", "x9secretx@127.0.0.1").replace(
         "replicator:", "replicator:wrong")

@@ -271,6 +271,23 @@ def test_an_install_that_changes_nothing_takes_no_lock(live, journal):
 
 
 @pytest.mark.parametrize("journal", JOURNALS)
+def test_an_uninstall_with_nothing_to_remove_takes_no_lock(live, journal):
+    """A second ``replicator uninstall`` (or one on a file never captured) writes nothing: it
+    neither waits for the application's writer nor takes a write lock after it."""
+    lf = live(journal, quiet_wait=3.0, busy_timeout_ms=3000)
+    version = lf.conn.execute("PRAGMA schema_version").fetchone()[0]
+    with holding(lf.path, WRITE) as writer:
+        before = {how: writes("uninstall", how) for how in ("quiet", "forced")}
+        t0 = time.monotonic()
+        assert capture.uninstall(lf) == {"triggers": 0, "tables": 0}
+        assert time.monotonic() - t0 < 1.0
+        assert {how: writes("uninstall", how) for how in ("quiet", "forced")} == before
+        writer.release()
+    assert rows(lf.path, "app") == 1
+    assert lf.conn.execute("PRAGMA schema_version").fetchone()[0] == version
+
+
+@pytest.mark.parametrize("journal", JOURNALS)
 def test_an_install_with_something_missing_waits_for_the_writer(live, journal):
     """The contrast: a missing trigger must be written, so install waits for the application's
     transaction to end (and then does not disturb it)."""
