@@ -26,7 +26,7 @@ import structlog
 
 from replicator import capture, metrics
 from replicator.source import inspect, open_source
-from replicator.source_write import LiveFile, NotQuiet, lock_holder
+from replicator.source_write import LiveFile, NotQuiet, journal_advice, lock_holder
 
 JOURNALS = ["delete", "wal"]
 
@@ -312,3 +312,20 @@ def test_an_install_with_something_missing_waits_for_the_writer(live, journal):
     names = {r[0] for r in lf.conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
     assert set(capture.trigger_names("t")) <= names
+
+
+def test_the_journal_advice_names_a_small_file_by_its_size(tmp_path):
+    """``plan``/``doctor`` advice for a rollback-journal file: a 0.9 MB file is "0.9 MB", not
+    "0 MB"; WAL is "ok" and says the daemon only reads while streaming."""
+    db = tmp_path / "small.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
+    conn.execute("INSERT INTO t(body) VALUES (zeroblob(900000))")
+    conn.commit()
+    level, text = journal_advice(conn, db)
+    assert level == "warn"
+    assert "this 0.9 MB file" in text and "busy_timeout 0" in text
+    conn.execute("PRAGMA journal_mode = WAL")
+    level, text = journal_advice(conn, db)
+    assert level == "ok" and "only reads the file" in text
+    conn.close()
