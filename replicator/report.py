@@ -44,7 +44,8 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
     try:
         st = await state.load(pg)
         if st is None:
-            raise StateError("report: the target holds no replication to report on")
+            raise StateError(f"report: {target.masked} holds no replication to report on; run "
+                             f"`replicator run` (or `replicator copy`) for {cfg.source} first")
         tables = await state.tables(pg)
         quarantine = await _quarantine(pg)
         data = {

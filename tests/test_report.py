@@ -33,3 +33,16 @@ def test_report_in_three_formats(tmp_path, target_dsn):
     parser = HTMLParser()
     parser.feed(out.read_text())
     assert "<h2>Rollback procedure</h2>" in out.read_text() and password not in out.read_text()
+
+
+def test_a_report_before_anything_moved_says_what_to_run(tmp_path, target_dsn):
+    """Nothing replicated yet: exit 3 (startup), naming the target without its password and the
+    command that makes a report possible; no traceback."""
+    db = tmp_path / "app.db"
+    hostile.create(db)
+    res = cli("report", "--source", str(db), "--target", target_dsn)
+    password = target_dsn.split(":")[2].split("@")[0]
+    assert res.returncode == 3, res.stderr
+    assert "holds no replication to report on" in res.stderr
+    assert "`replicator run` (or `replicator copy`)" in res.stderr and str(db) in res.stderr
+    assert "Traceback" not in res.stderr and password not in res.stderr
