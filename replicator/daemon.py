@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from . import capture, log, metrics, stall, state
 from .config import Config
@@ -45,11 +45,17 @@ async def run(cfg: Config, target: TargetDSN, stop: asyncio.Event, *,
     code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as tg:
-            if cfg.metrics_addr:
-                tg.create_task(serve_http(cfg.metrics_addr, health, loop_stop, bound))
-                await bound  # listening before anything is touched (a taken port stops here)
+            async def listen() -> None:
+                """Bind the metrics port once this daemon holds the migration's lock (a second
+                daemon is told that, not that the port is taken) and before anything is written
+                to the file (a port taken by something else stops the start with nothing
+                installed)."""
+                if cfg.metrics_addr:
+                    tg.create_task(serve_http(cfg.metrics_addr, health, loop_stop, bound))
+                    await bound
+
             try:
-                code = await _main(rep, stop, tg, loop_stop)
+                code = await _main(rep, stop, tg, loop_stop, listen)
             finally:
                 loop_stop.set()
     except BaseExceptionGroup as group:
@@ -97,10 +103,11 @@ def _first(group: BaseExceptionGroup) -> BaseException:
 
 
 async def _main(rep: Replicator, stop: asyncio.Event, tg: asyncio.TaskGroup,
-                loop_stop: asyncio.Event) -> int:
+                loop_stop: asyncio.Event, listen: Callable[[], Awaitable[None]]) -> int:
     session, cfg = rep.session, rep.cfg
     await rep.open()
     await rep.lock()
+    await listen()
     st = await rep.prepare()
     session.progress.state = st.state
     _log.info("replicator_started", source=str(cfg.source), target=session.target.masked,

@@ -116,7 +116,7 @@ def test_not_a_sqlite_file_is_refused_before_anything_is_written(tmp_path, targe
 
 
 
-def test_a_taken_metrics_port_is_a_startup_error_before_the_file_is_touched(chinook, target_dsn):
+def test_a_taken_metrics_port_is_a_startup_error_before_anything_is_written(chinook, target_dsn):
     """Two daemons on one host both default to 127.0.0.1:9753: the second one says which field
     to change (it used to print an OSError traceback as an unexpected error, exit 1)."""
     import socket

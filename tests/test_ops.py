@@ -199,14 +199,17 @@ async def _state_is(dsn: str, want: str) -> bool:
 
 async def test_a_second_daemon_on_the_same_source_or_target_refuses_to_start(chinook, target_dsn,
                                                                               tmp_path):
-    first = Daemon(chinook, target_dsn)
+    """Both refusals name the daemon already running, even when the second one was started with
+    the first one's metrics port (the lock is taken before the port is bound)."""
+    addr = f"127.0.0.1:{free_port()}"
+    first = Daemon(chinook, target_dsn, "--metrics-addr", addr)
     try:
         await wait_streaming(target_dsn, first)
-        out = cli("run", "--source", str(chinook), "--target", target_dsn, "--metrics-addr", "off")
+        out = cli("run", "--source", str(chinook), "--target", target_dsn, "--metrics-addr", addr)
         assert out.returncode == 3 and re.search(r"already running for .*chinook", out.stderr)
         other = tmp_path / "other.sqlite"
         other.write_bytes(chinook.read_bytes())
-        out = cli("run", "--source", str(other), "--target", target_dsn, "--metrics-addr", "off")
+        out = cli("run", "--source", str(other), "--target", target_dsn, "--metrics-addr", addr)
         assert out.returncode == 3 and "already replicating into" in out.stderr
         first.assert_alive()
     finally:
