@@ -245,13 +245,19 @@ async def compare_keys(pg: asyncpg.Connection, side: Side, rep: TableReport, row
         return
     found = await pg_rows(pg, side, [k for k, _r in rows])
     for key, row in rows:
-        prow = found.get(key)
-        if prow is None:
-            rep.note("missing", list(key))
-        elif side.same(row, prow):
-            rep.matched += 1
-        else:
-            rep.note("different", list(key), **side.differing(row, prow))
+        judge(rep, side, key, row, found.get(key))
+
+
+def judge(rep: TableReport, side: Side, key: tuple[Any, ...], row: tuple[Any, ...],
+          prow: tuple[Any, ...] | None) -> None:
+    """One SQLite row against its Postgres row (None: not there): matched, missing or different,
+    with both values named."""
+    if prow is None:
+        rep.note("missing", list(key))
+    elif side.same(row, prow):
+        rep.matched += 1
+    else:
+        rep.note("different", list(key), **side.differing(row, prow))
 
 
 async def pg_rows(pg: asyncpg.Connection, side: Side, keys: list[tuple[Any, ...]]) -> dict[tuple[Any,

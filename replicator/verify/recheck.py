@@ -17,7 +17,15 @@ from ..convert import (
     key_to_json,
 )
 from ..plans import TablePlan
-from .common import Side, TableReport, has_rowid_column, pg_rows, quarantined_keys, sqlite_rows_by_key
+from .common import (
+    Side,
+    TableReport,
+    has_rowid_column,
+    judge,
+    pg_rows,
+    quarantined_keys,
+    sqlite_rows_by_key,
+)
 
 
 async def recheck(pg: asyncpg.Connection, src: sqlite3.Connection, cfg: Config, reports: list[TableReport],
@@ -75,12 +83,8 @@ async def recheck_table(pg: asyncpg.Connection, src: sqlite3.Connection, plan: T
             continue  # deleted on both sides
         elif srow is None:
             fresh.note("extra", list(key))
-        elif prow is None:
-            fresh.note("missing", list(key))
-        elif side.same(srow, prow):
-            fresh.matched += 1
         else:
-            fresh.note("different", list(key), **side.differing(srow, prow))
+            judge(fresh, side, key, srow, prow)
     rep.matched += fresh.matched
     rep.quarantined += fresh.quarantined
     for kind in ("missing", "extra", "different"):
