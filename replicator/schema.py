@@ -27,6 +27,7 @@ what the column actually holds. The rules (stated in the plan for every column):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .census import ColumnCensus, TableCensus
@@ -135,6 +136,10 @@ def _convention(found: str | None, declared: str, present: set[str], cen: Column
     return None
 
 
+_DECLARED_PS = re.compile(r"\s*(?:DECIMAL|NUMERIC)\s*\(\s*(?P<p>\d+)\s*,\s*(?P<s>\d+)\s*\)\s*",
+                          re.IGNORECASE)
+
+
 def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], big_ints: bool) -> _Choice:
     decimal_name = any(w in declared.upper() for w in ("DEC", "NUM", "MONEY"))
     if present == {"blob"}:
@@ -154,6 +159,15 @@ def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], bi
             notes.append("a bare DECIMAL (Django's DecimalField) keeps its scale in the app's "
                          "model only: pin type = \"numeric(p,s)\" as the model declares it, "
                          "with round_to_scale = true, so Postgres answers as the app read SQLite")
+        scaled = _DECLARED_PS.fullmatch(declared)
+        if scaled and "real" in present:
+            p, s = scaled["p"], scaled["s"]
+            notes.append(f"declared {declared.strip()} holding REALs: an ORM reads each one "
+                         f"rounded to {s} decimal places (ActiveRecord, Django), while numeric "
+                         "keeps the float's own digits (930.1899999999999, not 930.19); to "
+                         f"store what the app reads, pin type = \"numeric({p},{s})\" with "
+                         "round_to_scale = true (plan then counts the values that change, and by "
+                         "how much)")
         return _Choice("numeric", "numeric", f"{aff} affinity ({declared or 'no type'}) with "
                        "numbers: numeric, exact for integers and for reals in their shortest "
                        "round-trip form", notes=notes)

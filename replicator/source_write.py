@@ -278,11 +278,13 @@ def journal_advice(conn: sqlite3.Connection, path: Path) -> tuple[str, str]:
             "30 bytes per logged change (more for long text keys) until then "
             "(replicator_change_log_rows)")
     size_mb = path.stat().st_size / 1e6
-    size = f"{size_mb:.1f}" if size_mb < 10 else f"{size_mb:.0f}"  # not "0 MB" for a small file
+    # never "0 MB": a small file in kB, a few MB with a decimal
+    size = (f"{size_mb * 1000:.0f} kB" if size_mb < 0.1 else
+            f"{size_mb:.1f} MB" if size_mb < 10 else f"{size_mb:.0f} MB")
     return "warn", (
         f"journal {mode} (rollback journal): every read holds off the application's commits "
         "until it ends. The replicator's reads are short (a batch: milliseconds; the snapshot's "
-        f"file copy: one pass over this {size} MB file), so an application with a busy "
+        f"file copy: one pass over this {size} file), so an application with a busy "
         "timeout only waits, but one with busy_timeout 0 gets `database is locked`. Its writes "
         "(capture, pruning) start only when no application transaction is in flight. To remove "
         "the waits: PRAGMA journal_mode = WAL (persistent; every process using the file must be "

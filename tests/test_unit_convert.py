@@ -565,3 +565,19 @@ def test_the_census_classifies_text_as_a_careful_reader_would(tmp_path_factory, 
                                     for v in s.truth.values())
     finally:
         s.close()
+
+
+def test_a_declared_scale_holding_reals_is_named_in_the_plan(tmp_path):
+    """ActiveRecord's decimal(10,2) holds REALs (930.1899999999999 after price + 0.01); the app
+    reads 930.19. Inferred mode keeps the float's digits in numeric, exact, and the plan says
+    so, with the pin that stores what the app reads; a column with no REAL gets no such note."""
+    plan, s = _plan_of(tmp_path, "decimal(10,2)", [930.1899999999999, 12, 5.5])
+    s.close()
+    col = plan.column("v")
+    assert col.pg_type == "numeric" and col.exact
+    assert any('pin type = "numeric(10,2)" with round_to_scale = true' in n for n in col.notes), \
+        col.notes
+    (tmp_path / "ints").mkdir()
+    plan, s = _plan_of(tmp_path / "ints", "NUMERIC(8, 0)", [1, 2])
+    s.close()
+    assert not [n for n in plan.column("v").notes if "round_to_scale" in n]

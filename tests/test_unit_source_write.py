@@ -315,8 +315,8 @@ def test_an_install_with_something_missing_waits_for_the_writer(live, journal):
 
 
 def test_the_journal_advice_names_a_small_file_by_its_size(tmp_path):
-    """``plan``/``doctor`` advice for a rollback-journal file: a 0.9 MB file is "0.9 MB", not
-    "0 MB"; WAL is "ok" and says the daemon only reads while streaming."""
+    """``plan``/``doctor`` advice for a rollback-journal file: a 0.9 MB file is "0.9 MB" and an
+    8 kB one "8 kB", not "0 MB"; WAL is "ok" and says the daemon only reads while streaming."""
     db = tmp_path / "small.db"
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
@@ -325,6 +325,10 @@ def test_the_journal_advice_names_a_small_file_by_its_size(tmp_path):
     level, text = journal_advice(conn, db)
     assert level == "warn"
     assert "this 0.9 MB file" in text and "busy_timeout 0" in text
+    conn.execute("DELETE FROM t")
+    conn.commit()
+    conn.execute("VACUUM")
+    assert "this 8 kB file" in journal_advice(conn, db)[1]
     conn.execute("PRAGMA journal_mode = WAL")
     level, text = journal_advice(conn, db)
     assert level == "ok" and "only reads the file" in text
