@@ -65,7 +65,8 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             "verification": {"last": st.info.get("last_verify"),
                              "at_cutover": (st.info.get("cutover") or {}).get("verification")},
             "timings": _timings(st.info),
-            "fallback": _fallback(st.info),
+            "fallback": _fallback(st.info, quarantine),
+            "finished": bool(st.info.get("finished_at")),
             "rollback": _rollback(cfg, st),
             "troubleshooting": await _trouble(pg, st, tables),
             "validation": st.info.get("last_replay"),
@@ -202,8 +203,9 @@ def _timings(info: dict[str, Any]) -> dict[str, Any]:
             "freeze_breakdown_ms": cut.get("freeze_breakdown_ms")}
 
 
-def _fallback(info: dict[str, Any]) -> list[str]:
-    """The fallback window, when one was opened: what flowed back, rollbacks, the end."""
+def _fallback(info: dict[str, Any], quarantine: list[dict[str, Any]]) -> list[str]:
+    """The fallback window, when one was opened: what flowed back, what went back inexactly,
+    rollbacks, the end."""
     cut = info.get("cutover") or {}
     if not (cut.get("fallback_window") or info.get("rollback") or info.get("finished_at")):
         return []
@@ -211,6 +213,11 @@ def _fallback(info: dict[str, Any]) -> list[str]:
              "back into the SQLite file.",
              "Rows moved back to SQLite: "
              f"{info.get('fallback_rows_moved_back', info.get('reverse_rows', 0))}"]
+    inexact = [q for q in quarantine if q["reason"].startswith(state.REVERSE_REASON)]
+    if inexact:
+        lines.append(f"{len(inexact)} row(s) had a value with no exact SQLite form: written back "
+                     "by the stated rule, and listed with the Postgres value under Quarantined "
+                     "rows (Postgres holds the value the application wrote)")
     rb = info.get("rollback")
     if rb:
         lines.append(f"Rolled back to SQLite at {_when(info.get('rolled_back_at'))}: write freeze "
@@ -234,10 +241,14 @@ def _rollback(cfg: Config, st: state.State) -> list[str]:
                 "lifts the SQLite fence; point the application back at the file. Nothing written "
                 "on Postgres is lost.",
                 f"`replicator finish --source {cfg.source}` ends the window instead."]
+    closed = st.info.get("finished_at")
+    since = (f"after the fallback window closed ({_when(closed)}; the SQLite file as it was then, "
+             "with every change made on Postgres until that moment, is archived next to the "
+             "backups, gzip + .sha256, as `finish` said)" if closed else "after cutover")
     steps = [
         f"Stop writes to Postgres, then lift the fence and remove every replicator object from "
         f"SQLite: `replicator uninstall --source {cfg.source}` (the application's schema is left "
-        "byte-identical). Rows written to Postgres after cutover exist only there: export them "
+        f"byte-identical). Rows written to Postgres {since} exist only there: export them "
         "first if the application wrote any.",
         "Point the application back at the SQLite file.",
     ]
@@ -292,32 +303,66 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
         [x["at"] or "-", x["what"], x["table"] or "-", str(x["detail"]), x["hint"]]
         for x in r["troubleshooting"]]
     v = r["verification"]
+    sec = r["security"]
+    replay = r.get("validation")
+    validation = [["query", "result", "SQLite ms", "Postgres ms", "why"]] + [
+        [q["name"], q["status"], q["sqlite_ms"], q["pg_ms"], q.get("reason") or ""]
+        for q in (replay or {}).get("results", [])]
+    breakdown = ", ".join(f"{k.removesuffix('_ms')} {ms} ms"
+                          for k, ms in (t["freeze_breakdown_ms"] or {}).items())
     return [
-        ("Summary", [f"Source: {r['source']}", f"Target: {r['target']}",
-                     f"State: {r['state']}" + (f" (error: {r['error']})" if r["error"] else ""),
-                     f"Generated {r['generated_at']} by {r['tool']}"], None),
         ("Needs attention", [
             f"**{a['what']}**" + (f": {' '.join(a['detail'].split())[:300]}" if a["detail"] else "")
             + (f" Fix: {a['fix']}" if a["fix"] else "") for a in r["attention"]]
          or ["Nothing needs a human."], None),
+        ("Summary", [f"Source: {r['source']}", f"Target: {r['target']}",
+                     f"State: {r['state']}" + (f" (error: {r['error']})" if r["error"] else ""),
+                     f"Generated {r['generated_at']} by {r['tool']}"], None),
         ("What was migrated", [f"{sum(m['rows'] for m in r['moved'])} rows in "
                                f"{len(r['moved'])} tables"], moved),
         ("Type mapping and conversions", [], mapping),
-        ("Quarantined rows", [f"{len(r['quarantine'])} row(s) could not move exactly; their raw "
-                              "values are kept losslessly in _replicator.quarantine"], quarantine),
+        ("Quarantined rows", [_held(r)], quarantine),
         ("Schema objects", ["Constraints, triggers, views and sequences as created at cutover"],
          objects),
         ("Verification", [_verified("At cutover", v["at_cutover"]),
                           _verified("Last full verification", v["last"])], None),
-        ("Timings", [f"Snapshot: {t['snapshot_seconds']} s", f"Catch-up after the snapshot: "
-                     f"{t['catch_up_seconds']} s", f"Write freeze at cutover: "
-                     f"{t['freeze_window_ms']} ms {t['freeze_breakdown_ms'] or ''}"], None),
+        ("Application validation",
+         [", ".join(f"{n} {k}" for k, n in replay["counts"].items() if n)
+          + f" ({_when(replay.get('at'))})"] if replay else
+         ["No run of `replicator queries replay` recorded: replay the application's queries on "
+          "both databases to see that they answer the same."], validation),
+        ("Performance", [_seconds("Snapshot", t["snapshot_seconds"]),
+                         _seconds("Catch-up after the snapshot", t["catch_up_seconds"]),
+                         "Write freeze at cutover: " + (
+                             f"{t['freeze_window_ms']} ms" + (f" ({breakdown})" if breakdown else "")
+                             if t["freeze_window_ms"] is not None else "not yet cut over")], None),
+        ("Security", [f"Target: {sec['target']}",
+                      "TLS: " + ("yes" if sec["tls"] else "no") + f" (sslmode: {sec['tls_mode']})",
+                      f"Role: {sec['role']}" + (" (SUPERUSER)" if sec["superuser"]
+                                                else " (not a superuser)")
+                      + (f"; can {', '.join(sec['privileges'])}" if sec["privileges"] else ""),
+                      f"Secrets: {sec['secrets']}"], None),
         *([("Fallback window", r["fallback"], None)] if r.get("fallback") else []),
         ("Rollback procedure", r["rollback"], None),
-        ("Troubleshooting", ["Errors and schema changes seen in this run"], trouble),
+        ("Troubleshooting", ["Errors and schema changes seen in this run:" if len(trouble) > 1
+                             else "No error or schema change during this migration."], trouble),
         ("Schema before (SQLite)", ["```sql", *r["schema"]["before"], "```"], None),
         ("Schema after (Postgres)", ["```sql", *[s + ";" for s in r["schema"]["after"]], "```"], None),
     ]
+
+
+def _held(r: dict[str, Any]) -> str:
+    both = sum(1 for q in r["quarantine"] if q["reason"].startswith(state.REVERSE_REASON))
+    absent = len(r["quarantine"]) - both
+    return (f"{absent} row(s) could not move exactly to Postgres"
+            + (f"; {both} row(s) went back to SQLite by the stated rule (on both sides)" if both
+               else "")
+            + "; their raw values are listed here"
+            + ("" if r.get("finished") else " and kept losslessly in _replicator.quarantine"))
+
+
+def _seconds(label: str, value: Any) -> str:
+    return f"{label}: " + (f"{value} s" if value is not None else "not recorded")
 
 
 def _verified(label: str, rec: dict[str, Any] | None) -> str:
@@ -337,7 +382,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         for p in paras:
             in_code = not in_code if p.startswith("```") else in_code
             out.append(p if in_code or p.startswith("```") else f"- {p}" if title in (
-                "Summary", "Needs attention", "Timings", "Rollback procedure") else p)
+                "Summary", "Needs attention", "Performance", "Security", "Rollback procedure") else p)
         if rows and len(rows) > 1:
             out.append("")
             out.append("| " + " | ".join(map(str, rows[0])) + " |")

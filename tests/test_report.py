@@ -16,12 +16,15 @@ def test_report_in_three_formats(tmp_path, target_dsn):
     password = target_dsn.split(":")[2].split("@")[0]
     md = cli("report", "--source", str(db), "--target", target_dsn, check=True).stdout
     for section in ("What was migrated", "Type mapping and conversions", "Quarantined rows",
-                    "Schema objects", "Verification", "Timings", "Rollback procedure",
+                    "Schema objects", "Verification", "Application validation", "Performance",
+                    "Security", "Rollback procedure",
                     "Troubleshooting", "Schema before (SQLite)", "Schema after (Postgres)"):
         assert f"## {section}" in md
     assert "TEXT containing a NUL byte" in md and "replicator uninstall --source" in md
     assert "events.happened | DATETIME | timestamptz" in md
     assert password not in md
+    assert md.index("## Needs attention") < md.index("## Summary")  # what needs a human first
+    assert "{'" not in md and "Write freeze at cutover: not yet cut over" in md  # no raw dicts
     data = json.loads(cli("report", "--source", str(db), "--target", target_dsn, "--format", "json",
                           check=True).stdout)
     assert len(data["quarantine"]) == sum(hostile.QUARANTINED.values())
