@@ -52,7 +52,8 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
         pg = await connect(target, timeout=cfg.connect_timeout, tls_verify=cfg.tls_verify,
                            retry_for=5)
     except ReplicatorError as exc:
-        data["target_error"] = str(exc)
+        # What only the target knows (state, cursor, hence backlog and lag) is unknown, not zero.
+        data.update(target_error=str(exc), state="unknown", backlog_changes=None, lag_seconds=None)
         pg = None
     tables: dict[str, Any] = {}
     if pg is not None:
@@ -73,7 +74,9 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             for name, t in (await state.tables(pg)).items():
                 rows, exact = stats.get(t.pg_name, (None, False))
                 tables[name] = {
-                    "status": t.status,
+                    # in the fallback window a table follows Postgres, not the SQLite file
+                    "status": "fallback" if data["state"] == "fallback" and t.status == "streaming"
+                    else t.status,
                     "pg_name": t.pg_name,
                     "rows_copied": t.rows_copied,
                     "rows": rows,
@@ -106,9 +109,12 @@ async def gather(cfg: Config, target: TargetDSN) -> dict[str, Any]:
             f"Start `replicator run --source {cfg.source}`; `replicator rollback` drains them too")
     elif not data["daemon_pid"] and src.get("capture_installed") and data["state"] not in (
             "done", "fallback"):
+        waiting = (f"{src.get('log_rows', 0)} entries in it; how many are applied is known only "
+                   "to the target" if "target_error" in data
+                   else f"{src.get('backlog_changes', 0)} changes waiting")
         data["unattended"] = (
             f"no daemon is running, but capture is installed in {cfg.source}: the change log "
-            f"grows ({src.get('backlog_changes', 0)} changes waiting) with nothing applying it. "
+            f"grows ({waiting}) with nothing applying it. "
             f"Start `replicator run --source {cfg.source}`, or remove capture with "
             f"`replicator uninstall --source {cfg.source}`")
     return data
@@ -135,12 +141,16 @@ async def _row_counts(pg, schema: str) -> dict[str, tuple[int, bool]]:
 
 def render(data: dict[str, Any]) -> str:
     lines = [
-        f"state:      {data['state']}" + (f"  (error: {data['error']})" if data.get("error") else ""),
+        f"state:      {data['state']}" + (f"  (error: {data['error']})" if data.get("error") else "")
+        + ("  (the target could not be read)" if "target_error" in data else ""),
         f"target:     {data['target']}",
         "daemon:     " + (f"running, pid {data['daemon_pid']}" if data.get("daemon_pid") else "not running"),
-        f"lag:        {data['lag_seconds']:.3f} s",
-        f"backlog:    {data['backlog_changes']} changes",
     ]
+    if data["lag_seconds"] is None:  # the target could not be read
+        lines.append("lag:        unknown (the target could not be read)")
+    else:
+        lines += [f"lag:        {data['lag_seconds']:.3f} s",
+                  f"backlog:    {data['backlog_changes']} changes"]
     back = data.get("fallback")
     if back:
         lines.append(f"fallback:   Postgres -> SQLite, lag {back['reverse_lag_seconds']:.3f} s, "

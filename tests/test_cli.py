@@ -166,6 +166,13 @@ async def test_status_check_fails_and_says_so_when_no_daemon_applies_the_log(chi
     assert "daemon:     not running" in st.stdout
     assert "the change log grows (3 changes waiting)" in st.stdout
     assert f"replicator uninstall --source {chinook}" in st.stdout
+    # The target unreadable: what only it knows is unknown, not "new" and "0 changes".
+    bad = target_dsn.replace("replicator:", "replicator:wrong")
+    st = cli("status", "--source", str(chinook), "--target", bad)
+    assert st.returncode == 3, st.stdout + st.stderr
+    assert "state:      unknown  (the target could not be read)" in st.stdout
+    assert "backlog:" not in st.stdout and "state:      new" not in st.stdout
+    assert "is known only to the target" in st.stdout
 
 
 def test_the_example_config_is_valid(monkeypatch):
@@ -219,6 +226,18 @@ async def test_rehearsals_of_each_file_have_their_own_embedded_database(tmp_path
         await asyncpg.connect(dsn_a)
     again = cli("copy", "--source", str(a), "--config", str(conf), timeout=300)
     assert again.returncode == 0, again.stderr  # a fresh rehearsal of the same file
+    # A wrong --source is refused before the embedded target makes a database for it.
+    notdb = tmp_path / "notdb.sqlite"
+    notdb.write_text("not a database\n")
+    out = cli("run", "--source", str(notdb), "--config", str(conf), "--metrics-addr", "off")
+    assert out.returncode == 3 and "not a readable SQLite database" in out.stderr, out.stderr
+    pg = await asyncpg.connect(dsn_b)
+    try:
+        names = [r[0] for r in await pg.fetch("SELECT datname FROM pg_database")]
+    finally:
+        await pg.close()
+    assert [n for n in names if n.startswith("app_")] and \
+        not [n for n in names if n.startswith("notdb_")], names
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(chinook):

@@ -14,6 +14,7 @@ from typing import Any
 from .. import config, embedded, log
 from ..dsn import TargetDSN, parse_target
 from ..errors import ConfigError
+from ..source import open_source
 from .progress import TableProgress
 
 _log = log.get("cli")
@@ -75,7 +76,10 @@ def resolve_target(url: str | None, *, embedded_dir: Any = None, pooled: bool | 
 
 
 def config_target(cfg: config.Config) -> TargetDSN:
-    """The target of a replication command, from its configuration."""
+    """The target of a replication command, from its configuration. For the embedded default
+    the source is checked first, so a wrong --source creates no database for itself."""
+    if not cfg.target_url:
+        open_source(cfg.source, readonly=True).close()  # a missing or foreign file fails here
     return resolve_target(cfg.target_url, embedded_dir=cfg.embedded_dir, pooled=cfg.pooled,
                           source=cfg.source)
 
