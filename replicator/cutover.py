@@ -83,7 +83,8 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
         if not accept_quarantine:  # rows the drain quarantined
             await _refuse_quarantine(session, "the drain quarantined rows: ")
         t_verified = time.monotonic()
-        quarantined = await state.quarantine_list(session.conn, None)
+        quarantined = [q for q in await state.quarantine_list(session.conn, None)
+                       if not q["reason"].startswith(state.REVERSE_REASON)]  # absent from Postgres
         objects, rows = await _finish(session, window)
     except BaseException as exc:
         await _rollback(session, exc)
@@ -121,7 +122,8 @@ def _refuse_unkeyed(session: Session) -> None:
 
 async def _refuse_quarantine(session: Session, why: str) -> None:
     """Cutover never hides rows that could not move: refuse, naming each table and column."""
-    held = await state.quarantine_summary(session.conn)
+    # Rows the fallback window wrote back in a wider form are in Postgres: they never block.
+    held = await state.quarantine_summary(session.conn, absent_only=True)
     if not held:
         return
     lines = [f"{q['table']}.{q['column']}: {q['rows']} row(s), e.g. {q['reason']}" for q in held]
@@ -163,7 +165,8 @@ async def _preflight(rep: Replicator, max_lag: float) -> dict[str, Any]:
     _log.info("cutover_preflight", lag_seconds=round(lag, 3), backlog=backlog, verify=mode,
               constraints_that_will_not_validate=sum(1 for v in constraints.values() if v))
     return {"lag_seconds": round(lag, 3), "backlog": backlog, "verify_mode": mode,
-            "constraints": constraints, "quarantine": await state.quarantine_count(session.conn)}
+            "constraints": constraints,
+            "quarantine": await state.quarantine_count(session.conn, absent_only=True)}
 
 
 async def _finish(session: Session, window: bool) -> tuple[list[dict[str, Any]], dict[str, int]]:

@@ -95,6 +95,13 @@ class ReverseApplier:
             changes, inexact = await self._read(conn, entries)
             await state.rlog_forget(conn, [e[0] for e in entries])
             await self._quarantine(conn, changes, inexact)
+            if any(inexact.values()) or any(self.session.quarantined.get(n) for n in changes):
+                held = sum((await state.quarantine_count(conn)).values())
+                self.session.progress.quarantined = held
+                metrics.QUARANTINE_SIZE.set(held)  # the same gauge as forward (status agrees)
+            for name, rows in inexact.items():
+                if rows:
+                    metrics.QUARANTINED.labels(name).inc(len(rows))
             result = await asyncio.to_thread(self.session.live.write,
                                              lambda c: _write(c, changes), what="reverse")
             result.entries = len(entries)

@@ -447,9 +447,14 @@ async def drop_table_row(conn: asyncpg.Connection, name: str) -> None:
     await conn.execute(f"DELETE FROM {SCHEMA}.tables WHERE name = $1", name)
 
 
-async def quarantine_count(conn: asyncpg.Connection) -> dict[str, int]:
+async def quarantine_count(conn: asyncpg.Connection, *, absent_only: bool = False
+                           ) -> dict[str, int]:
+    """Quarantined rows per table (``absent_only``: not the rows the fallback window wrote back
+    in a wider form, which are on both sides)."""
     rows: list[asyncpg.Record] = await _if_exists(conn, lambda: conn.fetch(
-        f"SELECT tbl, count(*) FROM {SCHEMA}.quarantine GROUP BY tbl"), [])
+        f"SELECT tbl, count(*) FROM {SCHEMA}.quarantine "
+        + ("WHERE NOT starts_with(reason, $1) " if absent_only else "") + "GROUP BY tbl",
+        *((REVERSE_REASON,) if absent_only else ())), [])
     return {r[0]: r[1] for r in rows}
 
 
@@ -610,13 +615,18 @@ async def quarantine_list(conn: asyncpg.Connection, limit: int | None = 500
              "since": r[4], "raw": json.loads(r[5])} for r in rows]
 
 
-async def quarantine_summary(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    """Quarantined rows per table and column: how many, and the reason of the oldest one."""
+async def quarantine_summary(conn: asyncpg.Connection, *, absent_only: bool = False
+                             ) -> list[dict[str, Any]]:
+    """Quarantined rows per table and column: how many, and the reason of the oldest one
+    (``absent_only`` as in ``quarantine_count``)."""
     if not await exists(conn):
         return []
     rows = await conn.fetch(
         f"SELECT tbl, column_name, count(*), (array_agg(reason ORDER BY first_seen))[1] "
-        f"FROM {SCHEMA}.quarantine GROUP BY tbl, column_name ORDER BY tbl, column_name")
+        f"FROM {SCHEMA}.quarantine "
+        + ("WHERE NOT starts_with(reason, $1) " if absent_only else "")
+        + "GROUP BY tbl, column_name ORDER BY tbl, column_name",
+        *((REVERSE_REASON,) if absent_only else ()))
     return [{"table": r[0], "column": r[1], "rows": r[2], "reason": r[3]} for r in rows]
 
 
