@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from replicator.dialect.expressions import default
 from replicator.embedded import free_port
 from replicator.quoting import qi
 
@@ -311,3 +312,20 @@ async def test_a_date_like_text_that_is_not_utf8_is_named_not_a_crash(tmp_path, 
         await pg.close()
     assert [tuple(r) for r in got] == [(i, f"2024-01-0{(i - 1) % 9 + 1} 10:00:00")
                                        for i in range(1, 101)]
+
+
+async def test_a_current_timestamp_default_stores_whole_seconds_as_sqlite_does(target_dsn):
+    """SQLite's CURRENT_TIMESTAMP has no fraction; ``now()`` has microseconds, which a row the
+    application inserts on Postgres during the fallback window could not take back to SQLite
+    exactly (it was quarantined on the way back). The DEFAULT keeps whole seconds."""
+    sql = default("CURRENT_TIMESTAMP", "timestamptz").sql
+    pg = await asyncpg.connect(target_dsn)
+    try:
+        await pg.execute(f"CREATE TABLE whole(id int, at timestamptz DEFAULT {sql})")
+        for i in range(5):
+            await pg.execute("INSERT INTO whole(id) VALUES ($1)", i)
+        ats = [r[0] for r in await pg.fetch("SELECT at FROM whole")]
+    finally:
+        await pg.close()
+    assert all(at.microsecond == 0 for at in ats), ats
+    assert default("CURRENT_DATE", "date").sql.endswith("::date")

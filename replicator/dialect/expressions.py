@@ -184,7 +184,10 @@ def default(sql: str, pg_type: str, columns: dict[str, str] | None = None) -> Tr
     upper = text.upper().strip("()")
     if upper in ("CURRENT_TIMESTAMP", "CURRENT_DATE", "CURRENT_TIME"):
         if pg_type == "timestamptz":
-            return Translation(original=sql, sql="now()")
+            # SQLite stores whole seconds: so does the DEFAULT (a row the app inserts on
+            # Postgres during the fallback window then goes back to SQLite exactly)
+            return Translation(original=sql, sql="date_trunc('second', now())"
+                               if upper == "CURRENT_TIMESTAMP" else "now()")
         if pg_type == "date":
             return Translation(original=sql, sql=f"{UTC_NOW}::date")
         fmt = {"CURRENT_TIMESTAMP": "YYYY-MM-DD HH24:MI:SS", "CURRENT_DATE": "YYYY-MM-DD",
