@@ -6,8 +6,9 @@ column's ISO layout, a boolean to 0/1, a uuid to the text its column held, a num
 or REAL. That round trip is checked for every value; a value with no exact SQLite form (a
 timestamp the application wrote on Postgres with microseconds where the SQLite layout held
 seconds, a numeric with more digits than a REAL keeps) follows the rule of ``_fallback`` — the
-nearest form that keeps the whole value, usually a wider text layout — and is reported with the
-row, never dropped.
+nearest form the column can hold: a wider text layout keeps a timestamp whole, while a NUMERIC
+column turns number-shaped text into the nearest REAL — and is reported with the row and both
+values, never dropped.
 """
 
 from __future__ import annotations
