@@ -219,7 +219,7 @@ def write_markdown(cells: list[dict[str, Any]], a: argparse.Namespace, seconds: 
         f"Command: `python bench/locking_bench.py --txns {a.txns} --rows {a.rows} --journals "
         f"{a.journals} --shapes {a.shapes} --busy {a.busy} --pause-ms {a.pause_ms}`.", "",
         render(cells), "",
-        f"Daemon runs, WAL and rollback journal with a busy timeout: {errors(others)}. "
+        f"Daemon runs, WAL at every busy timeout and rollback journal with one: {errors(others)}. "
         f"Rollback journal with busy timeout 0: {errors(no_wait)} (every read holds the "
         "application's commit off, and with no busy timeout the commit fails at once). Controls: "
         f"{sum(c['errors'] for c in cells if not c['daemon']):,} errors. Every daemon run ended "
