@@ -163,6 +163,13 @@ def _attention(cfg: Config, st: state.State, r: dict[str, Any],
         out.append({"what": "Replication is in error", "detail": st.error,
                     "fix": f"`replicator status --source {src}`; the daemon's log says why"})
     for q in held:
+        if q["reverse"]:  # in Postgres as the application wrote it; SQLite holds the nearest form
+            out.append({"what": f"{q['rows']} row(s) of {q['table']}.{q['column']} went back to "
+                                "SQLite inexactly", "detail": q["reason"],
+                        "fix": "nothing on Postgres, which holds the value the application wrote; "
+                               "the form SQLite holds is listed below, and matters only if the "
+                               "application goes back to SQLite (then correct those rows there)"})
+            continue
         out.append({"what": f"{q['rows']} row(s) of {q['table']}.{q['column']} in quarantine",
                     "detail": q["reason"],
                     "fix": "fix them in SQLite (they leave when changed), or set the column's type "
@@ -355,8 +362,8 @@ def _held(r: dict[str, Any]) -> str:
     both = sum(1 for q in r["quarantine"] if q["reason"].startswith(state.REVERSE_REASON))
     absent = len(r["quarantine"]) - both
     return (f"{absent} row(s) could not move exactly to Postgres"
-            + (f"; {both} row(s) went back to SQLite by the stated rule (on both sides)" if both
-               else "")
+            + (f"; {both} row(s) went back to SQLite in the nearest form it holds (Postgres keeps "
+               "the value the application wrote)" if both else "")
             + "; their raw values are listed here"
             + ("" if r.get("finished") else " and kept losslessly in _replicator.quarantine"))
 

@@ -617,17 +617,18 @@ async def quarantine_list(conn: asyncpg.Connection, limit: int | None = 500
 
 async def quarantine_summary(conn: asyncpg.Connection, *, absent_only: bool = False
                              ) -> list[dict[str, Any]]:
-    """Quarantined rows per table and column: how many, and the reason of the oldest one
-    (``absent_only`` as in ``quarantine_count``)."""
+    """Quarantined rows per table, column and kind: how many, and the reason of the oldest one;
+    ``reverse``: rows the fallback window wrote back in a wider form, which are on both sides
+    (``absent_only``: without those)."""
     if not await exists(conn):
         return []
     rows = await conn.fetch(
-        f"SELECT tbl, column_name, count(*), (array_agg(reason ORDER BY first_seen))[1] "
-        f"FROM {SCHEMA}.quarantine "
+        f"SELECT tbl, column_name, count(*), (array_agg(reason ORDER BY first_seen))[1], "
+        f"starts_with(reason, $1) AS reverse FROM {SCHEMA}.quarantine "
         + ("WHERE NOT starts_with(reason, $1) " if absent_only else "")
-        + "GROUP BY tbl, column_name ORDER BY tbl, column_name",
-        *((REVERSE_REASON,) if absent_only else ()))
-    return [{"table": r[0], "column": r[1], "rows": r[2], "reason": r[3]} for r in rows]
+        + "GROUP BY tbl, column_name, reverse ORDER BY tbl, column_name, reverse", REVERSE_REASON)
+    return [{"table": r[0], "column": r[1], "rows": r[2], "reason": r[3], "reverse": r[4]}
+            for r in rows]
 
 
 async def events_of(conn: asyncpg.Connection, kinds: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -334,6 +334,11 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
         assert cut["verification"]["ok"] and cut["verification"]["mode"].startswith("changed")
         assert cut["quarantine_accepted"] == [] and not [
             h for h in cut["for_a_human"] if h["object"].startswith("quarantine")]
+        # The report does not ask for a fix in SQLite of a row Postgres holds as the app wrote it
+        attention = cli("report", "--source", str(db), "--target", target_dsn, check=True
+                        ).stdout.split("## Summary")[0]
+        assert "1 row(s) of visits.at went back to SQLite inexactly" in attention, attention
+        assert "fix them in SQLite" not in attention
         assert daemon.wait(30) == 0
     finally:
         daemon.kill9_if_running()
