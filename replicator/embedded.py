@@ -25,7 +25,7 @@ from typing import Any
 
 from . import log
 from .dsn import build_dsn
-from .errors import StartupError
+from .errors import NothingReplicated, StartupError
 
 OWNER_ROLE = "replicator"
 ADMIN_ROLE = "replicator_admin"
@@ -63,10 +63,12 @@ def database_name(source: Path) -> str:
 
 def ensure_running(
     home: Path | None = None, settings: dict[str, str] | None = None, *,
-    source: Path | None = None,
+    source: Path | None = None, create: bool = True,
 ) -> Embedded:
     """Start (initialising on first use) the embedded server under ``home``; reuse a running one.
-    With ``source``, the DSN is that file's own database, created on first use."""
+    With ``source``, the DSN is that file's own database, created on first use (``create``;
+    without it a missing database raises ``NothingReplicated``: commands that only look or
+    finish a migration leave nothing behind)."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     # One process at a time sets up a home: `run` and a `status` started next to it would both
@@ -74,10 +76,11 @@ def ensure_running(
     # CREATE DATABASE failed with a duplicate key, and `run` with it).
     with open(home / ".setup.lock", "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        return _ensure_running(home, settings, source)
+        return _ensure_running(home, settings, source, create)
 
 
-def _ensure_running(home: Path, settings: dict[str, str] | None, source: Path | None) -> Embedded:
+def _ensure_running(home: Path, settings: dict[str, str] | None, source: Path | None,
+                    create: bool) -> Embedded:
     runner = _Runner(home)
     creds = _load_or_init(home, runner, settings or {})
     data = home / "data"
@@ -91,6 +94,11 @@ def _ensure_running(home: Path, settings: dict[str, str] | None, source: Path | 
     if source is not None:
         name = database_name(source)
         if not _psql(runner, creds, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+            if not create:
+                raise NothingReplicated(
+                    f"nothing has been replicated from {source} into the embedded target yet "
+                    f"(it holds no database for this file): `replicator run --source {source}` "
+                    "starts a migration, `replicator copy` a one-shot copy")
             _psql(runner, creds, f'CREATE DATABASE "{name}" OWNER {OWNER_ROLE}')
             _log.info("embedded_database_created", database=name, source=str(source))
         emb = replace(emb, dsn=build_dsn("127.0.0.1", emb.port, OWNER_ROLE,

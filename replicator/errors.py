@@ -155,6 +155,12 @@ def startup_message(exc: BaseException, what: str) -> str | None:
     return None
 
 
+class NothingReplicated(StateError):
+    """The embedded target holds no database for this source: nothing was replicated from it."""
+
+    kind = "nothing_replicated"
+
+
 class QuarantineBlocks(StateError):
     """Cutover refused: rows sit in quarantine and the operator has not accepted them."""
 

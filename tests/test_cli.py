@@ -231,13 +231,26 @@ async def test_rehearsals_of_each_file_have_their_own_embedded_database(tmp_path
     notdb.write_text("not a database\n")
     out = cli("run", "--source", str(notdb), "--config", str(conf), "--metrics-addr", "off")
     assert out.returncode == 3 and "not a readable SQLite database" in out.stderr, out.stderr
+    # Commands that only look at (or end) a migration make no database for a file never
+    # replicated: status says "new", the others say what to run.
+    fresh = tmp_path / "fresh.sqlite"
+    shutil.copy(ROOT / "examples" / "chinook.sqlite", fresh)
+    st = cli("status", "--source", str(fresh), "--config", str(conf))
+    assert st.returncode == 0 and st.stdout.startswith("state:      new  (nothing has been "
+                                                        "replicated from"), st.stdout + st.stderr
+    assert cli("status", "--source", str(fresh), "--config", str(conf), "--check").returncode == 1
+    for command in ("report", "verify", "cutover"):
+        out = cli(command, "--source", str(fresh), "--config", str(conf))
+        assert out.returncode == 3 and f"replicator run --source {fresh}" in out.stderr, out.stderr
+    out = cli("uninstall", "--source", str(fresh), "--config", str(conf), "--target-schema")
+    assert out.returncode == 0, out.stderr
     pg = await asyncpg.connect(dsn_b)
     try:
         names = [r[0] for r in await pg.fetch("SELECT datname FROM pg_database")]
     finally:
         await pg.close()
     assert [n for n in names if n.startswith("app_")] and \
-        not [n for n in names if n.startswith("notdb_")], names
+        not [n for n in names if n.startswith(("notdb_", "fresh_"))], names
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(chinook):

@@ -48,14 +48,14 @@ def load_config(args: argparse.Namespace) -> config.Config:
 
 def resolve_target(url: str | None, *, embedded_dir: Any = None, pooled: bool | None = None,
                    allow_embedded: bool = True, warn_pooled: bool = True,
-                   source: Path | None = None) -> TargetDSN:
+                   source: Path | None = None, create: bool = True) -> TargetDSN:
     """The target: the URL given (flag, config or environment), else the embedded default
-    (started if needed; the source file's own database) where the command allows it. Its
-    password is registered for masking."""
+    (started if needed; the source file's own database, made only where ``create``) where the
+    command allows it. Its password is registered for masking."""
     if url:
         target = parse_target(url)
     elif allow_embedded:
-        emb = embedded.ensure_running(embedded_dir, source=source)
+        emb = embedded.ensure_running(embedded_dir, source=source, create=create)
         log.add_secret(emb.owner_password)
         target = parse_target(emb.dsn)
         print(f"embedded Postgres: {target.masked} (credentials in "
@@ -75,13 +75,14 @@ def resolve_target(url: str | None, *, embedded_dir: Any = None, pooled: bool | 
     return target
 
 
-def config_target(cfg: config.Config) -> TargetDSN:
+def config_target(cfg: config.Config, *, create: bool = False) -> TargetDSN:
     """The target of a replication command, from its configuration. For the embedded default
-    the source is checked first, so a wrong --source creates no database for itself."""
+    the source is checked first, so a wrong --source creates no database for itself, and only
+    the commands that start moving data (``create``: run, copy) make the file's database."""
     if not cfg.target_url:
         open_source(cfg.source, readonly=True).close()  # a missing or foreign file fails here
     return resolve_target(cfg.target_url, embedded_dir=cfg.embedded_dir, pooled=cfg.pooled,
-                          source=cfg.source)
+                          source=cfg.source, create=create)
 
 
 def command_target(args: argparse.Namespace) -> TargetDSN:

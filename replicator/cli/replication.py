@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 
 from .. import daemon, service
 from .. import rollback as window
 from ..config import Config
 from ..cutover import cutover as do_cutover
-from ..errors import EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP
+from ..errors import EXIT_OK, EXIT_RUNTIME, EXIT_STARTUP, NothingReplicated
 from ..status import gather as gather_status
 from ..status import render as render_status
 from .output import config_target, emit, progress
@@ -49,7 +50,7 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
-    target = config_target(cfg)
+    target = config_target(cfg, create=True)
     stop = asyncio.Event()
     daemon.install_signal_handlers(stop, cfg.drain_timeout)
     with progress() as bars:
@@ -58,7 +59,7 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def copy(args: argparse.Namespace, cfg: Config) -> int:
-    target = config_target(cfg)
+    target = config_target(cfg, create=True)
     with progress() as bars:
         data = await service.copy_once(cfg, target, progress=bars)
     quarantined = data["quarantined"]
@@ -73,7 +74,13 @@ async def copy(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def status(args: argparse.Namespace, cfg: Config) -> int:
-    data = await gather_status(cfg, config_target(cfg))
+    try:
+        target = config_target(cfg)
+    except NothingReplicated as exc:  # the embedded default, before any run: nothing to read
+        emit({"state": "new", "ready": False, "detail": str(exc)}, args.json,
+             f"state:      new  ({exc})")
+        return EXIT_RUNTIME if args.check else EXIT_OK
+    data = await gather_status(cfg, target)
     emit(data, args.json, render_status(data))
     if "target_error" in data:
         return EXIT_STARTUP  # the target could not be reached: the figures above are partial
@@ -134,7 +141,10 @@ async def finish(args: argparse.Namespace, cfg: Config) -> int:
 
 
 async def uninstall(args: argparse.Namespace, cfg: Config) -> int:
-    target = config_target(cfg) if args.target_schema else None
+    target = None
+    if args.target_schema:
+        with contextlib.suppress(NothingReplicated):  # no database: no schema to drop there
+            target = config_target(cfg)
     result = await service.uninstall(cfg, target)
     print(f"removed {result['triggers']} triggers and {result['tables']} tables from {cfg.source}")
     if target is not None:
