@@ -24,7 +24,14 @@ from .convert import from_typed_json
 from .dsn import TargetDSN
 from .errors import StateError
 from .quoting import qualified
-from .report_html import render_html
+from .report_html import (
+    REPLAY_HEAD,
+    freeze_breakdown,
+    render_html,
+    replay_counts,
+    replay_rows,
+    security_rows,
+)
 from .source import inspect, open_source
 from .target import connect
 
@@ -310,13 +317,9 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
         [x["at"] or "-", x["what"], x["table"] or "-", str(x["detail"]), x["hint"]]
         for x in r["troubleshooting"]]
     v = r["verification"]
-    sec = r["security"]
     replay = r.get("validation")
-    validation = [["query", "result", "SQLite ms", "Postgres ms", "why"]] + [
-        [q["name"], q["status"], q["sqlite_ms"], q["pg_ms"], q.get("reason") or ""]
-        for q in (replay or {}).get("results", [])]
-    breakdown = ", ".join(f"{k.removesuffix('_ms')} {ms} ms"
-                          for k, ms in (t["freeze_breakdown_ms"] or {}).items())
+    validation = [REPLAY_HEAD] + (replay_rows(replay) if replay else [])
+    breakdown = freeze_breakdown(t)
     return [
         ("Needs attention", [
             f"**{a['what']}**" + (f": {' '.join(a['detail'].split())[:300]}" if a["detail"] else "")
@@ -333,9 +336,7 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
          objects),
         ("Verification", [_verified("At cutover", v["at_cutover"]),
                           _verified("Last full verification", v["last"])], None),
-        ("Application validation",
-         [", ".join(f"{n} {k}" for k, n in replay["counts"].items() if n)
-          + f" ({_when(replay.get('at'))})"] if replay else
+        ("Application validation", [replay_counts(replay)] if replay else
          ["No run of `replicator queries replay` recorded: replay the application's queries on "
           "both databases to see that they answer the same."], validation),
         ("Performance", [_seconds("Snapshot", t["snapshot_seconds"]),
@@ -343,12 +344,7 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
                          "Write freeze at cutover: " + (
                              f"{t['freeze_window_ms']} ms" + (f" ({breakdown})" if breakdown else "")
                              if t["freeze_window_ms"] is not None else "not yet cut over")], None),
-        ("Security", [f"Target: {sec['target']}",
-                      "TLS: " + ("yes" if sec["tls"] else "no") + f" (sslmode: {sec['tls_mode']})",
-                      f"Role: {sec['role']}" + (" (SUPERUSER)" if sec["superuser"]
-                                                else " (not a superuser)")
-                      + (f"; can {', '.join(sec['privileges'])}" if sec["privileges"] else ""),
-                      f"Secrets: {sec['secrets']}"], None),
+        ("Security", [f"{label}: {text}" for label, text in security_rows(r["security"])], None),
         *([("Fallback window", r["fallback"], None)] if r.get("fallback") else []),
         ("Rollback procedure", r["rollback"], None),
         ("Troubleshooting", ["Errors and schema changes seen in this run:" if len(trouble) > 1

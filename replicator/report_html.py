@@ -248,25 +248,46 @@ def _verification(v: dict[str, Any]) -> str:
     return _table(["when", "result", "rows", "mode", "at", "took"], rows, {2})
 
 
+# -- what the page and the markdown report both say (report.py renders the markdown) ---------
+
+REPLAY_HEAD = ["query", "result", "SQLite ms", "Postgres ms", "why"]
+
+
+def replay_rows(replay: dict[str, Any]) -> list[list[Any]]:
+    return [[q["name"], q["status"], q["sqlite_ms"], q["pg_ms"], q.get("reason") or ""]
+            for q in replay["results"]]
+
+
+def replay_counts(replay: dict[str, Any]) -> str:
+    return (", ".join(f"{n} {k}" for k, n in replay["counts"].items() if n)
+            + f" ({_when(replay.get('at'))})")
+
+
+def security_rows(s: dict[str, Any]) -> list[list[str]]:
+    return [["target", s["target"]],
+            ["TLS", ("yes" if s["tls"] else "no") + f" (sslmode: {s['tls_mode']})"],
+            ["role", f"{s['role']}" + (" (SUPERUSER)" if s["superuser"] else " (not a superuser)")
+             + (f"; can {', '.join(s['privileges'])}" if s["privileges"] else "")],
+            ["secrets", s["secrets"]]]
+
+
+def freeze_breakdown(t: dict[str, Any]) -> str:
+    """The cutover's write freeze by phase, in words ("drain 11.7 ms, verify 87.9 ms, ...")."""
+    return ", ".join(f"{k.removesuffix('_ms')} {v} ms"
+                     for k, v in (t["freeze_breakdown_ms"] or {}).items())
+
+
 def _validation(r: dict[str, Any]) -> str:
     replay = r.get("validation")
     if not replay:
         return ("<p>No run of <code>replicator queries replay</code> recorded: replay the "
                 "application's queries on both databases to see that they answer the same.</p>")
-    counts = ", ".join(f"{n} {k}" for k, n in replay["counts"].items() if n)
-    rows = [[q["name"], q["status"], q["sqlite_ms"], q["pg_ms"], q.get("reason") or ""]
-            for q in replay["results"]]
-    return (f"<p>{esc(counts)} ({_when(replay.get('at'))})</p>"
-            + _table(["query", "result", "SQLite ms", "Postgres ms", "why"], rows, {2, 3}))
+    return (f"<p>{esc(replay_counts(replay))}</p>"
+            + _table(REPLAY_HEAD, replay_rows(replay), {2, 3}))
 
 
 def _security(s: dict[str, Any]) -> str:
-    rows = [["target", s["target"]],
-            ["TLS", ("yes" if s["tls"] else "no") + f" (sslmode: {s['tls_mode']})"],
-            ["role", f"{s['role']}" + (" (SUPERUSER)" if s["superuser"] else " (not a superuser)")
-             + (f"; can {', '.join(s['privileges'])}" if s["privileges"] else "")],
-            ["secrets", s["secrets"]]]
-    return _table(["", ""], rows)
+    return _table(["", ""], security_rows(s))
 
 
 def render_html(r: dict[str, Any]) -> str:
@@ -311,9 +332,7 @@ def render_html(r: dict[str, Any]) -> str:
         _table(["", ""], [["snapshot", f"{t['snapshot_seconds']} s"],
                           ["catch-up after the snapshot", f"{t['catch_up_seconds']} s"],
                           ["write freeze at cutover", f"{t['freeze_window_ms']} ms"],
-                          ["freeze breakdown", ", ".join(
-                              f"{k.removesuffix('_ms')} {v} ms"
-                              for k, v in (t["freeze_breakdown_ms"] or {}).items()) or "-"]]),
+                          ["freeze breakdown", freeze_breakdown(t) or "-"]]),
         "<h2>Security</h2>", _security(r["security"]),
         *(["<h2>Fallback window</h2>", "".join(f"<p>{esc(p)}</p>" for p in r["fallback"])]
           if r.get("fallback") else []),
