@@ -96,9 +96,7 @@ class ReverseApplier:
             await state.rlog_forget(conn, [e[0] for e in entries])
             await self._quarantine(conn, changes, inexact)
             if any(inexact.values()) or any(self.session.quarantined.get(n) for n in changes):
-                held = sum((await state.quarantine_count(conn)).values())
-                self.session.progress.quarantined = held
-                metrics.QUARANTINE_SIZE.set(held)  # the same gauge as forward (status agrees)
+                await self.session.count_quarantine(conn)  # the same gauge as forward
             for name, rows in inexact.items():
                 if rows:
                     metrics.QUARANTINED.labels(name).inc(len(rows))

@@ -138,6 +138,14 @@ class Session:
             )
             self.sql[name] = t.sqlite_sql
 
+    async def count_quarantine(self, conn: asyncpg.Connection | None = None) -> int:
+        """The rows held in quarantine, into the progress (the screen, /readyz) and the gauge;
+        ``conn``: a connection inside a transaction that just changed them (else the session's)."""
+        rows = sum((await state.quarantine_count(conn or self.conn)).values())
+        self.progress.quarantined = rows
+        metrics.QUARANTINE_SIZE.set(rows)
+        return rows
+
     async def bounded(self, work: Awaitable[T], what: str) -> T:
         """Target work that does not finish in time means a hung server or a silent network (TCP
         keepalives cannot tell when a middlebox still acknowledges): cut the connection (its

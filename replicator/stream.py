@@ -330,7 +330,7 @@ class Stream:
         polled = await self.update_gauges()
         loop.backlog = polled.backlog
         if result is not None and result.quarantined:
-            await self._quarantine_gauge()
+            await self.session.count_quarantine()
         if result is not None and await self.prune_due(polled.rows - polled.backlog):
             await self.prune(optional=True)
         if not loop.caught_up and polled.backlog == 0:
@@ -341,7 +341,7 @@ class Stream:
             loop.last_sample, loop.sampled = time.monotonic(), 0
         loop.sampled += result.entries if result else 0
         if time.monotonic() - loop.last_summary >= session.cfg.summary_interval:
-            await self._quarantine_gauge()  # rows leave quarantine when they are fixed, too
+            await self.session.count_quarantine()  # rows leave quarantine when they are fixed, too
             _log.info("summary", applied=loop.applied, cursor=session.cursor,
                       lag_seconds=round(polled.lag, 3), backlog=polled.backlog)
             loop.last_summary, loop.applied = time.monotonic(), 0
@@ -358,7 +358,7 @@ class Stream:
             session.progress.set_state("streaming")
         metrics.LAST_APPLY.set(await state.updated_at(session.conn))
         metrics.CURSOR.set(session.cursor)
-        await self._quarantine_gauge()
+        await self.session.count_quarantine()
         loop.caught_up = bool(st.info.get("caught_up_at"))
         loop.started = True
 
@@ -442,11 +442,6 @@ class Stream:
         await state.set_state(conn, "error", error=log.scrub(message))
         if first:
             await state.event(conn, "error", None, kind=kind, error=log.scrub(message))
-
-    async def _quarantine_gauge(self) -> None:
-        rows = sum((await state.quarantine_count(self.session.conn)).values())
-        self.session.progress.quarantined = rows
-        metrics.QUARANTINE_SIZE.set(rows)
 
     async def update_gauges(self) -> capture.LogPosition:
         """Backlog, lag, log size and WAL size into the progress and the gauges."""
