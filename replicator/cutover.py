@@ -84,7 +84,7 @@ async def _cutover(rep: Replicator, cfg: Config, target: TargetDSN, timeout: flo
             await _refuse_quarantine(session, "the drain quarantined rows: ")
         t_verified = time.monotonic()
         quarantined = [q for q in await state.quarantine_list(session.conn, None)
-                       if not q["reason"].startswith(state.REVERSE_REASON)]  # absent from Postgres
+                       if not q["reverse"]]  # absent from Postgres
         objects, rows = await _finish(session, window)
     except BaseException as exc:
         await _rollback(session, exc)

@@ -227,7 +227,7 @@ def _fallback(info: dict[str, Any], quarantine: list[dict[str, Any]]) -> list[st
              "back into the SQLite file.",
              "Rows moved back to SQLite: "
              f"{info.get('fallback_rows_moved_back', info.get('reverse_rows', 0))}"]
-    inexact = [q for q in quarantine if q["reason"].startswith(state.REVERSE_REASON)]
+    inexact = [q for q in quarantine if q["reverse"]]
     if inexact:
         lines.append(f"{len(inexact)} row(s) had a value with no exact SQLite form: written back "
                      "by the stated rule, and listed with the Postgres value under Quarantined "
@@ -355,7 +355,7 @@ def _sections(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]] |
 
 
 def _held(r: dict[str, Any]) -> str:
-    both = sum(1 for q in r["quarantine"] if q["reason"].startswith(state.REVERSE_REASON))
+    both = sum(1 for q in r["quarantine"] if q["reverse"])
     absent = len(r["quarantine"]) - both
     return (f"{absent} row(s) could not move exactly to Postgres"
             + (f"; {both} row(s) went back to SQLite in the nearest form it holds (Postgres keeps "

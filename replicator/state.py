@@ -607,12 +607,13 @@ async def quarantine_rows(conn: asyncpg.Connection, table: str) -> int:
 
 async def quarantine_list(conn: asyncpg.Connection, limit: int | None = 500
                           ) -> list[dict[str, Any]]:
-    """The quarantined rows, oldest first per table (table, key, column, reason, since, and the
-    raw row as typed JSON); ``limit`` None: all of them."""
+    """The quarantined rows, oldest first per table (table, key, column, reason, since, the raw
+    row as typed JSON, and ``reverse`` as in ``quarantine_summary``); ``limit`` None: all."""
     rows = await conn.fetch(f"SELECT tbl, key, column_name, reason, first_seen, raw FROM "
                             f"{SCHEMA}.quarantine ORDER BY tbl, first_seen, key LIMIT $1", limit)
     return [{"table": r[0], "key": json.loads(r[1]), "column": r[2], "reason": r[3],
-             "since": r[4], "raw": json.loads(r[5])} for r in rows]
+             "since": r[4], "raw": json.loads(r[5]), "reverse": r[3].startswith(REVERSE_REASON)}
+            for r in rows]
 
 
 async def quarantine_summary(conn: asyncpg.Connection, *, absent_only: bool = False
