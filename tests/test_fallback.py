@@ -6,6 +6,7 @@ returns to SQLite with nothing lost (compared value by value), forward streaming
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -273,8 +274,11 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
     nothing is dropped."""
     db = tmp_path / "app.sqlite"
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE visits (id INTEGER PRIMARY KEY, at DATETIME NOT NULL)")
-    conn.executemany("INSERT INTO visits VALUES (?, ?)",
+    # `made` takes SQLite's CURRENT_TIMESTAMP (whole seconds): the row the app inserts on
+    # Postgres without it must go back exactly (a DEFAULT now() sent it to the quarantine)
+    conn.execute("CREATE TABLE visits (id INTEGER PRIMARY KEY, at DATETIME NOT NULL, "
+                 "made DATETIME DEFAULT CURRENT_TIMESTAMP)")
+    conn.executemany("INSERT INTO visits (id, at) VALUES (?, ?)",
                      [(i, f"2024-05-{i:02d} 12:00:00") for i in range(1, 21)])
     conn.close()
     port = free_port()
@@ -288,7 +292,7 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await pg.fetch("SELECT * FROM _replicator.rlog")
             await pg.execute("UPDATE visits SET at = '2025-01-02 03:04:05.000120+00' WHERE id = 3")
-            await pg.execute("INSERT INTO visits VALUES (21, '2025-02-03 04:05:06+00')")
+            await pg.execute("INSERT INTO visits (id, at) VALUES (21, '2025-02-03 04:05:06+00')")
             await pg.execute("UPDATE visits SET at = '2025-03-04 05:06:07.5+00' WHERE id = 4")
         finally:
             await pg.close()
@@ -312,6 +316,8 @@ async def test_a_value_without_an_exact_sqlite_form_is_kept_and_named(tmp_path, 
         conn = sqlite3.connect(db)
         assert conn.execute("SELECT at FROM visits WHERE id IN (3, 21) ORDER BY id").fetchall() == [
             ("2025-01-02 03:04:05.000120",), ("2025-02-03 04:05:06",)]
+        made = conn.execute("SELECT made, typeof(made) FROM visits WHERE id = 21").fetchone()
+        assert made[1] == "text" and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", made[0]), made
         conn.close()
         pg = await asyncpg.connect(target_dsn)
         try:
