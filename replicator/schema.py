@@ -27,14 +27,13 @@ what the column actually holds. The rules (stated in the plan for every column):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from .census import ColumnCensus, TableCensus
 from .config import NUMERIC_PS, Config
 from .conventions import hint, rounding
 from .convert import accepts
-from .declared import affinity, type_hint
+from .declared import affinity, declared_scale, type_hint
 from .errors import ConfigError
 from .objects import table_objects
 from .plans import (
@@ -136,10 +135,6 @@ def _convention(found: str | None, declared: str, present: set[str], cen: Column
     return None
 
 
-_DECLARED_PS = re.compile(r"\s*(?:DECIMAL|NUMERIC)\s*\(\s*(?P<p>\d+)\s*,\s*(?P<s>\d+)\s*\)\s*",
-                          re.IGNORECASE)
-
-
 def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], big_ints: bool) -> _Choice:
     decimal_name = any(w in declared.upper() for w in ("DEC", "NUM", "MONEY"))
     if present == {"blob"}:
@@ -159,9 +154,9 @@ def _by_census(aff: str, declared: str, present: set[str], numbers: set[str], bi
             notes.append("a bare DECIMAL (Django's DecimalField) keeps its scale in the app's "
                          "model only: pin type = \"numeric(p,s)\" as the model declares it, "
                          "with round_to_scale = true, so Postgres answers as the app read SQLite")
-        scaled = _DECLARED_PS.fullmatch(declared)
+        scaled = declared_scale(declared)
         if scaled and "real" in present:
-            p, s = scaled["p"], scaled["s"]
+            p, s = scaled
             notes.append(f"declared {declared.strip()} holding REALs: an ORM reads each one "
                          f"rounded to {s} decimal places (ActiveRecord, Django), while numeric "
                          "keeps the float's own digits (930.1899999999999, not 930.19); to "
