@@ -88,6 +88,12 @@ async def test_activerecord_app_runs_on_the_schema_rails_made(tmp_path, target_d
     db = tmp_path / "store.sqlite3"
     AR_STORE.run(db, "migrate", AR_STORE.first)
     AR_STORE.run(db, "seed", "60")
+    # Inferred instead, the plan says how the app reads its decimal(10,2) REALs and what to pin
+    inferred = json.loads(cli("plan", "--source", str(db), "--json").stdout)
+    products = next(t for t in inferred["tables"] if t["name"] == "products")
+    assert any('price: declared decimal(10,2) holding REALs' in n and
+               'pin type = "numeric(10,2)" with round_to_scale = true' in n
+               for n in products["notes"]), products["notes"]
     AR_STORE.run(target_dsn, "migrate", AR_STORE.first)  # ActiveRecord makes the Postgres schema
     fks = await foreign_keys(target_dsn)
     assert len(fks) == 4 and all(fks.values())
