@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .convert import from_typed_json
+from .sizes import human_bytes
 
 esc = html.escape
 
@@ -57,16 +58,6 @@ def _when(at: Any) -> str:
     if isinstance(at, (int, float)):
         return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return str(at) if at else "-"
-
-
-def _bytes(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "-"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _num(n: Any) -> str:
@@ -221,7 +212,7 @@ def _figures(r: dict[str, Any]) -> str:
     checked = "ok" if (cut or last).get("ok") else "differences" if (cut or last) else "not run"
     cells = [
         (_num(sum(m["rows"] for m in moved)), f"rows in {len(moved)} tables"),
-        (_bytes(sum(m["bytes"] or 0 for m in moved)), "in Postgres"),
+        (human_bytes(sum(m["bytes"] or 0 for m in moved)), "in Postgres"),
         (f"{t['snapshot_seconds']} s" if t["snapshot_seconds"] is not None else "-", "snapshot"),
         (f"{t['catch_up_seconds']} s" if t["catch_up_seconds"] is not None else "-",
          "catch-up after it"),
@@ -311,7 +302,7 @@ def render_html(r: dict[str, Any]) -> str:
         charts(r),
         "<h2>What moved</h2>",
         _table(["table", "Postgres table", "rows", "size", "changes applied while streaming"],
-               [[m["table"], m["pg_table"], _num(m["rows"]), _bytes(m["bytes"]),
+               [[m["table"], m["pg_table"], _num(m["rows"]), human_bytes(m["bytes"]),
                  _num(m["changes_applied"])] for m in r["moved"]], {2, 3, 4}),
         "<h2>Type conversions</h2>",
         f"<p>{len(r['mapping'])} columns; every value converted exactly or named in the quarantine. "

@@ -55,6 +55,7 @@ from typing import TypeVar
 
 from . import log, metrics
 from .errors import is_busy_sqlite
+from .sizes import human_bytes
 from .source import open_source
 
 _log = log.get("source_write")
@@ -277,10 +278,7 @@ def journal_advice(conn: sqlite3.Connection, path: Path) -> tuple[str, str]:
             "transaction is in flight; the change log is pruned at cutover, so it grows by about "
             "30 bytes per logged change (more for long text keys) until then "
             "(replicator_change_log_rows)")
-    size_mb = path.stat().st_size / 1e6
-    # never "0 MB": a small file in kB, a few MB with a decimal
-    size = (f"{size_mb * 1000:.0f} kB" if size_mb < 0.1 else
-            f"{size_mb:.1f} MB" if size_mb < 10 else f"{size_mb:.0f} MB")
+    size = human_bytes(path.stat().st_size)
     return "warn", (
         f"journal {mode} (rollback journal): every read holds off the application's commits "
         "until it ends. The replicator's reads are short (a batch: milliseconds; the snapshot's "

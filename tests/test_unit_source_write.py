@@ -315,8 +315,9 @@ def test_an_install_with_something_missing_waits_for_the_writer(live, journal):
 
 
 def test_the_journal_advice_names_a_small_file_by_its_size(tmp_path):
-    """``plan``/``doctor`` advice for a rollback-journal file: a 0.9 MB file is "0.9 MB" and an
-    8 kB one "8 kB", not "0 MB"; WAL is "ok" and says the daemon only reads while streaming."""
+    """``plan``/``doctor`` advice for a rollback-journal file names its size as the report does
+    (a 900,000-byte BLOB: "884.0 kB"; two pages: "8.0 kB"), not "0 MB"; WAL is "ok" and says the
+    daemon only reads while streaming."""
     db = tmp_path / "small.db"
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB)")
@@ -324,11 +325,11 @@ def test_the_journal_advice_names_a_small_file_by_its_size(tmp_path):
     conn.commit()
     level, text = journal_advice(conn, db)
     assert level == "warn"
-    assert "this 0.9 MB file" in text and "busy_timeout 0" in text
+    assert "this 884.0 kB file" in text and "busy_timeout 0" in text
     conn.execute("DELETE FROM t")
     conn.commit()
     conn.execute("VACUUM")
-    assert "this 8 kB file" in journal_advice(conn, db)[1]
+    assert "this 8.0 kB file" in journal_advice(conn, db)[1]
     conn.execute("PRAGMA journal_mode = WAL")
     level, text = journal_advice(conn, db)
     assert level == "ok" and "only reads the file" in text
